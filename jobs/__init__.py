@@ -1,0 +1,1 @@
+"""Entry points: the ``twin`` CLI and runnable jobs."""

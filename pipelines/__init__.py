@@ -1,0 +1,1 @@
+"""Engine bindings: Beam (and, later, PyFlink) compositions of ``transforms``."""

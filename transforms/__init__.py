@@ -1,0 +1,1 @@
+"""Engine-free domain logic of twinstream: adapters, validation, windows, models, policy."""
