@@ -60,3 +60,14 @@ def sensor(asset_type: str, name: str) -> Sensor:
         if s.name == name:
             return s
     raise KeyError(f"{asset_type}.{name}")
+
+
+# Sensors that describe the operating point (what the asset is asked to do and the
+# conditions it runs in), as opposed to condition sensors (vibration, bearing and winding
+# temperature) that describe its health. Detectors explain the latter by the former.
+PROCESS_SENSORS: frozenset[str] = frozenset(
+    {
+        "speed", "flow", "discharge_pressure", "suction_pressure", "motor_current",
+        "current", "voltage", "torque", "ambient_temp",
+    }
+)

@@ -1,0 +1,90 @@
+"""The ``twin`` command line: ``twin run``, ``twin evaluate``.
+
+Each subcommand lives in its own module under ``jobs/``; this file only wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from rich.console import Console
+from rich.table import Table
+
+
+def _print_summary(summary: dict, console: Console) -> None:
+    table = Table(title="twinstream run", show_header=False)
+    for key in ("readings_in", "readings_valid", "dead_letters", "late_readings",
+                "duplicate_readings", "windows", "predictions", "anomalies", "drift_events"):
+        table.add_row(key, str(summary.get(key)))
+    table.add_row("actions", ", ".join(f"{k} {v}" for k, v in summary["actions"].items()) or "0")
+    table.add_row("dead-letter reasons",
+                  ", ".join(f"{k} {v}" for k, v in summary["dead_letter_reasons"].items()))
+    table.add_row("invariant in == valid + dead", "ok" if summary["invariant_ok"] else "BROKEN")
+    table.add_row("elapsed", f"{summary['elapsed_s']} s ({summary['readings_per_s']} msg/s)")
+    console.print(table)
+
+
+def _print_metrics(metrics: dict, console: Console) -> None:
+    table = Table(title="evaluation against ground truth", show_header=False)
+    for key, value in metrics.items():
+        if key in ("missed", "by_fault"):
+            continue
+        table.add_row(key, str(value))
+    for fault, v in metrics["by_fault"].items():
+        table.add_row(f"  {fault}", f"{v['detected']}/{v['episodes']} detected")
+    console.print(table)
+
+
+def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from jobs.run import run
+
+    console = Console()
+    summary = run(args, beam_args)
+    _print_summary(summary, console)
+    console.print(f"outputs in [bold]{summary['out']}[/bold] (summary.json, "
+                  "predictions/actions/state/dead_letters as .avro and .parquet)")
+    console.print(f"score it: [bold]twin evaluate {summary['out']}[/bold]")
+    return 0 if summary["invariant_ok"] else 1
+
+
+def cmd_evaluate(args: argparse.Namespace, _beam_args: list[str]) -> int:
+    from jobs.evaluate import evaluate_dir
+
+    metrics = evaluate_dir(args.dir)
+    if args.json:
+        print(json.dumps(metrics, indent=1))
+    else:
+        _print_metrics(metrics, Console())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jobs.run import add_arguments as add_run_arguments
+
+    parser = argparse.ArgumentParser(prog="twin", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_run = sub.add_parser(
+        "run", help="simulate a fleet and run the twin on Beam (DirectRunner by default)",
+        epilog="Unknown flags are Beam pipeline options, e.g. --runner=FlinkRunner.")
+    add_run_arguments(p_run)
+    p_run.set_defaults(func=cmd_run)
+    p_eval = sub.add_parser("evaluate", help="score a run folder against its ground truth")
+    p_eval.add_argument("dir", help="output folder of twin run")
+    p_eval.add_argument("--json", action="store_true", help="print JSON")
+    p_eval.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    rest = [a for a in rest if a != "--"]
+    if rest and args.command != "run":
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args.func(args, rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

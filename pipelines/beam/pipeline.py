@@ -1,0 +1,60 @@
+"""The twin as one Beam composite: raw messages -> normalized -> twins -> files.
+
+    messages
+      | NormalizeReadings      -> readings | dead letters (reason + original bytes)
+      | RunTwins               -> features, predictions, actions, state, late readings
+      | Write<Kind>            -> <out>/<kind>.avro and <out>/<kind>.parquet
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import apache_beam as beam
+
+from pipelines.beam.normalize import NormalizeReadings
+from pipelines.beam.sinks import WriteRecords
+from pipelines.beam.twin import RunTwins
+from transforms.twin import ACTION, FEATURES, LATE, PREDICTION, STATE
+
+# output file name -> (tag in the twin outputs, schema)
+OUTPUTS: dict[str, tuple[str, str]] = {
+    "predictions": (PREDICTION, "twin/prediction.v1"),
+    "actions": (ACTION, "twin/action.v1"),
+    "state": (STATE, "twin/state.v1"),
+    "features": (FEATURES, "twin/features.v1"),
+    "late": (LATE, "twin/reading.v1"),
+}
+
+
+class ProcessMessages(beam.PTransform):
+    """Raw messages -> ``{"dead_letters", "predictions", "actions", "state", ...}``."""
+
+    def __init__(self, twin_kwargs: dict[str, Any] | None = None,
+                 normalize_kwargs: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.twin_kwargs = twin_kwargs
+        self.normalize_kwargs = normalize_kwargs or {}
+
+    def expand(self, messages):
+        norm = messages | "NormalizeReadings" >> NormalizeReadings(**self.normalize_kwargs)
+        twins = norm["readings"] | "RunTwins" >> RunTwins(self.twin_kwargs)
+        out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
+        out["dead_letters"] = norm["dead_letters"]
+        return out
+
+
+class WriteOutputs(beam.PTransform):
+    """Write every output of :class:`ProcessMessages` under ``out_dir``."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+
+    def expand(self, outputs: dict[str, beam.PCollection]):
+        schemas = {name: schema for name, (_, schema) in OUTPUTS.items()}
+        schemas["dead_letters"] = "twin/deadletter.v1"
+        for name, pcoll in outputs.items():
+            pcoll | f"Write{name.title().replace('_', '')}" >> WriteRecords(
+                self.out_dir, name, schemas[name])
+        return beam.pvalue.PDone(next(iter(outputs.values())).pipeline)

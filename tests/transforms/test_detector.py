@@ -1,0 +1,108 @@
+"""Contract of every detector (River-style): clone/pickle, score-before-learn, drift, alarms."""
+
+from __future__ import annotations
+
+import inspect
+import pickle
+import random
+
+import pytest
+
+import transforms.detector as detector_module
+from tests.transforms.synthetic import pump_features
+
+DETECTORS = [
+    cls for _, cls in inspect.getmembers(detector_module, inspect.isclass)
+    if cls.__module__ == detector_module.__name__ and hasattr(cls, "learn_one")
+    and hasattr(cls, "score_one")
+]
+
+
+def trained(cls, n: int = 80, seed: int = 0):
+    rng = random.Random(seed)
+    det = cls("pump", warmup=30)
+    for _ in range(n):
+        det.learn_one(pump_features(rng))
+    return det, rng
+
+
+def test_discovers_the_detectors():
+    assert [c.__name__ for c in DETECTORS] == ["DriftAwareDetector"]
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_init_stores_settings_under_their_names(cls):
+    sig = inspect.signature(cls)
+    det = cls("pump")
+    for name, param in sig.parameters.items():
+        assert getattr(det, name) == (param.default if param.default is not param.empty
+                                      else "pump")
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_pickle_round_trip_scores_identically(cls):
+    det, rng = trained(cls)
+    clone = pickle.loads(pickle.dumps(det))
+    for _ in range(20):
+        x = pump_features(rng)
+        assert clone.score_one(x) == det.score_one(x)
+        det.learn_one(x)
+        clone.learn_one(x)
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_score_does_not_learn(cls):
+    det, rng = trained(cls)
+    before = pickle.dumps(det)
+    x = pump_features(rng, vib=0.01)
+    s1 = det.score_one(x)
+    assert det.score_one(x) == s1
+    assert pickle.dumps(det) == before
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_warmup_scores_zero(cls):
+    det = cls("pump", warmup=10)
+    rng = random.Random(3)
+    for _ in range(10):
+        x = pump_features(rng)
+        a = det.assess(x)
+        assert a.warming_up and a.score == 0.0 and not a.is_anomaly
+        det.learn_one(x, a)
+    assert not det.assess(pump_features(rng)).warming_up
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_normal_windows_rarely_alarm_and_fault_alarms(cls):
+    det, rng = trained(cls, n=120)
+    normal = [det.score_one(pump_features(rng)) for _ in range(200)]
+    assert sum(s >= det.alarm_above for s in normal) <= 2
+    assert all(0.0 <= s <= 1.0 for s in normal)
+    # bearing wear: vibration doubles while the operating point is unchanged
+    a = det.assess(pump_features(rng, vib=0.008))
+    assert a.is_anomaly and a.contributors[0].startswith("vibration")
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_step_change_in_load_is_drift_not_alarm(cls):
+    det, rng = trained(cls, n=120, seed=5)
+    drifts, alarms = [], []
+    for i in range(40):
+        x = pump_features(rng, load=0.6 if i < 5 else 0.9)
+        a = det.assess(x)
+        drifts.append(bool(det.learn_one(x, a)))
+        alarms.append(a.is_anomaly)
+    assert any(drifts[5:8]), "the step at window 5 must be reported as drift promptly"
+    assert not any(alarms), "a load step is a regime change, not a fault"
+    assert det.drift_events >= 1
+    # after adapting, a real fault at the new operating point still alarms
+    assert det.assess(pump_features(rng, load=0.9, vib=0.009)).is_anomaly
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_stuck_sensor_alarms(cls):
+    det, rng = trained(cls, n=120, seed=9)
+    x = pump_features(rng)
+    x["discharge_pressure.std"] = 0.0
+    a = det.assess(x)
+    assert a.is_anomaly and a.contributors[0] == "discharge_pressure.std"

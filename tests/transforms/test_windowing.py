@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from transforms.windowing import WindowBuffer
+
+
+def r(ts: int, x: float = 1.0) -> dict:
+    return {"asset_id": "a", "asset_type": "pump", "ts_ms": ts, "values": {"flow": x}}
+
+
+def test_windows_close_on_data_watermark_in_order():
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=5_000, out_of_orderness_ms=2_000)
+    closed = []
+    for ts in range(0, 40_000, 1_000):
+        status, ws = buf.add(r(ts))
+        assert status == "ok"
+        closed += ws
+    # watermark = 39_000 - 2_000 = 37_000 closes windows whose end + 5s <= 37s
+    assert [(w.start_ms, w.end_ms, len(w.readings)) for w in closed] == [
+        (0, 10_000, 10), (10_000, 20_000, 10), (20_000, 30_000, 10)]
+    rest = buf.flush()
+    assert [(w.start_ms, len(w.readings)) for w in rest] == [(30_000, 10)]
+    assert len(buf) == 0
+
+
+def test_out_of_order_within_lateness_is_kept_and_sorted():
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=5_000, out_of_orderness_ms=0)
+    for ts in (1_000, 3_000, 12_000, 2_000):  # 2_000 arrives after 12_000: still in time
+        assert buf.add(r(ts))[0] == "ok"
+    (w, *_), = [buf.flush()]
+    assert [x["ts_ms"] for x in w.readings] == [1_000, 2_000, 3_000]
+
+
+def test_late_after_window_closed_and_duplicates_counted():
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=0, out_of_orderness_ms=0)
+    buf.add(r(1_000))
+    assert buf.add(r(1_000))[0] == "duplicate"
+    status, closed = buf.add(r(15_000))
+    assert status == "ok" and closed[0].duplicates == 1 and len(closed[0].readings) == 1
+    assert buf.add(r(9_999))[0] == "late"
+    assert buf.add(r(10_000))[0] == "ok"
+
+
+def test_engine_watermark_closes_quiet_key_and_deadline():
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=5_000, out_of_orderness_ms=0)
+    buf.add(r(3_000))
+    assert buf.next_deadline_ms() == 15_000
+    assert buf.advance(14_999) == []
+    (w,) = buf.advance(15_000)
+    assert (w.start_ms, w.end_ms) == (0, 10_000)
+    assert buf.next_deadline_ms() is None
+
+
+def test_pickle_round_trip_keeps_buffer():
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=0, out_of_orderness_ms=0)
+    buf.add(r(1_000, 2.0))
+    clone = pickle.loads(pickle.dumps(buf))
+    (w,) = clone.flush()
+    assert w.readings[0]["values"]["flow"] == 2.0
+
+
+def test_bad_settings_rejected():
+    with pytest.raises(ValueError):
+        WindowBuffer(size_ms=0)
