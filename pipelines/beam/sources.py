@@ -7,6 +7,7 @@ vendor topic or file, ``value`` is the untouched message (Confluent-framed Avro)
 from __future__ import annotations
 
 from collections.abc import Iterator
+
 import apache_beam as beam
 
 from pipelines import progress

@@ -100,7 +100,8 @@ class RunTwins(beam.PTransform):
     def expand(self, readings):
         outs = (
             readings
-            | "KeyByAsset" >> beam.Map(lambda r: (r["asset_id"], r))
+            | "KeyByAsset" >> beam.Map(lambda r: (r["asset_id"], r)).with_output_types(
+                tuple[str, dict[str, Any]])
             | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs)).with_outputs(*TAGS)
         )
         return {tag: outs[tag] for tag in TAGS}

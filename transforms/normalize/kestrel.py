@@ -1,0 +1,259 @@
+"""Kestrel: a US cloud platform forwarding JSON documents in an Avro envelope.
+
+The envelope (``vendor/kestrel_raw.v1``) carries the vendor's document as opaque bytes::
+
+    {"source": "kestrel-cloud/site-7", "content_type": "application/json; charset=utf-8",
+     "body": b'{"assetId": "motor-002", "assetClass": "motor",
+                "time": "2026-11-22T10:00:05.250+02:00",
+                "readings": {"winding_temperature": {"v": 180.2, "u": "degF", "q": "GOOD"}}}',
+     "received_ms": 1795852805900}
+
+- asset class: ``assetClass`` (:data:`ASSET_CLASSES`);
+- names: long snake-case reading names (:data:`TAGS`) in imperial units: degF, psi, in/s,
+  gpm (US gallons per minute), rpm, A, V, lbf*ft;
+- quality: ``q`` is ``GOOD``/``UNCERTAIN``/``BAD`` (absent means ``GOOD``); a non-good
+  reading may have ``"v": null``;
+- time: ISO-8601 with the asset's local UTC offset (``+02:00``, ``-05:00``, ``Z``, ...);
+  a time without an offset is ambiguous and refused (``bad_timestamp``). Sub-millisecond
+  digits are truncated.
+
+>>> from transforms.sample import Sample
+>>> rec = encode(Sample("motor-1", "motor", 1_795_860_005_250, {"winding_temp": 373.15}))
+>>> round(normalize(rec)["values"]["winding_temp"], 9)
+373.15
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+from transforms.catalog import sensor
+from transforms.errors import InvalidReading
+from transforms.normalize.common import (
+    BAD,
+    GOOD,
+    UNCERTAIN,
+    canonical_reading,
+    pick,
+    sensor_tags,
+    vendor_precision,
+)
+from transforms.sample import Sample
+from transforms.units import from_si
+from transforms.validate import show
+
+VENDOR = "kestrel"
+SCHEMA = "vendor/kestrel_raw.v1"
+CONTENT_TYPE = "application/json; charset=utf-8"
+
+TAGS: dict[str, dict[str, tuple[str, str]]] = {
+    "pump": {
+        "flow_rate": ("flow", "gpm"),
+        "discharge_pressure": ("discharge_pressure", "psi"),
+        "suction_pressure": ("suction_pressure", "psi"),
+        "motor_current": ("motor_current", "A"),
+        "bearing_temperature": ("bearing_temp", "degF"),
+        "vibration_velocity": ("vibration", "in/s"),
+        "shaft_speed": ("speed", "rpm"),
+        "ambient_temperature": ("ambient_temp", "degF"),
+    },
+    "motor": {
+        "shaft_speed": ("speed", "rpm"),
+        "phase_current": ("current", "A"),
+        "line_voltage": ("voltage", "V"),
+        "winding_temperature": ("winding_temp", "degF"),
+        "bearing_temperature": ("bearing_temp", "degF"),
+        "vibration_velocity": ("vibration", "in/s"),
+        "shaft_torque": ("torque", "lbf*ft"),
+        "ambient_temperature": ("ambient_temp", "degF"),
+    },
+}
+
+ASSET_CLASSES: dict[str, str] = {"pump": "pump", "motor": "motor"}
+QUALITY_CODES: dict[str, str] = {GOOD: "GOOD", UNCERTAIN: "UNCERTAIN", BAD: "BAD"}
+_QUALITY: dict[str, str] = {code: q for q, code in QUALITY_CODES.items()}
+
+# Sites span time zones; each asset reports in its site's fixed offset.
+UTC_OFFSETS: tuple[timedelta, ...] = tuple(
+    timedelta(minutes=m) for m in (0, 120, -300, -480, 60, 330, -210, -360)
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+CORRUPTION_REASON: dict[str, str] = {
+    "truncated_json": "malformed_payload",  # body cut off mid-document
+    "bad_utf8": "malformed_payload",  # body is not UTF-8
+    "wrong_content_type": "malformed_payload",  # envelope says the body is not JSON
+    "string_value": "malformed_payload",  # "v": "n/a" with good quality
+    "missing_time": "missing_field",  # no "time" in the document
+    "missing_asset_id": "missing_field",  # no "assetId" in the document
+    "naive_time": "bad_timestamp",  # ISO time without a UTC offset
+    "garbled_time": "bad_timestamp",  # not ISO-8601 at all
+    "unknown_unit": "unknown_unit",  # a unit nobody can convert
+    "wrong_dimension": "unknown_unit",  # a temperature reported in psi
+    "unknown_tag": "unknown_tag",  # a reading name with no mapping
+    "unknown_class": "unknown_asset_type",  # an asset class outside the catalog
+}
+CORRUPTIONS: tuple[str, ...] = tuple(CORRUPTION_REASON)
+
+
+def format_time(ts_ms: int, offset: timedelta) -> str:
+    """ISO-8601 local time with offset, millisecond precision, ``Z`` for UTC.
+
+    >>> format_time(0, timedelta(hours=-5))
+    '1969-12-31T19:00:00.000-05:00'
+    """
+    local = (_EPOCH + ts_ms * _MS).astimezone(timezone(offset))
+    text = local.isoformat(timespec="milliseconds")
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def parse_time(text: Any) -> int:
+    """UTC epoch ms of an ISO-8601 time with offset; ``bad_timestamp`` otherwise.
+
+    >>> parse_time("1970-01-01T02:00:01.250+02:00")
+    1250
+    """
+    if not isinstance(text, str):
+        raise InvalidReading("bad_timestamp", f"time {show(text)} is not a string")
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise InvalidReading("bad_timestamp", f"time {show(text)} is not ISO-8601") from exc
+    offset = parsed.utcoffset()
+    if offset is None:
+        raise InvalidReading("bad_timestamp", f"time {show(text)} has no UTC offset")
+    try:
+        return (parsed.replace(tzinfo=None) - offset - _EPOCH.replace(tzinfo=None)) // _MS
+    except OverflowError as exc:
+        raise InvalidReading("bad_timestamp", f"time {show(text)} is out of range") from exc
+
+
+def encode(sample: Sample) -> dict[str, Any]:
+    """The Kestrel envelope the cloud would forward for ``sample``."""
+    by_sensor = sensor_tags(TAGS, sample.asset_type)
+    readings = {}
+    for name, value in sample.values.items():
+        tag, unit = by_sensor[name]
+        readings[tag] = {
+            "v": vendor_precision(from_si(value, unit, sensor(sample.asset_type, name).unit)),
+            "u": unit,
+            "q": QUALITY_CODES[sample.quality.get(name, GOOD)],
+        }
+    document = {
+        "assetId": sample.asset_id,
+        "assetClass": sample.asset_type,
+        "time": format_time(sample.ts_ms, pick(sample.asset_id, UTC_OFFSETS)),
+        "readings": readings,
+    }
+    return {
+        "source": f"kestrel-cloud/site-{pick(sample.asset_id, tuple(range(1, 10)))}",
+        "content_type": CONTENT_TYPE,
+        "body": json.dumps(document, separators=(",", ":")).encode(),
+        "received_ms": sample.ts_ms + 650,
+    }
+
+
+def _document(record: dict[str, Any]) -> dict[str, Any]:
+    media_type, _, params = record["content_type"].partition(";")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if params else "utf-8"
+    if media_type.strip().lower() != "application/json" or charset not in ("utf-8", "utf8"):
+        raise InvalidReading(
+            "malformed_payload", f"content type {show(record['content_type'])} is not UTF-8 JSON"
+        )
+    try:
+        document = json.loads(record["body"].decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise InvalidReading("malformed_payload", f"body: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(document, dict):
+        raise InvalidReading("malformed_payload", "body is not a JSON object")
+    return document
+
+
+def _required(document: dict[str, Any], key: str) -> Any:
+    value = document.get(key)
+    if value is None:
+        raise InvalidReading("missing_field", f"kestrel document has no {show(key)}")
+    return value
+
+
+def _points(readings: dict[str, Any]):
+    for tag, entry in readings.items():
+        if not isinstance(entry, dict):
+            raise InvalidReading("malformed_payload", f"reading {show(tag)} is not an object")
+        code = entry.get("q", "GOOD")
+        quality = _QUALITY.get(code) if isinstance(code, str) else None
+        if quality is None:
+            raise InvalidReading("malformed_payload", f"reading {show(tag)} quality {show(code)}")
+        unit = entry.get("u")
+        if unit is None:
+            raise InvalidReading("missing_field", f"reading {show(tag)} has no unit 'u'")
+        yield tag, entry.get("v"), unit, quality
+
+
+def normalize(record: dict[str, Any]) -> dict[str, Any]:
+    """The canonical reading of a Kestrel envelope (values in SI), or ``InvalidReading``."""
+    document = _document(record)
+    asset_id = _required(document, "assetId")
+    if not isinstance(asset_id, str):
+        raise InvalidReading("bad_asset_id", f"assetId {show(asset_id)} is not a string")
+    asset_class = _required(document, "assetClass")
+    asset_type = ASSET_CLASSES.get(asset_class) if isinstance(asset_class, str) else None
+    if asset_type is None:
+        raise InvalidReading("unknown_asset_type", f"kestrel assetClass {show(asset_class)}")
+    ts_ms = parse_time(_required(document, "time"))
+    readings = _required(document, "readings")
+    if not isinstance(readings, dict):
+        raise InvalidReading("malformed_payload", "readings is not a JSON object")
+    return canonical_reading(VENDOR, asset_id, asset_type, ts_ms, _points(readings), TAGS)
+
+
+def corrupt(record: dict[str, Any], kind: str, rng: random.Random) -> dict[str, Any]:
+    """A copy of ``record`` broken the way ``kind`` names; see :data:`CORRUPTION_REASON`."""
+    if kind not in CORRUPTION_REASON:
+        raise ValueError(f"unknown kestrel corruption {kind!r} (known: {', '.join(CORRUPTIONS)})")
+    out = dict(record)
+    body: bytes = record["body"]
+    if kind == "truncated_json":
+        out["body"] = body[: rng.randrange(0, len(body) - 1)]
+        return out
+    if kind == "bad_utf8":
+        cut = rng.randrange(0, len(body))
+        out["body"] = body[:cut] + rng.choice((b"\xff", b"\xc3\x28", b"\xed\xa0\x80")) + body[cut:]
+        return out
+    if kind == "wrong_content_type":
+        out["content_type"] = rng.choice(
+            ("text/csv", "application/xml", "application/json; charset=utf-16")
+        )
+        return out
+    document = json.loads(body)
+    readings = document["readings"]
+    if kind == "string_value":
+        tag = rng.choice(sorted(readings)) if readings else "ambient_temperature"
+        unit = readings.get(tag, {}).get("u", "degF")
+        readings[tag] = {"v": rng.choice(("n/a", "", "12,5")), "u": unit, "q": "GOOD"}
+    elif kind == "missing_time":
+        del document["time"]
+    elif kind == "missing_asset_id":
+        del document["assetId"]
+    elif kind == "naive_time":
+        document["time"] = document["time"].removesuffix("Z")[:23]
+    elif kind == "garbled_time":
+        document["time"] = rng.choice(("22/11/2026 10:00", "yesterday", "2026-13-40T99:00Z", ""))
+    elif kind == "unknown_unit":
+        tag = rng.choice(sorted(readings)) if readings else "ambient_temperature"
+        readings[tag] = {
+            **readings.get(tag, {"v": 70.0, "q": "GOOD"}),
+            "u": rng.choice(("%", "counts", "F", "inH2O?")),
+        }
+    elif kind == "wrong_dimension":
+        readings["ambient_temperature"] = {"v": 14.7, "u": "psi", "q": "GOOD"}
+    elif kind == "unknown_tag":
+        readings[rng.choice(("oil_level", "Shaft_Speed", "temp"))] = {"v": 1.0, "u": "A"}
+    elif kind == "unknown_class":
+        document["assetClass"] = rng.choice(("compressor", "Pump", "fan", ""))
+    out["body"] = json.dumps(document).encode()
+    return out
