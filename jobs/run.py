@@ -45,9 +45,9 @@ COUNTERS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--assets", type=int, default=12, help="fleet size (default 12)")
-    parser.add_argument("--duration", type=parse_duration, default="6h",
-                        help="simulated event time, e.g. 90m, 6h, 2d (default 6h)")
+    parser.add_argument("--assets", type=int, default=24, help="fleet size (default 24)")
+    parser.add_argument("--duration", type=parse_duration, default="12h",
+                        help="simulated event time, e.g. 90m, 6h, 2d (default 12h)")
     parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
     parser.add_argument("--interval", type=float, default=5.0,
                         help="seconds between samples of one asset (default 5)")
@@ -136,9 +136,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         outputs = (
             p
             | "ReadSimulator" >> ReadSimulator(config)
-            | "ProcessMessages" >> ProcessMessages(
-                twin_kwargs=twin_kwargs_from(args),
-                normalize_kwargs={"now_ms": now_ms})
+            | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args))
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
         result = p.run()

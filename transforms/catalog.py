@@ -71,3 +71,7 @@ PROCESS_SENSORS: frozenset[str] = frozenset(
         "current", "voltage", "torque", "ambient_temp",
     }
 )
+
+# Process sensors nothing on the asset can explain (the weather): detectors use them as
+# inputs but never as targets, and their drift is reported, never a reason to re-learn.
+EXOGENOUS_SENSORS: frozenset[str] = frozenset({"ambient_temp"})

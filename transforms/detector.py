@@ -6,29 +6,39 @@ An industrial asset's sensors move together when its *operating point* moves (lo
 speed, weather); they move apart when something breaks. So the detector does not ask
 "is this value unusual?" but "is this value unusual *given the operating point*?":
 
-1. **Scaling** (River ``StandardScaler``, learned during warm-up, then frozen) puts
+1. **Targets**: every sensor but the exogenous ones (:data:`~transforms.catalog.
+   EXOGENOUS_SENSORS`, the weather). Temperatures are taken as their *rise over
+   ambient*, the quantity friction and copper loss set, so a hot afternoon or a season
+   change moves no target.
+2. **Scaling** (River ``StandardScaler``, learned during warm-up, then frozen) puts
    every window mean on a common scale.
-2. **Residual models**: each sensor's window mean is predicted from the *process*
-   sensors (operating point, :data:`transforms.catalog.PROCESS_SENSORS`) of this and the
-   previous window by recursive least squares with forgetting. Condition sensors
-   (vibration, bearing and winding temperature) are only ever targets, so wear cannot
-   explain itself away. The lagged inputs capture thermal lag.
-3. **Noise models**: the log standard deviation of each sensor within the window, against
-   its own running baseline. A stuck sensor (zero spread) or cavitation (broadband noise)
-   shows here even when means look fine.
-4. **Score**: the largest absolute z-score among all terms, turned into a Bonferroni tail
+3. **Residual models**: each target's window mean is predicted from the *process* sensors
+   (operating point, :data:`transforms.catalog.PROCESS_SENSORS`) of this window and their
+   exponential average over the last few windows (thermal lag), by recursive least
+   squares with slow forgetting. Condition sensors (vibration, bearing and winding
+   temperature) are only ever targets, so wear cannot explain itself away.
+4. **Noise models**: the log spread of each sensor around its in-window trend, against its
+   own running baseline. A stuck sensor (zero spread) or cavitation (broadband noise)
+   shows here even when means look fine; a temperature ramping after a load change does
+   not.
+5. **Score**: the largest absolute z-score among all terms, turned into a Bonferroni tail
    probability over the number of terms; ``anomaly_score = 1 - p`` lies in [0, 1] and has
    the same meaning for every asset and sensor count.
-5. **Drift**: an abrupt operating-point jump (window-to-window change of a process mean
-   far beyond its usual step) or a gradual one (River ``ADWIN`` per process mean) is a
-   *drift event*. It is reported, and for ``adapt_windows`` windows the residual models
-   learn unconditionally with faster forgetting while mean residuals are left out of the
-   score: a regime change re-fits the model instead of paging anyone. Noise terms stay
-   in, so a fault arriving with the jump (cavitation drops suction pressure) still shows.
-6. **Learning gate**: outside adaptation, models learn only from windows that score below
+6. **Drift**: an abrupt operating-point jump (window-to-window change of a process mean
+   far beyond its usual step) is a *drift event* that triggers adaptation: for
+   ``adapt_windows`` windows the residual models learn unconditionally with faster
+   forgetting while mean residuals are left out of the score, so a regime change re-fits
+   the model instead of paging anyone. Noise terms stay in, so a fault arriving with the
+   jump (cavitation drops suction pressure) still shows. A gradual drift of the operating
+   point (River ``ADWIN`` per process mean) and any drift of the weather are reported,
+   not adapted to: the residual models already explain operating-point moves, and
+   re-learning on every slow wander would teach them a slowly developing fault.
+7. **Learning gate**: outside adaptation, models learn only from windows that score below
    ``learn_below``: a developing fault is not learned as the new normal.
 
 Score before learn: :meth:`score_one` never changes state; :meth:`learn_one` does.
+Cost: a few hundred floating-point operations per target per window (one RLS update of
+``2k+1`` weights for ``k`` process sensors), independent of the readings per window.
 
 >>> import random
 >>> rng = random.Random(1)
@@ -60,7 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from river import drift, preprocessing
 
-from transforms.catalog import PROCESS_SENSORS, sensors_of
+from transforms.catalog import EXOGENOUS_SENSORS, PROCESS_SENSORS, sensors_of
 
 
 @dataclass
@@ -79,12 +89,19 @@ class Assessment:
 class _RLS:
     """Recursive least squares with exponential forgetting (one target)."""
 
-    def __init__(self, dim: int, delta: float = 100.0) -> None:
+    def __init__(self, dim: int, delta: float = 100.0, ridge: float = 1.0) -> None:
+        # prior covariance: a free intercept, slopes shrunk towards zero (inputs are scaled
+        # and collinear; a ridge spreads the weight instead of fitting warm-up noise)
         self.w = np.zeros(dim)
-        self.P = np.eye(dim) * delta
+        self.P = np.eye(dim) / ridge
+        self.P[0, 0] = delta
 
     def predict(self, u: np.ndarray) -> float:
         return float(self.w @ u)
+
+    def leverage(self, u: np.ndarray) -> float:
+        """``u' P u``: how far ``u`` lies from what the model has seen (extrapolation)."""
+        return float(u @ self.P @ u)
 
     def update(self, u: np.ndarray, y: float, lam: float) -> None:
         Pu = self.P @ u
@@ -94,6 +111,9 @@ class _RLS:
         # keep P symmetric and bounded (numerical hygiene for long runs)
         self.P = 0.5 * (self.P + self.P.T)
         np.clip(self.P, -1e6, 1e6, out=self.P)
+
+
+RESID_CLIP = 2.0  # residuals beyond this many spreads count as this many in the spread
 
 
 class DriftAwareDetector:
@@ -108,9 +128,9 @@ class DriftAwareDetector:
     forgetting
         RLS forgetting factor in normal operation (memory ~ ``1 / (1 - forgetting)``).
     adapt_forgetting
-        Forgetting factor while adapting after a drift event.
+        Forgetting factor while adapting after a jump.
     adapt_windows
-        Windows of adaptation after a drift event.
+        Windows of adaptation after a jump.
     resid_fading
         Fading factor of the running residual and noise statistics.
     alarm_above
@@ -121,20 +141,28 @@ class DriftAwareDetector:
         A process mean moving more than this many usual steps in one window is a jump.
     adwin_delta
         Confidence of the ADWIN gradual-drift detectors.
+    lag_alphas
+        Weights of the newest window in the exponential averages of the process inputs
+        that stand for thermal lag (``0.4, 0.15``: time constants of about two and six
+        windows, a bearing's and a winding's, and any mix of them).
+    ambient_alpha
+        The same for the ambient temperature the rises are taken over.
     """
 
     def __init__(
         self,
         asset_type: str,
-        warmup: int = 30,
-        forgetting: float = 0.995,
+        warmup: int = 60,
+        forgetting: float = 0.999,
         adapt_forgetting: float = 0.8,
         adapt_windows: int = 10,
-        resid_fading: float = 0.03,
+        resid_fading: float = 0.01,
         alarm_above: float = 0.999,
         learn_below: float = 0.99,
         jump_z: float = 8.0,
         adwin_delta: float = 0.0001,
+        lag_alphas: tuple[float, ...] = (0.4, 0.15),
+        ambient_alpha: float = 0.25,
     ) -> None:
         self.asset_type = asset_type
         self.warmup = warmup
@@ -146,12 +174,25 @@ class DriftAwareDetector:
         self.learn_below = learn_below
         self.jump_z = jump_z
         self.adwin_delta = adwin_delta
+        self.lag_alphas = lag_alphas
+        self.ambient_alpha = ambient_alpha
         # learned state, built on first use
         self.n_seen = 0
         self.adapt_left = 0
         self.drift_events = 0
-        self._sensors = [s.name for s in sensors_of(asset_type)]
+        sensors = sensors_of(asset_type)
+        self._sensors = [s.name for s in sensors]
+        self._targets = [s for s in self._sensors if s not in PROCESS_SENSORS]
         self._inputs = [s for s in self._sensors if s in PROCESS_SENSORS]
+        # regressors: the operating point the asset is driven at; the weather only enters
+        # through the temperature rises (a wandering ambient would otherwise soak up any
+        # slow fault as "explained")
+        self._regressors = [s for s in self._inputs if s not in EXOGENOUS_SENSORS]
+        self._condition = [s for s in self._sensors if s not in PROCESS_SENSORS]
+        self._ambient = next((s for s in self._sensors if s in EXOGENOUS_SENSORS
+                              and s.endswith("_temp")), None)
+        self._rises = {s.name for s in sensors if s.unit == "kelvin"
+                       and s.name not in EXOGENOUS_SENSORS}
         self._scaler = preprocessing.StandardScaler()
         self._models: dict[str, _RLS] = {}
         self._r2: dict[str, float] = {}  # running mean squared residual per target
@@ -159,11 +200,28 @@ class DriftAwareDetector:
         self._noise_var: dict[str, float] = {}
         self._step_var: dict[str, float] = {}  # usual window-to-window change, per input
         self._prev: dict[str, float] | None = None  # previous window's scaled means
+        self._avg: dict[str, list[float]] | None = None  # exponential averages of inputs
+        self._ambient_avg: float | None = None
         self._adwin: dict[str, drift.ADWIN] = {}
 
     # -- features -> model inputs -------------------------------------------------------
+    def _ambient_lagged(self, x: dict[str, float]) -> float | None:
+        """Ambient as the machine's thermal mass feels it: its exponential average."""
+        now = x.get(f"{self._ambient}.mean") if self._ambient else None
+        if now is None:
+            return None
+        old = self._ambient_avg if self._ambient_avg is not None else now
+        return (1 - self.ambient_alpha) * old + self.ambient_alpha * now
+
     def _means(self, x: dict[str, float]) -> dict[str, float]:
-        return {s: x[f"{s}.mean"] for s in self._sensors if f"{s}.mean" in x}
+        """Window means, temperatures as their rise over (lagged) ambient when it is known."""
+        means = {s: x[f"{s}.mean"] for s in self._sensors if f"{s}.mean" in x}
+        ambient = self._ambient_lagged(x)
+        if ambient is not None:
+            for s in self._rises:
+                if s in means:
+                    means[s] -= ambient
+        return means
 
     def _scaled(self, means: dict[str, float]) -> dict[str, float]:
         if not self._scaler.counts:
@@ -171,16 +229,31 @@ class DriftAwareDetector:
         z = self._scaler.transform_one(means)
         return {k: float(v) for k, v in z.items()}
 
-    def _design(self, scaled: dict[str, float], prev: dict[str, float] | None, target: str):
-        cur = [scaled.get(s, 0.0) for s in self._inputs if s != target]
-        lag = [(prev or scaled).get(s, 0.0) for s in self._inputs if s != target]
-        return np.array([1.0, *cur, *lag])
+    def _averaged(self, scaled: dict[str, float]) -> dict[str, float]:
+        """The exponential input average including this window (no state change)."""
+        old = self._avg or {}
+        out = {}
+        for s in self._regressors:
+            if s in scaled:
+                prev = old.get(s) or [scaled[s]] * len(self.lag_alphas)
+                out[s] = [(1 - a) * p + a * scaled[s] for a, p in zip(self.lag_alphas, prev,
+                                                                      strict=True)]
+        return out
 
-    def _log_std(self, x: dict[str, float], s: str, means: dict[str, float]) -> float | None:
-        std = x.get(f"{s}.std")
+    def _design(self, scaled: dict[str, float], avg: dict[str, list[float]], target: str):
+        row = [1.0]
+        for s in self._regressors:
+            if s != target:
+                x = scaled.get(s, 0.0)
+                row.append(x)
+                row.extend(avg.get(s) or [x] * len(self.lag_alphas))
+        return np.array(row)
+
+    def _log_spread(self, x: dict[str, float], s: str, means: dict[str, float]) -> float | None:
+        std = x.get(f"{s}.rstd", x.get(f"{s}.std"))
         if std is None:
             return None
-        floor = 1e-9 * max(abs(means.get(s, 0.0)), 1e-3)
+        floor = 1e-9 * max(abs(x.get(f"{s}.mean", means.get(s, 0.0))), 1e-3)
         return math.log(std + floor)
 
     # -- scoring ------------------------------------------------------------------------
@@ -188,23 +261,28 @@ class DriftAwareDetector:
         """z-scores of mean residuals and of noise levels, plus cached intermediates."""
         means = self._means(x)
         scaled = self._scaled(means)
+        avg = self._averaged(scaled)
         mean_z: dict[str, float] = {}
         noise_z: dict[str, float] = {}
         designs = {}
-        for s in self._sensors:
+        for s in self._targets:
             if s not in scaled:
                 continue
-            u = self._design(scaled, self._prev, s)
+            u = self._design(scaled, avg, s)
             designs[s] = u
             model = self._models.get(s)
             if model is not None and s in self._r2:
+                # predictive spread: residual noise, widened where the model extrapolates
                 r = scaled[s] - model.predict(u)
-                mean_z[s] = r / math.sqrt(max(self._r2[s], 1e-4))
-            ls = self._log_std(x, s, means)
+                var = max(self._r2[s], 1e-4) * (1.0 + min(model.leverage(u), 1e6))
+                mean_z[s] = r / math.sqrt(var)
+        for s in self._sensors:
+            ls = self._log_spread(x, s, means)
             if ls is not None and s in self._noise_var:
                 sd = math.sqrt(max(self._noise_var[s], 0.01))
                 noise_z[s] = (ls - self._noise_mean[s]) / sd
-        return mean_z, noise_z, {"means": means, "scaled": scaled, "designs": designs}
+        return mean_z, noise_z, {"means": means, "scaled": scaled, "designs": designs,
+                                 "avg": avg, "noise_z": noise_z}
 
     def _jumps(self, scaled: dict[str, float]) -> list[str]:
         if self._prev is None:
@@ -217,12 +295,29 @@ class DriftAwareDetector:
                     out.append(s)
         return out
 
+    def _tail(self, z: float, n_terms: int) -> float:
+        """Bonferroni tail probability of the largest of ``n_terms`` |z|-scores."""
+        return min(1.0, n_terms * math.erfc(min(abs(z), 60.0) / math.sqrt(2.0)))
+
+    def _adapts_to(self, jumps: list[str], noise_z: dict[str, float]) -> bool:
+        """Whether a jump is a regime change to re-fit to.
+
+        Not when only the weather jumped (nothing to re-fit), and not when the condition
+        sensors turn noisy at the same moment: that is a fault arriving with the jump
+        (cavitation collapsing suction pressure), and re-fitting would learn it.
+        """
+        if not any(s not in EXOGENOUS_SENSORS for s in jumps):
+            return False
+        cond = [noise_z[s] for s in self._condition if s in noise_z]
+        n_terms = max(len(self._targets) + len(self._sensors), 1)
+        return not cond or 1.0 - self._tail(max(cond, key=abs), n_terms) < self.alarm_above
+
     def assess(self, x: dict[str, float]) -> Assessment:
         """Score one window without learning from it."""
         mean_z, noise_z, cache = self._terms(x)
         jumps = self._jumps(cache["scaled"])
         warming = self.n_seen < self.warmup
-        adapting = self.adapt_left > 0 or bool(jumps)
+        adapting = self.adapt_left > 0 or self._adapts_to(jumps, noise_z)
         terms = {f"{k}.std": v for k, v in noise_z.items()}
         if not adapting:
             terms.update({f"{k}.mean": v for k, v in mean_z.items()})
@@ -230,8 +325,7 @@ class DriftAwareDetector:
             return Assessment(0.0, False, True, bool(jumps), jumps)
         ranked = sorted(terms, key=lambda k: -abs(terms[k]))
         max_z = min(abs(terms[ranked[0]]), 60.0)
-        p = min(1.0, len(terms) * math.erfc(max_z / math.sqrt(2.0)))
-        score = 1.0 - p
+        score = 1.0 - self._tail(max_z, len(terms))
         return Assessment(
             score=score,
             is_anomaly=score >= self.alarm_above,
@@ -256,23 +350,27 @@ class DriftAwareDetector:
         a = assessment if assessment is not None else self.assess(x)
         _, _, cache = self._terms(x)
         means, scaled, designs = cache["means"], cache["scaled"], cache["designs"]
-        drifted = list(a.drift_sensors) if self.n_seen >= self.warmup else []
-        # gradual drift of the operating point
+        warm = self.n_seen >= self.warmup
+        drifted = list(a.drift_sensors) if warm else []
+        if warm and self.adapt_left == 0 and self._adapts_to(drifted, cache["noise_z"]):
+            self.adapt_left = self.adapt_windows  # a jump: re-fit to the new regime
+        # gradual drift of the operating point: reported, not adapted to
         for s in self._inputs:
-            if s in scaled and self.n_seen >= self.warmup:
+            if s in scaled and warm:
                 det = self._adwin.setdefault(s, drift.ADWIN(delta=self.adwin_delta, clock=1))
                 det.update(scaled[s])
                 if det.drift_detected and s not in drifted:
                     drifted.append(s)
-        if drifted and self.n_seen >= self.warmup:
-            self.adapt_left = self.adapt_windows
+        if drifted:
             self.drift_events += 1
         adapting = self.adapt_left > 0
-        gate_open = (
-            self.n_seen < self.warmup or adapting or a.score < self.learn_below
-        )
+        gate_open = not warm or adapting or a.score < self.learn_below
         lam = self.adapt_forgetting if adapting else self.forgetting
         fade = self.resid_fading
+        # running means over the warm-up, then exponential fading (residuals only once
+        # the models have had half the warm-up to find their feet)
+        fade_r = fade if warm else max(fade, 1.0 / max(1, self.n_seen - self.warmup // 2 + 1))
+        fade_n = fade if warm else max(fade, 1.0 / (self.n_seen + 1))
         if gate_open:
             for s, u in designs.items():
                 model = self._models.get(s)
@@ -280,30 +378,34 @@ class DriftAwareDetector:
                     model = self._models[s] = _RLS(len(u))
                 r = scaled[s] - model.predict(u)
                 if s in self._r2:
-                    self._r2[s] = (1 - fade) * self._r2[s] + fade * r * r
-                elif self.n_seen >= 2:
+                    if not adapting:  # robust: a creeping fault must not widen the band
+                        r2 = min(r * r, RESID_CLIP**2 * self._r2[s]) if warm else r * r
+                        self._r2[s] = (1 - fade_r) * self._r2[s] + fade_r * r2
+                elif self.n_seen >= self.warmup // 2:  # once the model has a first fit
                     self._r2[s] = r * r + 0.01
                 model.update(u, scaled[s], lam)
-            if not adapting or self.n_seen < self.warmup:
+            if not adapting or not warm:
                 for s in self._sensors:
-                    ls = self._log_std(x, s, means)
+                    ls = self._log_spread(x, s, means)
                     if ls is None:
                         continue
                     if s not in self._noise_mean:
                         self._noise_mean[s], self._noise_var[s] = ls, 0.25
                     else:
                         d = ls - self._noise_mean[s]
-                        self._noise_mean[s] += fade * d
-                        self._noise_var[s] = (1 - fade) * (self._noise_var[s] + fade * d * d)
+                        self._noise_mean[s] += fade_n * d
+                        self._noise_var[s] = (1 - fade_n) * (self._noise_var[s] + fade_n * d * d)
         if self._prev is not None:
             for s in self._inputs:
                 if s in scaled and s in self._prev and s not in drifted:
                     d2 = (scaled[s] - self._prev[s]) ** 2
                     v = self._step_var.get(s)
                     self._step_var[s] = d2 if v is None else (1 - fade) * v + fade * d2
-        if self.n_seen < self.warmup:  # frozen afterwards: models live in these units
+        if not warm:  # frozen afterwards: models live in these units
             self._scaler.learn_one(means)
         self._prev = self._scaled(means)
+        self._avg = self._averaged(self._prev)
+        self._ambient_avg = self._ambient_lagged(x)
         self.n_seen += 1
         if self.adapt_left > 0:
             self.adapt_left -= 1

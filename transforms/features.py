@@ -23,7 +23,7 @@ import numpy as np
 from transforms.catalog import sensors_of
 from transforms.windowing import Window
 
-STATS: tuple[str, ...] = ("mean", "std", "min", "max", "slope")
+STATS: tuple[str, ...] = ("mean", "std", "min", "max", "slope", "rstd")
 
 
 def window_matrix(window: Window) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -42,7 +42,8 @@ def window_matrix(window: Window) -> tuple[np.ndarray, np.ndarray, list[str]]:
 def window_features(window: Window) -> dict[str, float]:
     """``'<sensor>.<stat>' -> value`` for every sensor with at least one good value.
 
-    ``slope`` is the least-squares trend in SI units per second (0 with one reading).
+    ``slope`` is the least-squares trend in SI units per second (0 with one reading);
+    ``rstd`` the standard deviation of the residuals around that trend.
     """
     t, x, names = window_matrix(window)
     if x.size == 0:
@@ -60,6 +61,9 @@ def window_features(window: Window) -> dict[str, float]:
         xc = x - mean
         var_t = np.nansum(tc * tc, axis=0)
         slope = np.where(var_t > 0, np.nansum(tc * xc, axis=0) / var_t, 0.0)
+        # spread around the trend: a ramp (thermal lag after a load change) is not noise
+        rvar = (np.nansum(xc * xc, axis=0) - slope * slope * var_t) / np.maximum(n, 1)
+        rstd = np.sqrt(np.maximum(rvar, 0.0))
     out: dict[str, float] = {}
     for j, name in enumerate(names):
         if n[j] == 0:
@@ -69,4 +73,5 @@ def window_features(window: Window) -> dict[str, float]:
         out[f"{name}.min"] = float(lo[j])
         out[f"{name}.max"] = float(hi[j])
         out[f"{name}.slope"] = float(slope[j])
+        out[f"{name}.rstd"] = float(rstd[j])
     return out

@@ -21,6 +21,10 @@ class NormalizeFn(beam.DoFn):
     Valid readings go to the main output stamped with their event time; anything
     :class:`~transforms.errors.InvalidReading` goes to ``dead_letter`` with its reason and
     the original bytes.
+
+    Event timestamps are judged against the message's arrival time (the broker's log
+    time, as a Kafka consumer sees it), so a replay of old data is judged as it was
+    received; ``now_ms`` fixes the clock instead, and without either the wall clock is used.
     """
 
     def __init__(self, now_ms: int | None = None, max_bytes: int = 1 << 20,
@@ -37,7 +41,9 @@ class NormalizeFn(beam.DoFn):
         source, key, value, arrival_ms = msg
         self.readings_in.inc()
         progress.add("normalized")
-        now = self.now_ms if self.now_ms is not None else int(time.time() * 1000)
+        now = self.now_ms
+        if now is None:
+            now = arrival_ms if arrival_ms is not None else int(time.time() * 1000)
         try:
             reading = normalize_message(
                 value, now_ms=now, max_bytes=self.max_bytes,
