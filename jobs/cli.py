@@ -1,4 +1,4 @@
-"""The ``twin`` command line: ``twin run``, ``twin evaluate``.
+"""The ``twin`` command line: ``twin run``, ``twin evaluate``, ``twin sweep``.
 
 Each subcommand lives in its own module under ``jobs/``; this file only wires them.
 """
@@ -60,6 +60,28 @@ def cmd_evaluate(args: argparse.Namespace, _beam_args: list[str]) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace, _beam_args: list[str]) -> int:
+    from jobs.sweep import sweep
+
+    console = Console(stderr=args.json)
+
+    def show(m: dict) -> None:
+        missed = ", ".join(f"{e['asset_id']} {e['fault']}" for e in m["missed"]) or "-"
+        console.print(f"seed {m['seed']:>3}: {m['detected_episodes']}/{m['fault_episodes']} "
+                      f"detected, {m['false_alarms']} false alarms "
+                      f"({m['regime_change_alerts']} after regime changes); missed: {missed}")
+
+    result = sweep(args, on_seed=show)
+    if args.json:
+        print(json.dumps(result, indent=1))
+    else:
+        table = Table(title=f"sweep over {len(args.seeds)} seeds", show_header=False)
+        for key, value in result["total"].items():
+            table.add_row(key, str(value))
+        console.print(table)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from jobs.run import add_arguments as add_run_arguments
 
@@ -74,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     p_eval.add_argument("dir", help="output folder of twin run")
     p_eval.add_argument("--json", action="store_true", help="print JSON")
     p_eval.set_defaults(func=cmd_evaluate)
+    from jobs.sweep import add_arguments as add_sweep_arguments
+
+    p_sweep = sub.add_parser("sweep", help="score the twin on many seeded fleets, in-process")
+    add_sweep_arguments(p_sweep)
+    p_sweep.add_argument("--json", action="store_true", help="print JSON")
+    p_sweep.set_defaults(func=cmd_sweep)
     return parser
 
 

@@ -83,3 +83,35 @@ def test_duration_parsing_and_errors():
         parse_duration("soon")
     with pytest.raises(SystemExit):
         main(["evaluate", "/nonexistent/run"])
+
+
+@pytest.mark.slow
+def test_beam_pipeline_agrees_with_the_in_process_reference(run_dir):
+    """Same fleet through Beam and through pipelines.local: same predictions and actions."""
+    from pipelines.local import run_messages
+    from transforms.simulator import Fleet, FleetConfig
+
+    fleet = Fleet(FleetConfig(assets=3, duration_s=3 * 3600, seed=1, start_ms=START_MS,
+                              malformed_rate=0.02))
+    outputs, counts = run_messages((m.topic, m.key, m.value, m.arrival_ms)
+                                   for m in fleet.messages())
+    s = json.loads((run_dir / "summary.json").read_text())
+    assert counts["readings_valid"] == s["readings_valid"]
+    beam_preds = {p["prediction_id"]: p for p in read(run_dir / "predictions.avro")}
+    local_preds = {p["prediction_id"]: p for p in outputs["prediction"]}
+    assert beam_preds.keys() == local_preds.keys()
+    for pid, p in local_preds.items():
+        assert beam_preds[pid]["anomaly_score"] == pytest.approx(p["anomaly_score"], abs=1e-9)
+    beam_actions = sorted(a["action_id"] for a in read(run_dir / "actions.avro"))
+    assert beam_actions == sorted(a["action_id"] for a in outputs["action"])
+
+
+def test_sweep_scores_several_seeds(capsys):
+    assert main(["sweep", "--seeds", "3-4", "--assets", "2", "--duration", "150m",
+                 "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert [m["seed"] for m in result["per_seed"]] == [3, 4]
+    total = result["total"]
+    assert total["fault_episodes"] == sum(m["fault_episodes"] for m in result["per_seed"])
+    assert total["false_alarms"] == sum(m["false_alarms"] for m in result["per_seed"])
+    assert 0.0 <= (total["recall"] or 0.0) <= 1.0
