@@ -1,4 +1,4 @@
-"""The ``twin`` command line: ``twin run``, ``twin evaluate``, ``twin sweep``.
+"""The ``twin`` command line: ``run``, ``evaluate``, ``sweep``, ``broker``, ...
 
 Each subcommand lives in its own module under ``jobs/``; this file only wires them.
 """
@@ -102,6 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_sweep_arguments(p_sweep)
     p_sweep.add_argument("--json", action="store_true", help="print JSON")
     p_sweep.set_defaults(func=cmd_sweep)
+    from jobs import broker as broker_job
+
+    p_broker = sub.add_parser("broker", help="the embedded Kafka-compatible broker (Tansu)")
+    broker_job.add_arguments(p_broker)
+    p_broker.set_defaults(func=lambda a, _rest: broker_job.main(a))
     return parser
 
 

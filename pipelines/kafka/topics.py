@@ -1,0 +1,56 @@
+"""Topic names and creation.
+
+Raw vendor streams are ``twin.raw.<vendor>``, keyed by asset id; the twin writes to the
+output topics below, keyed by asset id, values in Confluent-framed Avro.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+RAW_PREFIX = "twin.raw."
+# pipeline output tag -> (topic, schema)
+OUTPUT_TOPICS: dict[str, tuple[str, str]] = {
+    "prediction": ("twin.predictions", "twin/prediction.v1"),
+    "action": ("twin.actions", "twin/action.v1"),
+    "state": ("twin.state", "twin/state.v1"),
+    "dead_letter": ("twin.deadletter", "twin/deadletter.v1"),
+}
+DEFAULT_PARTITIONS = 3
+
+
+def raw_topic(vendor: str) -> str:
+    return f"{RAW_PREFIX}{vendor}"
+
+
+def raw_topics() -> list[str]:
+    from transforms.normalize import VENDORS
+
+    return [raw_topic(v) for v in VENDORS]
+
+
+def ensure_topics(config: dict[str, Any], topics: Iterable[str],
+                  partitions: int = DEFAULT_PARTITIONS, timeout_s: float = 15.0) -> None:
+    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from pipelines.kafka.broker import BrokerUnavailable
+
+    admin = AdminClient(config)
+    try:
+        existing = set(admin.list_topics(timeout=timeout_s).topics)
+    except KafkaException as exc:
+        raise BrokerUnavailable(
+            f"cannot reach Kafka at {config.get('bootstrap.servers')}: {exc}") from exc
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=1)
+           for t in dict.fromkeys(topics) if t not in existing]
+    if not new:
+        return
+    for future in admin.create_topics(new, request_timeout=timeout_s).values():
+        try:
+            future.result()
+        except KafkaException as exc:
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise

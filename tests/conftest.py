@@ -1,0 +1,31 @@
+"""Shared fixtures: real servers on free loopback ports, started and stopped by the tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipelines.kafka.broker import EmbeddedBroker
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A fresh in-memory Kafka-compatible broker (Tansu) for one test."""
+    b = EmbeddedBroker(log_path=tmp_path / "broker.log")
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def make_broker(tmp_path):
+    """Factory for tests that need several brokers or to kill and restart one."""
+    started: list[EmbeddedBroker] = []
+
+    def make(port: int | None = None) -> EmbeddedBroker:
+        b = EmbeddedBroker(port, log_path=tmp_path / f"broker-{len(started)}.log")
+        started.append(b.start())
+        return b
+
+    yield make
+    for b in started:
+        b.stop()

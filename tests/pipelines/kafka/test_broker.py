@@ -1,0 +1,88 @@
+"""The embedded broker, client settings and command signing, against a real Tansu."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from jobs.cli import main
+from pipelines.kafka import broker as broker_mod
+from pipelines.kafka.config import KafkaConfigError, client_config, redact, twin_settings
+from pipelines.kafka.topics import ensure_topics
+from transforms import signing
+
+
+def test_broker_round_trips_keys_headers_and_timestamps(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(cfg, ["t"], partitions=2)
+    ensure_topics(cfg, ["t"], partitions=2)  # idempotent
+    p = Producer(cfg)
+    for i in range(10):
+        p.produce("t", key=b"k%d" % i, value=b"v%d" % i, headers=[("h", b"x")],
+                  timestamp=1_795_800_000_000 + i, partition=i % 2)
+    assert p.flush(10) == 0
+    c = Consumer({**cfg, "group.id": "g", "enable.auto.commit": False})
+    c.assign([TopicPartition("t", 0, 0), TopicPartition("t", 1, 0)])
+    got = []
+    while len(got) < 10:
+        got.extend(m for m in c.consume(10, timeout=5) if not m.error())
+    c.close()
+    assert sorted(m.value() for m in got) == sorted(b"v%d" % i for i in range(10))
+    m = min(got, key=lambda m: m.timestamp()[1])
+    assert m.timestamp()[1] == 1_795_800_000_000 and m.headers() == [("h", b"x")]
+
+
+def test_dead_broker_gives_a_clear_error():
+    port = broker_mod.free_port()
+    with pytest.raises(broker_mod.BrokerUnavailable, match="cannot reach Kafka"):
+        ensure_topics({"bootstrap.servers": f"127.0.0.1:{port}", "socket.timeout.ms": 1000},
+                      ["t"], timeout_s=2)
+
+
+def test_port_in_use_is_refused(broker):
+    with pytest.raises(broker_mod.BrokerUnavailable, match="already in use"):
+        broker_mod.EmbeddedBroker(broker.port).start()
+
+
+def test_cli_start_status_stop(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path))
+    port = broker_mod.free_port()
+    try:
+        assert main(["broker", "start", "--port", str(port)]) == 0
+        assert capsys.readouterr().out.strip().splitlines()[-1] == f"127.0.0.1:{port}"
+        assert main(["broker", "status"]) == 0
+        assert json.loads((tmp_path / "broker.json").read_text())["port"] == port
+        assert main(["broker", "start", "--port", str(port)]) == 0  # already running
+        assert "already running" in capsys.readouterr().out
+    finally:
+        assert main(["broker", "stop"]) == 0
+    assert not broker_mod.port_open(port)
+    assert main(["broker", "status"]) == 3
+
+
+def test_client_config_layers_and_redacts(tmp_path, monkeypatch):
+    monkeypatch.delenv("TWIN_BOOTSTRAP_SERVERS", raising=False)
+    props = tmp_path / "client.properties"
+    props.write_text("# TLS + SASL\nsecurity.protocol=SASL_SSL\nsasl.username=twin\n"
+                     "sasl.password=s3cret\ntwin.hmac.key=abc\n")
+    cfg = client_config("h:1", props, ["sasl.username=other"])
+    assert cfg == {"security.protocol": "SASL_SSL", "sasl.username": "other",
+                   "sasl.password": "s3cret", "bootstrap.servers": "h:1"}
+    assert redact(cfg)["sasl.password"] == "***" and "s3cret" not in str(redact(cfg))
+    assert twin_settings(props) == {"twin.hmac.key": "abc"}
+    with pytest.raises(KafkaConfigError, match="bootstrap"):
+        client_config(None)
+    with pytest.raises(KafkaConfigError, match="key=value"):
+        client_config("h:1", overrides=["nonsense"])
+
+
+def test_signatures_bind_topic_key_and_value():
+    sig = signing.sign(b"k", "twin.actions", b"pump-1", b"v")
+    assert signing.verify(b"k", "twin.actions", b"pump-1", b"v", sig.encode())
+    assert not signing.verify(b"k", "twin.actions", b"pump-2", b"v", sig)
+    assert not signing.verify(b"k", "other", b"pump-1", b"v", sig)
+    assert not signing.verify(b"other", "twin.actions", b"pump-1", b"v", sig)
+    assert not signing.verify(b"k", "twin.actions", b"pump-1", b"v", None)
+    assert not signing.verify(b"k", "twin.actions", b"pump-1", b"v", b"\xff")
