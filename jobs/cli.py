@@ -39,9 +39,15 @@ def _print_metrics(metrics: dict, console: Console) -> None:
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from jobs.run import run
+    from pipelines.kafka.broker import BrokerUnavailable
+    from pipelines.kafka.config import KafkaConfigError
 
     console = Console()
-    summary = run(args, beam_args)
+    try:
+        summary = run(args, beam_args)
+    except (BrokerUnavailable, KafkaConfigError, FileNotFoundError) as exc:
+        Console(stderr=True).print(f"[red]twin run: {exc}[/red]", highlight=False)
+        return 2
     _print_summary(summary, console)
     console.print(f"outputs in [bold]{summary['out']}[/bold] (summary.json, "
                   "predictions/actions/state/dead_letters as .avro and .parquet)")

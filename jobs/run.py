@@ -57,7 +57,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="event time of the first sample (default: the run ends now)")
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument("--source", choices=("simulator", "kafka"), default="simulator",
+                        help="simulator (default): the built-in fleet; kafka: the raw "
+                             "topics up to their end offsets now, continuing from the "
+                             "state file")
     add_twin_args(parser)
+    from pipelines.kafka.config import add_kafka_args
+
+    add_kafka_args(parser)
+    g = parser.add_argument_group("kafka source")
+    g.add_argument("--group-id", default="twinstream",
+                   help="consumer group whose offsets are committed after each run")
+    g.add_argument("--topics", help="comma-separated raw topics (default twin.raw.<vendor>)")
+    g.add_argument("--state-file",
+                   help="twins + offsets between runs (default OUT/twin-state.pkl)")
+    g.add_argument("--hmac-key-file", help="key that signs setpoint commands")
 
 
 def _metrics(result) -> dict[str, Any]:
@@ -111,8 +125,43 @@ def _with_progress(total: int, fn, enabled: bool):
     return result["value"]
 
 
+def _options(beam_args: list[str]) -> PipelineOptions:
+    if any(a.startswith("--runner") for a in beam_args):
+        return PipelineOptions(beam_args)
+    return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1",
+                            "--direct_running_mode=in_memory", *beam_args])
+
+
+def _execute(build, options: PipelineOptions, expected: int, show: bool):
+    def execute():
+        p = beam.Pipeline(options=options)
+        build(p)
+        result = p.run()
+        result.wait_until_finish()
+        return result
+
+    return _with_progress(expected, execute, enabled=show)
+
+
+def _summarize(result, out: Path, elapsed: float, extra: dict[str, Any]) -> dict[str, Any]:
+    summary = _metrics(result) if result is not None else {
+        **dict.fromkeys(COUNTERS, 0), "actions": {}, "dead_letter_reasons": {}}
+    summary.update(extra)
+    summary.update({
+        "elapsed_s": round(elapsed, 2),
+        "readings_per_s": round(summary["readings_in"] / elapsed, 1) if elapsed else None,
+        "invariant_ok": summary["readings_in"]
+        == summary["readings_valid"] + summary["dead_letters"],
+        "out": str(out),
+    })
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
 def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     """Run the job; returns the summary (also written to ``OUT/summary.json``)."""
+    if args.source == "kafka":
+        return run_kafka(args, beam_args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     now_ms = int(time.time() * 1000)
@@ -124,36 +173,91 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         seed=args.seed, start_ms=start_ms, malformed_rate=args.malformed_rate)
     fleet = Fleet(config)
     (out / "ground_truth.json").write_text(json.dumps(fleet.ground_truth(), indent=1))
-    options = PipelineOptions(beam_args or ["--runner=DirectRunner"])
-    if not any(a.startswith("--runner") for a in beam_args):
-        options = PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1",
-                                   "--direct_running_mode=in_memory", *beam_args])
     progress.reset()
     t0 = time.perf_counter()
 
-    def execute():
-        p = beam.Pipeline(options=options)
+    def build(p):
         outputs = (
             p
             | "ReadSimulator" >> ReadSimulator(config)
             | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args))
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
-        result = p.run()
-        result.wait_until_finish()
-        return result
 
     expected = int(args.assets * args.duration / args.interval)
-    result = _with_progress(expected, execute, enabled=not args.no_progress)
-    elapsed = time.perf_counter() - t0
-    summary = _metrics(result)
-    summary.update({
-        "assets": args.assets, "duration_s": args.duration, "seed": args.seed,
-        "elapsed_s": round(elapsed, 2),
-        "readings_per_s": round(summary["readings_in"] / elapsed, 1) if elapsed else None,
-        "invariant_ok": summary["readings_in"]
-        == summary["readings_valid"] + summary["dead_letters"],
-        "out": str(out),
-    })
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    result = _execute(build, _options(beam_args), expected, not args.no_progress)
+    return _summarize(result, out, time.perf_counter() - t0, {
+        "source": "simulator", "assets": args.assets, "duration_s": args.duration,
+        "seed": args.seed})
+
+
+CHECKPOINT_SCHEMA = {
+    "type": "record", "name": "TwinCheckpoint", "namespace": "twin.internal",
+    "fields": [{"name": "asset_id", "type": "string"}, {"name": "twin", "type": "bytes"}],
+}
+
+
+def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
+    """Read the raw topics up to the end offsets present now, run the twin, write outputs
+    to Kafka (and files), then store twins + offsets in the state file and commit the
+    offsets: a run killed before that point leaves both untouched, and its rerun
+    reproduces the same outputs (same ids)."""
+    import fastavro
+
+    from pipelines.beam.kafka import ReadFromKafka, commit_offsets, plan_partitions
+    from pipelines.beam.pipeline import WriteKafkaOutputs
+    from pipelines.kafka.config import config_from_args, twin_settings
+    from pipelines.kafka.secrets import hmac_key
+    from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
+    from pipelines.statefile import read_state, write_state
+
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = config_from_args(args)
+    settings = twin_settings(args.kafka_config, args.kafka_overrides)
+    secret = hmac_key(args.hmac_key_file, settings)
+    state_path = args.state_file or str(out / "twin-state.pkl")
+    previous = read_state(state_path)
+    topics = args.topics.split(",") if args.topics else raw_topics()
+    plan = plan_partitions(cfg, topics, args.group_id, previous["offsets"] or None)
+    pending = sum(r.stop - r.start for r in plan)
+    offsets = {f"{r.topic}/{r.partition}": r.stop for r in plan}
+    extra = {"source": "kafka", "bootstrap_servers": cfg["bootstrap.servers"],
+             "group_id": args.group_id, "state_file": state_path, "topics": topics,
+             "offsets_from": {f"{r.topic}/{r.partition}": r.start for r in plan},
+             "offsets_to": offsets, "messages_planned": pending}
+    progress.reset()
+    t0 = time.perf_counter()
+    if pending == 0:
+        return _summarize(None, out, time.perf_counter() - t0, {**extra, "nothing_new": True})
+    ensure_topics(cfg, [t for t, _ in OUTPUT_TOPICS.values()])
+    checkpoint_prefix = str(out / ".checkpoint")
+    for stale in out.glob(".checkpoint*"):
+        stale.unlink()
+    initial = state_path if previous["twins"] else None
+
+    def build(p):
+        outputs = (
+            p
+            | "ReadKafka" >> ReadFromKafka(cfg, plan)
+            | "ProcessMessages" >> ProcessMessages(
+                twin_kwargs=twin_kwargs_from(args), initial_path=initial, checkpoint=True)
+        )
+        outputs | "WriteOutputs" >> WriteOutputs(str(out))
+        outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret)
+        outputs["checkpoint"] | "Checkpoint" >> beam.Map(
+            lambda kv: {"asset_id": kv[0], "twin": kv[1]}) | "WriteCheckpoint" >> \
+            beam.io.WriteToAvro(checkpoint_prefix, schema=CHECKPOINT_SCHEMA,
+                                file_name_suffix=".avro")
+
+    result = _execute(build, _options(beam_args), pending, not args.no_progress)
+    # outputs are on the broker (every bundle flushed): now make the progress durable
+    twins: dict[str, bytes] = {}
+    for path in sorted(out.glob(".checkpoint*.avro")):
+        with path.open("rb") as f:
+            twins.update((r["asset_id"], r["twin"]) for r in fastavro.reader(f))
+    write_state(state_path, offsets, twins, previous)
+    commit_offsets(cfg, args.group_id, offsets)
+    for path in out.glob(".checkpoint*"):
+        path.unlink()
+    return _summarize(result, out, time.perf_counter() - t0, {**extra, "assets": len(twins)})

@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from pipelines.beam.normalize import NormalizeReadings
 from pipelines.beam.sinks import WriteRecords
-from pipelines.beam.twin import RunTwins
+from pipelines.beam.twin import CHECKPOINT, RunTwins
 from transforms.twin import ACTION, FEATURES, LATE, PREDICTION, STATE
 
 # output file name -> (tag in the twin outputs, schema)
@@ -31,16 +31,25 @@ class ProcessMessages(beam.PTransform):
     """Raw messages -> ``{"dead_letters", "predictions", "actions", "state", ...}``."""
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
-                 normalize_kwargs: dict[str, Any] | None = None) -> None:
+                 normalize_kwargs: dict[str, Any] | None = None,
+                 initial_path: str | None = None, checkpoint: bool = False) -> None:
+        """``initial_path`` / ``checkpoint``: continue twins from a state file and hand them
+        over at the end instead of closing their windows (bounded Kafka runs; adds a
+        ``checkpoint`` output of ``(asset_id, pickled twin)``)."""
         super().__init__()
         self.twin_kwargs = twin_kwargs
         self.normalize_kwargs = normalize_kwargs or {}
+        self.initial_path = initial_path
+        self.checkpoint = checkpoint
 
     def expand(self, messages):
         norm = messages | "NormalizeReadings" >> NormalizeReadings(**self.normalize_kwargs)
-        twins = norm["readings"] | "RunTwins" >> RunTwins(self.twin_kwargs)
+        twins = norm["readings"] | "RunTwins" >> RunTwins(
+            self.twin_kwargs, self.initial_path, self.checkpoint)
         out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
         out["dead_letters"] = norm["dead_letters"]
+        if self.checkpoint:
+            out[CHECKPOINT] = twins[CHECKPOINT]
         return out
 
 
@@ -55,6 +64,34 @@ class WriteOutputs(beam.PTransform):
         schemas = {name: schema for name, (_, schema) in OUTPUTS.items()}
         schemas["dead_letters"] = "twin/deadletter.v1"
         for name, pcoll in outputs.items():
+            if name not in schemas:
+                continue
             pcoll | f"Write{name.title().replace('_', '')}" >> WriteRecords(
                 self.out_dir, name, schemas[name])
+        return beam.pvalue.PDone(next(iter(outputs.values())).pipeline)
+
+
+# file output name -> Kafka output tag (pipelines.kafka.topics.OUTPUT_TOPICS)
+KAFKA_OUTPUTS: dict[str, str] = {
+    "predictions": "prediction", "actions": "action", "state": "state",
+    "dead_letters": "dead_letter",
+}
+
+
+class WriteKafkaOutputs(beam.PTransform):
+    """Predictions, actions (signed), twin state and dead letters to their Kafka topics."""
+
+    def __init__(self, config: dict[str, Any], secret: bytes | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.secret = secret
+
+    def expand(self, outputs: dict[str, beam.PCollection]):
+        from pipelines.beam.kafka import WriteToKafka
+        from pipelines.kafka.topics import OUTPUT_TOPICS
+
+        for name, tag in KAFKA_OUTPUTS.items():
+            topic, schema = OUTPUT_TOPICS[tag]
+            outputs[name] | f"Kafka{name.title().replace('_', '')}" >> WriteToKafka(
+                self.config, topic, schema, self.secret if tag == "action" else None)
         return beam.pvalue.PDone(next(iter(outputs.values())).pipeline)

@@ -5,10 +5,18 @@ event-time timer at the earliest open window's deadline (end + allowed lateness)
 runner's watermark closes windows of quiet assets, the data watermark inside the twin
 closes the rest. All maths is in ``transforms``; this file only reads state, calls, writes
 state and emits, tagging outputs by kind.
+
+Bounded runs that continue later (``twin run --source kafka``) use *checkpoint* mode: the
+end-of-input timer does not close the open windows but emits each twin, pickled, to the
+``checkpoint`` output; the job stores them with the offsets read, and the next run starts
+each asset's twin from them (``initial_path``: the state file, read once per worker in
+``setup`` through Beam's FileSystems, so local paths and ``gs://`` both work), open windows
+included, so a reading that arrives in the next run still lands in its window.
 """
 
 from __future__ import annotations
 
+import pickle
 from typing import Any
 
 import apache_beam as beam
@@ -22,6 +30,7 @@ from pipelines import progress
 from transforms.twin import ACTION, DUPLICATE, FEATURES, LATE, PREDICTION, STATE, AssetTwin
 
 TAGS = (FEATURES, PREDICTION, ACTION, STATE, LATE)
+CHECKPOINT = "checkpoint"
 
 
 class TwinFn(beam.DoFn):
@@ -30,8 +39,12 @@ class TwinFn(beam.DoFn):
     TWIN_STATE = ReadModifyWriteStateSpec("twin", PickleCoder())
     CLOSE_TIMER = TimerSpec("close", TimeDomain.WATERMARK)
 
-    def __init__(self, twin_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, twin_kwargs: dict[str, Any] | None = None,
+                 checkpoint: bool = False, initial_path: str | None = None) -> None:
         self.twin_kwargs = twin_kwargs or {}
+        self.checkpoint = checkpoint
+        self.initial_path = initial_path
+        self._initial: dict[str, bytes] = {}
         self.counters = {
             LATE: Metrics.counter("twin", "late_readings"),
             DUPLICATE: Metrics.counter("twin", "duplicate_readings"),
@@ -58,8 +71,16 @@ class TwinFn(beam.DoFn):
             ts = record.get("window_end_ms", record.get("ts_ms"))
             yield beam.pvalue.TaggedOutput(tag, TimestampedValue(record, ts / 1000.0))
         deadline = twin.next_deadline_ms()
+        if deadline is None and self.checkpoint:  # the end-of-input timer must fire
+            deadline = max(twin.buffer.max_ts_ms, 0)
         if deadline is not None:
             timer.set(deadline / 1000.0)
+
+    def setup(self) -> None:
+        if self.initial_path:
+            from pipelines.statefile import read_state
+
+            self._initial = read_state(self.initial_path)["twins"]
 
     def process(
         self,
@@ -67,8 +88,10 @@ class TwinFn(beam.DoFn):
         state=beam.DoFn.StateParam(TWIN_STATE),
         timer=beam.DoFn.TimerParam(CLOSE_TIMER),
     ):
-        _, reading = element
+        asset_id, reading = element
         twin = state.read()
+        if twin is None and asset_id in self._initial:
+            twin = pickle.loads(self._initial[asset_id])  # continue where the last run stopped
         if twin is None:
             twin = AssetTwin(reading["asset_id"], reading["asset_type"], **self.twin_kwargs)
         outputs = twin.add(reading)
@@ -85,6 +108,9 @@ class TwinFn(beam.DoFn):
         twin = state.read()
         if twin is None:
             return
+        if self.checkpoint:  # bounded input ended: hand the twin over, windows still open
+            yield beam.pvalue.TaggedOutput(CHECKPOINT, (twin.asset_id, pickle.dumps(twin)))
+            return
         outputs = twin.advance(int(fire_ts.micros // 1000))
         state.write(twin)
         yield from self._emit(outputs, timer, twin)
@@ -93,15 +119,23 @@ class TwinFn(beam.DoFn):
 class RunTwins(beam.PTransform):
     """Canonical readings -> a dict of PCollections keyed by :data:`TAGS`."""
 
-    def __init__(self, twin_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, twin_kwargs: dict[str, Any] | None = None,
+                 initial_path: str | None = None, checkpoint: bool = False) -> None:
+        """``initial_path``: a state file to start the twins from; ``checkpoint``: bounded
+        runs only, see the module doc (adds a ``checkpoint`` output).
+        """
         super().__init__()
         self.twin_kwargs = twin_kwargs
+        self.initial_path = initial_path
+        self.checkpoint = checkpoint
 
     def expand(self, readings):
+        tags = (*TAGS, CHECKPOINT) if self.checkpoint else TAGS
         outs = (
             readings
             | "KeyByAsset" >> beam.Map(lambda r: (r["asset_id"], r)).with_output_types(
                 tuple[str, dict[str, Any]])
-            | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs)).with_outputs(*TAGS)
+            | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs, self.checkpoint,
+                                          self.initial_path)).with_outputs(*tags)
         )
-        return {tag: outs[tag] for tag in TAGS}
+        return {tag: outs[tag] for tag in tags}

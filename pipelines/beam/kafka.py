@@ -1,0 +1,409 @@
+"""Kafka IO for Beam in Python (confluent-kafka; no Java expansion service).
+
+Source
+------
+:class:`ReadFromKafka` reads every partition of the given topics in parallel: one element
+per partition, read by a splittable DoFn whose restriction is that partition's offset
+range. Elements are ``(source, key, value, arrival_ms)`` with ``source`` =
+``"<topic>/<partition>@<offset>"`` (so every dead letter points back at its original
+message) and the Kafka timestamp as element timestamp; normalization then stamps each
+reading with the event time in its payload.
+
+- **bounded** (``stop`` offsets given, what :func:`plan_partitions` computes from the end
+  offsets present at start): reads ``[start, stop)`` and finishes. This is how
+  ``twin run --source kafka`` runs on the DirectRunner, which does not advance
+  event-time watermarks for unbounded splittable DoFns (Beam 2.61).
+- **unbounded** (``unbounded=True``): the same DoFn marked unbounded per element; when it
+  has caught up it defers the rest of its range and reports a watermark (the smallest
+  recent message timestamp minus the allowed disorder; idle partitions advance with the
+  clock), so runners that drive watermarks (Flink, Dataflow) run it as a stream.
+
+Offsets are never committed by the source: the job commits them after the outputs the
+messages produced are written (at-least-once; outputs carry deterministic ids).
+
+Sink
+----
+:class:`WriteToKafka` produces records as Confluent-framed Avro keyed by asset id, flushes
+at the end of every bundle and fails the bundle if any delivery failed, so the runner
+retries it: nothing is acknowledged before it is on the broker. Action messages are
+signed (``twin-hmac-sha256`` header) when a key is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import apache_beam as beam
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.core import RestrictionProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Duration, Timestamp
+
+from pipelines.kafka.broker import BrokerUnavailable
+from pipelines.kafka.serde import LocalSerde
+from transforms import signing
+
+MAX_OFFSET = 2**63 - 1
+POLL_BATCH = 5_000
+POLL_TIMEOUT_S = 1.0
+STALL_TIMEOUT_S = 30.0  # bounded reads: how long data that should be there may not come
+
+
+class PartitionRange(NamedTuple):
+    """One partition's offsets to read: ``[start, stop)``; ``stop`` None = unbounded."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int | None
+
+
+def _consumer(config: dict[str, Any]):
+    from confluent_kafka import Consumer
+
+    return Consumer({
+        **config,
+        "group.id": config.get("group.id", "twinstream-reader"),
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": False,
+    })
+
+
+def plan_partitions(
+    config: dict[str, Any],
+    topics: list[str],
+    group_id: str,
+    start_offsets: dict[str, int] | None = None,
+    bounded: bool = True,
+    timeout_s: float = 15.0,
+) -> list[PartitionRange]:
+    """Offset ranges to read: from ``start_offsets`` (``"topic/partition" -> offset``, e.g.
+    a state file), else the group's committed offsets, else the beginning; up to the end
+    offsets present now when ``bounded``.
+
+    Topics that do not exist are skipped (nothing was ever produced to them).
+    """
+    from confluent_kafka import KafkaException, TopicPartition
+
+    c = _consumer({**config, "group.id": group_id})
+    try:
+        try:
+            metadata = c.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {config.get('bootstrap.servers')}: {exc}") from exc
+        tps = [TopicPartition(t, p) for t in topics if t in metadata.topics
+               for p in sorted(metadata.topics[t].partitions)]
+        committed = {(tp.topic, tp.partition): tp.offset
+                     for tp in (c.committed(tps, timeout=timeout_s) if tps else [])}
+        ends = end_offsets(c, tps, timeout_s) if bounded else {}
+        ranges = []
+        for tp in tps:
+            low, _ = c.get_watermark_offsets(tp, timeout=timeout_s)
+            high = ends.get((tp.topic, tp.partition))
+            start = (start_offsets or {}).get(f"{tp.topic}/{tp.partition}")
+            if start is None:
+                start = committed.get((tp.topic, tp.partition), -1001)
+            if start < 0:  # no committed offset: the beginning
+                start = low
+            start = max(start, low)  # retention removed what we have not read: say so
+            ranges.append(PartitionRange(tp.topic, tp.partition, start,
+                                         high if bounded else None))
+        return ranges
+    finally:
+        c.close()
+
+
+def end_offsets(consumer, tps, timeout_s: float = 15.0, probe_s: float = 5.0
+                ) -> dict[tuple[str, int], int]:
+    """The offset after the last message of each partition, as it stands now.
+
+    The broker's high watermark, confirmed by reading past it: some Kafka-compatible
+    brokers (Tansu 0.x) report the start of the last record batch rather than its end, so
+    the tail beyond the reported watermark is read (for at most ``probe_s`` seconds; on
+    Kafka itself that tail is empty and one short poll confirms it).
+    """
+    from confluent_kafka import TopicPartition
+
+    ends = {}
+    for tp in tps:
+        _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+        ends[(tp.topic, tp.partition)] = high
+    consumer.assign([TopicPartition(t, p, max(h - 1, 0)) for (t, p), h in ends.items()])
+    deadline = time.monotonic() + probe_s
+    idle = 0
+    try:
+        while idle < 2 and time.monotonic() < deadline:
+            batch = [m for m in consumer.consume(POLL_BATCH, timeout=0.3) if m.error() is None]
+            if not batch:
+                idle += 1
+                continue
+            idle = 0
+            for m in batch:
+                key = (m.topic(), m.partition())
+                ends[key] = max(ends[key], m.offset() + 1)
+    finally:
+        consumer.unassign()
+    return ends
+
+
+def commit_offsets(config: dict[str, Any], group_id: str, offsets: dict[str, int],
+                   timeout_s: float = 15.0) -> None:
+    """Commit ``"topic/partition" -> next offset`` for ``group_id`` (after outputs are safe)."""
+    from confluent_kafka import TopicPartition
+
+    if not offsets:
+        return
+    c = _consumer({**config, "group.id": group_id})
+    try:
+        tps = []
+        for key, offset in offsets.items():
+            topic, _, partition = key.rpartition("/")
+            tps.append(TopicPartition(topic, int(partition), int(offset)))
+        c.commit(offsets=tps, asynchronous=False)
+    finally:
+        c.close()
+
+
+class _PartitionRestrictions(RestrictionProvider):
+    def initial_restriction(self, element: PartitionRange) -> OffsetRange:
+        stop = MAX_OFFSET if element.stop is None else element.stop
+        return OffsetRange(element.start, max(stop, element.start))
+
+    def create_tracker(self, restriction: OffsetRange) -> OffsetRestrictionTracker:
+        return OffsetRestrictionTracker(restriction)
+
+    def restriction_size(self, element, restriction: OffsetRange) -> int:
+        return restriction.size()
+
+    def split(self, element, restriction):  # a partition is read in order by one reader
+        yield restriction
+
+
+_RESTRICTIONS = _PartitionRestrictions()
+_WATERMARKS = ManualWatermarkEstimator.default_provider()
+
+
+class _ReadPartitionFn(beam.DoFn):
+    """Read one partition's offset range; see the module doc."""
+
+    def __init__(self, config: dict[str, Any], max_out_of_orderness_ms: int = 20_000) -> None:
+        self.config = config
+        self.max_out_of_orderness_ms = max_out_of_orderness_ms
+        self.read = Metrics.counter("twin.kafka", "messages_read")
+        self._consumer = None
+
+    def setup(self) -> None:
+        self._consumer = _consumer(self.config)
+
+    def teardown(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+            self._consumer = None
+
+    def _read(self, element: PartitionRange, tracker, watermark) -> Iterator[Any]:
+        from confluent_kafka import TopicPartition
+
+        if self._consumer is None:
+            self.setup()
+        restriction = tracker.current_restriction()
+        if restriction.start >= restriction.stop:
+            return
+        self._consumer.assign([TopicPartition(element.topic, element.partition,
+                                              restriction.start)])
+        last: int | None = None
+        stalled_since: float | None = None
+        tp = TopicPartition(element.topic, element.partition)
+        try:
+            while True:
+                batch = self._consumer.consume(POLL_BATCH, timeout=POLL_TIMEOUT_S)
+                for m in batch:
+                    if m.error() is not None and m.error().fatal():
+                        raise BrokerUnavailable(f"Kafka error on {element.topic}/"
+                                                f"{element.partition}: {m.error()}")
+                # only this partition: a reused consumer may still hold prefetched
+                # messages of the partition it read before
+                messages = [m for m in batch if m.error() is None
+                            and m.partition() == element.partition
+                            and m.topic() == element.topic]
+                if not messages:
+                    if element.stop is None:  # caught up: come back later
+                        if watermark is not None:
+                            now = Timestamp.of(time.time())
+                            idle_wm = now - Duration(millis=self.max_out_of_orderness_ms)
+                            if idle_wm > watermark.current_watermark():
+                                watermark.set_watermark(idle_wm)
+                        tracker.defer_remainder(Duration(seconds=1))
+                        return
+                    if last is not None and last >= restriction.stop - 1:
+                        return
+                    position = self._consumer.position([tp])[0].offset
+                    if position >= restriction.stop:  # the rest were control records
+                        tracker.try_claim(restriction.stop - 1)
+                        return
+                    stalled_since = stalled_since or time.monotonic()
+                    if time.monotonic() - stalled_since > STALL_TIMEOUT_S:
+                        raise BrokerUnavailable(
+                            f"no progress reading {element.topic}/{element.partition} at "
+                            f"offset {position} of {restriction.stop} for "
+                            f"{STALL_TIMEOUT_S:.0f} s (broker down, restarted without its "
+                            f"data, or retention removed it)")
+                    continue
+                stalled_since = None
+                for m in messages:
+                    if not tracker.try_claim(m.offset()):
+                        return
+                    last = m.offset()
+                    self.read.inc()
+                    ts_ms = m.timestamp()[1]
+                    source = f"{m.topic()}/{m.partition()}@{m.offset()}"
+                    if watermark is not None:
+                        wm = Timestamp(micros=(ts_ms - self.max_out_of_orderness_ms) * 1000)
+                        if wm > watermark.current_watermark():
+                            watermark.set_watermark(wm)
+                    yield TimestampedValue((source, m.key(), m.value(), ts_ms), ts_ms / 1000.0)
+                if element.stop is not None and last is not None and last >= restriction.stop - 1:
+                    return  # the whole range is claimed
+        finally:
+            self._consumer.unassign()
+
+    def process(
+        self,
+        element: PartitionRange,
+        tracker=beam.DoFn.RestrictionParam(_RESTRICTIONS),
+    ):
+        yield from self._read(element, tracker, None)
+
+
+class _ReadPartitionUnboundedFn(_ReadPartitionFn):
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        element: PartitionRange,
+        tracker=beam.DoFn.RestrictionParam(_RESTRICTIONS),
+        watermark=beam.DoFn.WatermarkEstimatorParam(_WATERMARKS),
+    ):
+        yield from self._read(element, tracker, watermark)
+
+
+class ReadFromKafka(beam.PTransform):
+    """Kafka partitions -> ``(source, key, value, arrival_ms)``, partitions read in parallel.
+
+    Parameters
+    ----------
+    config
+        librdkafka settings (``bootstrap.servers``, TLS/SASL, ...).
+    partitions
+        What to read, from :func:`plan_partitions`.
+    unbounded
+        Keep reading (for runners that drive watermarks); ranges' ``stop`` must be None.
+    """
+
+    def __init__(self, config: dict[str, Any], partitions: list[PartitionRange],
+                 unbounded: bool = False, max_out_of_orderness_ms: int = 20_000) -> None:
+        super().__init__()
+        if unbounded and any(p.stop is not None for p in partitions):
+            raise ValueError("unbounded reads take ranges without stop offsets")
+        self.config = config
+        self.partitions = list(partitions)
+        self.unbounded = unbounded
+        self.max_out_of_orderness_ms = max_out_of_orderness_ms
+
+    def expand(self, pbegin):
+        fn_cls = _ReadPartitionUnboundedFn if self.unbounded else _ReadPartitionFn
+        return (
+            pbegin
+            | "Partitions" >> beam.Create(self.partitions)
+            | "Spread" >> beam.Reshuffle()
+            | "Read" >> beam.ParDo(fn_cls(self.config, self.max_out_of_orderness_ms))
+        )
+
+
+class _ProduceFn(beam.DoFn):
+    def __init__(self, config: dict[str, Any], topic: str, schema: str,
+                 secret: bytes | None = None, max_value_bytes: int = 900_000) -> None:
+        self.config = config
+        self.topic = topic
+        self.schema = schema
+        self.secret = secret
+        self.max_value_bytes = max_value_bytes
+        self.written = Metrics.counter("twin.kafka", f"written:{topic}")
+        self._producer = None
+        self._errors: list[str] = []
+
+    def setup(self) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer({"linger.ms": 20, "acks": "all",
+                                   "enable.idempotence": False, **self.config})
+        self._serde = LocalSerde()
+
+    def _delivered(self, err, _msg) -> None:
+        if err is not None:
+            self._errors.append(str(err))
+
+    def process(self, record: dict[str, Any]):
+        value = self._serde.encode(self.schema, _fit(record, self.max_value_bytes))
+        key = str(record.get("asset_id") or "").encode() or None
+        headers = None
+        if self.secret is not None:
+            headers = [(signing.HEADER,
+                        signing.sign(self.secret, self.topic, key, value).encode())]
+        ts = record.get("ts_ms", record.get("window_end_ms"))
+        while True:
+            try:
+                self._producer.produce(self.topic, value=value, key=key, headers=headers,
+                                       timestamp=int(ts) if ts is not None else 0,
+                                       on_delivery=self._delivered)
+                break
+            except BufferError:
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+        self.written.inc()
+        yield from ()  # a sink: nothing downstream
+
+    def finish_bundle(self) -> None:
+        left = self._producer.flush(60)
+        if left or self._errors:
+            errors, self._errors = self._errors, []
+            raise BrokerUnavailable(
+                f"{left} messages to {self.topic} undelivered, {len(errors)} failed "
+                f"({'; '.join(errors[:3])}); the bundle will be retried")
+
+    def teardown(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(10)
+
+
+def _fit(record: dict[str, Any], max_bytes: int) -> dict[str, Any]:
+    """Dead letters whose original bytes exceed what a Kafka message carries keep a prefix;
+    the full message stays at the ``source`` offset of the raw topic (and in the run's
+    ``dead_letters.avro``)."""
+    payload = record.get("payload")
+    if isinstance(payload, bytes | bytearray) and len(payload) > max_bytes:
+        note = f" [payload truncated to {max_bytes} of {len(payload)} bytes]"
+        return {**record, "payload": bytes(payload[:max_bytes]),
+                "detail": (record.get("detail") or "")[:2000 - len(note)] + note}
+    return record
+
+
+class WriteToKafka(beam.PTransform):
+    """Records of ``schema`` -> ``topic`` as Confluent-framed Avro, keyed by ``asset_id``."""
+
+    def __init__(self, config: dict[str, Any], topic: str, schema: str,
+                 secret: bytes | None = None) -> None:
+        super().__init__()
+        self.config = config
+        self.topic = topic
+        self.schema = schema
+        self.secret = secret
+
+    def expand(self, records):
+        return records | "Produce" >> beam.ParDo(
+            _ProduceFn(self.config, self.topic, self.schema, self.secret))
