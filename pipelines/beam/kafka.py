@@ -186,6 +186,13 @@ class _PartitionRestrictions(RestrictionProvider):
         yield restriction
 
 
+def _advance(estimator, ts: Timestamp) -> None:
+    """Move a manual watermark estimator forward (never back)."""
+    current = estimator.current_watermark()
+    if current is None or ts > current:
+        estimator.set_watermark(ts)
+
+
 _RESTRICTIONS = _PartitionRestrictions()
 _WATERMARKS = ManualWatermarkEstimator.default_provider()
 
@@ -236,9 +243,8 @@ class _ReadPartitionFn(beam.DoFn):
                     if element.stop is None:  # caught up: come back later
                         if watermark is not None:
                             now = Timestamp.of(time.time())
-                            idle_wm = now - Duration(millis=self.max_out_of_orderness_ms)
-                            if idle_wm > watermark.current_watermark():
-                                watermark.set_watermark(idle_wm)
+                            idle_wm = now - Duration(micros=self.max_out_of_orderness_ms * 1000)
+                            _advance(watermark, idle_wm)
                         tracker.defer_remainder(Duration(seconds=1))
                         return
                     if last is not None and last >= restriction.stop - 1:
@@ -264,9 +270,8 @@ class _ReadPartitionFn(beam.DoFn):
                     ts_ms = m.timestamp()[1]
                     source = f"{m.topic()}/{m.partition()}@{m.offset()}"
                     if watermark is not None:
-                        wm = Timestamp(micros=(ts_ms - self.max_out_of_orderness_ms) * 1000)
-                        if wm > watermark.current_watermark():
-                            watermark.set_watermark(wm)
+                        _advance(watermark, Timestamp(
+                            micros=(ts_ms - self.max_out_of_orderness_ms) * 1000))
                     yield TimestampedValue((source, m.key(), m.value(), ts_ms), ts_ms / 1000.0)
                 if element.stop is not None and last is not None and last >= restriction.stop - 1:
                     return  # the whole range is claimed

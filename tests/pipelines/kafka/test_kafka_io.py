@@ -1,0 +1,80 @@
+"""The Beam Kafka source's reading logic against a real broker, outside a pipeline."""
+
+from __future__ import annotations
+
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.utils.timestamp import Timestamp
+from confluent_kafka import Producer
+
+from pipelines.beam.kafka import (
+    PartitionRange,
+    _ReadPartitionFn,
+    _ReadPartitionUnboundedFn,
+    commit_offsets,
+    plan_partitions,
+)
+from pipelines.kafka.topics import ensure_topics
+
+T0 = 1_795_800_000_000
+
+
+def produce(bootstrap: str, n: int, topic: str = "t", start: int = 0) -> None:
+    cfg = {"bootstrap.servers": bootstrap}
+    ensure_topics(cfg, [topic], partitions=1)
+    p = Producer(cfg)
+    for i in range(start, start + n):
+        p.produce(topic, key=b"a", value=b"v%d" % i, timestamp=T0 + i * 1000, partition=0)
+    assert p.flush(10) == 0
+
+
+def test_plan_starts_at_committed_or_given_offsets_and_ends_at_the_real_end(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 500)
+    assert plan_partitions(cfg, ["t", "absent"], "g") == [PartitionRange("t", 0, 0, 500)]
+    commit_offsets(cfg, "g", {"t/0": 120})
+    assert plan_partitions(cfg, ["t"], "g") == [PartitionRange("t", 0, 120, 500)]
+    assert plan_partitions(cfg, ["t"], "g", {"t/0": 300}) == [PartitionRange("t", 0, 300, 500)]
+    assert plan_partitions(cfg, ["t"], "g", bounded=False) == [PartitionRange("t", 0, 120, None)]
+
+
+def test_bounded_read_claims_exactly_its_range(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 300)
+    fn = _ReadPartitionFn(cfg)
+    tracker = OffsetRestrictionTracker(OffsetRange(100, 250))
+    try:
+        out = list(fn._read(PartitionRange("t", 0, 100, 250), tracker, None))
+    finally:
+        fn.teardown()
+    assert [v.value[2] for v in out] == [b"v%d" % i for i in range(100, 250)]
+    assert out[0].value[0] == "t/0@100" and out[0].value[3] == T0 + 100_000
+    assert out[0].timestamp == Timestamp.of((T0 + 100_000) / 1000)
+    tracker.check_done()  # the whole range is claimed: the runner will accept it
+
+
+def test_unbounded_read_defers_when_caught_up_and_advances_the_watermark(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 50)
+    fn = _ReadPartitionUnboundedFn(cfg, max_out_of_orderness_ms=5_000)
+    try:
+        # as the runner hands it to the DoFn: a thread-safe tracker behind a view
+        safe = ThreadsafeRestrictionTracker(OffsetRestrictionTracker(OffsetRange(0, 2**63 - 1)))
+        wm = ManualWatermarkEstimator(None)
+        out = list(fn._read(PartitionRange("t", 0, 0, None), RestrictionTrackerView(safe), wm))
+        assert [v.value[2] for v in out] == [b"v%d" % i for i in range(50)]
+        # caught up: the rest of the range was deferred for the runner to resume later
+        residual, delay = safe.deferred_status()
+        assert residual.start == 50 and delay.micros > 0
+        assert safe.current_restriction().stop == 50
+        # the watermark is at least the newest timestamp minus the disorder bound
+        assert wm.current_watermark() >= Timestamp.of((T0 + 49_000 - 5_000) / 1000)
+        # new data is read by the resumed remainder
+        produce(broker.bootstrap_servers, 10, start=50)
+        resumed = ThreadsafeRestrictionTracker(OffsetRestrictionTracker(residual))
+        more = list(fn._read(PartitionRange("t", 0, 50, None),
+                             RestrictionTrackerView(resumed), wm))
+        assert [v.value[2] for v in more] == [b"v%d" % i for i in range(50, 60)]
+    finally:
+        fn.teardown()
