@@ -72,6 +72,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--state-file",
                    help="twins + offsets between runs (default OUT/twin-state.pkl)")
     g.add_argument("--hmac-key-file", help="key that signs setpoint commands")
+    g.add_argument("--unbounded", action="store_true",
+                   help="keep reading as a stream (for runners that drive watermarks, e.g. "
+                        "--runner=FlinkRunner or DataflowRunner; the runner's checkpoints "
+                        "then hold twins and offsets, no state file is used)")
 
 
 def _metrics(result) -> dict[str, Any]:
@@ -216,6 +220,8 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     cfg = config_from_args(args)
     settings = twin_settings(args.kafka_config, args.kafka_overrides)
     secret = hmac_key(args.hmac_key_file, settings)
+    if args.unbounded:
+        return run_kafka_unbounded(args, beam_args, cfg, secret, out)
     state_path = args.state_file or str(out / "twin-state.pkl")
     previous = read_state(state_path)
     topics = args.topics.split(",") if args.topics else raw_topics()
@@ -261,3 +267,34 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     for path in out.glob(".checkpoint*"):
         path.unlink()
     return _summarize(result, out, time.perf_counter() - t0, {**extra, "assets": len(twins)})
+
+
+def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path) -> dict[str, Any]:
+    """The same pipeline as a stream: partitions read without end, windows closed by the
+    runner's watermark (and each asset's data watermark), outputs to Kafka only. Runs
+    until the runner cancels it."""
+    from apache_beam.options.pipeline_options import StandardOptions
+
+    from pipelines.beam.kafka import ReadFromKafka, plan_partitions
+    from pipelines.beam.pipeline import WriteKafkaOutputs
+    from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
+
+    topics = args.topics.split(",") if args.topics else raw_topics()
+    ensure_topics(cfg, topics)
+    ensure_topics(cfg, [t for t, _ in OUTPUT_TOPICS.values()])
+    plan = plan_partitions(cfg, topics, args.group_id, bounded=False)
+    options = _options(beam_args)
+    options.view_as(StandardOptions).streaming = True
+    t0 = time.perf_counter()
+    p = beam.Pipeline(options=options)
+    outputs = (
+        p
+        | "ReadKafka" >> ReadFromKafka(cfg, plan, unbounded=True,
+                                       max_out_of_orderness_ms=int(args.out_of_orderness * 1000))
+        | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args))
+    )
+    outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret)
+    result = p.run()
+    result.wait_until_finish()
+    return _summarize(result, out, time.perf_counter() - t0, {
+        "source": "kafka", "unbounded": True, "bootstrap_servers": cfg["bootstrap.servers"]})
