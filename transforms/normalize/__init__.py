@@ -28,6 +28,7 @@ one line in :data:`VENDORS`, one test module ``tests/transforms/normalize/test_<
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
@@ -67,6 +68,7 @@ def normalize_message(
     max_bytes: int = wire.DEFAULT_MAX_BYTES,
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
     max_age_ms: int = DEFAULT_MAX_AGE_MS,
+    decode: Callable[[bytes, int], tuple[str, dict[str, Any]]] = wire.decode,
 ) -> dict[str, Any]:
     """Decode, normalize and validate one raw vendor message.
 
@@ -80,6 +82,10 @@ def normalize_message(
         Larger payloads are refused before parsing (``oversize_payload``).
     max_future_ms, max_age_ms
         Accepted event-time window ``[now - max_age, now + max_future]``.
+    decode
+        ``(payload, max_bytes) -> (schema name, record)``: :func:`schemas.wire.decode`
+        (the repo's own schema ids) by default; pass ``serde.decode`` of a
+        :class:`~pipelines.kafka.serde.RegistrySerde` to use a schema registry's ids.
 
     Returns
     -------
@@ -89,8 +95,10 @@ def normalize_message(
     Raises
     ------
     InvalidReading
-        With a reason code from :data:`transforms.errors.REASONS`, never anything else.
+        With a reason code from :data:`transforms.errors.REASONS`, never anything else
+        for a bad message (a registry ``decode`` raises its own ``RegistryUnavailable``
+        when the registry is down: not the message's fault, so not a dead letter).
     """
-    name, record = wire.decode(payload, max_bytes=max_bytes)
+    name, record = decode(payload, max_bytes)
     reading = vendor_for_schema(name).normalize(record)
     return validate(reading, now_ms=now_ms, max_future_ms=max_future_ms, max_age_ms=max_age_ms)
