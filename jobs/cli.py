@@ -41,11 +41,12 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from jobs.run import run
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
+    from pipelines.kafka.serde import RegistryError
 
     console = Console()
     try:
         summary = run(args, beam_args)
-    except (BrokerUnavailable, KafkaConfigError, FileNotFoundError) as exc:
+    except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError) as exc:
         Console(stderr=True).print(f"[red]twin run: {exc}[/red]", highlight=False)
         return 2
     _print_summary(summary, console)
@@ -113,6 +114,17 @@ def build_parser() -> argparse.ArgumentParser:
     p_broker = sub.add_parser("broker", help="the embedded Kafka-compatible broker (Tansu)")
     broker_job.add_arguments(p_broker)
     p_broker.set_defaults(func=lambda a, _rest: broker_job.main(a))
+    from jobs import tail as tail_job
+
+    p_tail = sub.add_parser("tail", help="print the messages of Kafka topics, decoded")
+    tail_job.add_arguments(p_tail)
+    p_tail.set_defaults(func=lambda a, _rest: tail_job.main(a))
+    from jobs import simulate as simulate_job
+
+    p_simulate = sub.add_parser(
+        "simulate", help="publish a simulated fleet to Kafka and apply signed setpoints")
+    simulate_job.add_arguments(p_simulate)
+    p_simulate.set_defaults(func=lambda a, _rest: simulate_job.main(a))
     return parser
 
 

@@ -212,6 +212,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     from pipelines.beam.pipeline import WriteKafkaOutputs
     from pipelines.kafka.config import config_from_args, twin_settings
     from pipelines.kafka.secrets import hmac_key
+    from pipelines.kafka.serde import redact_url, serde_from_args
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
     from pipelines.statefile import read_state, write_state
 
@@ -220,8 +221,12 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     cfg = config_from_args(args)
     settings = twin_settings(args.kafka_config, args.kafka_overrides)
     secret = hmac_key(args.hmac_key_file, settings)
+    serde = serde_from_args(args, settings)
+    for _, schema in OUTPUT_TOPICS.values():  # a registry that cannot answer fails here
+        serde.schema_id(schema)
+    registry = {"schema_registry": redact_url(serde.url)} if hasattr(serde, "url") else {}
     if args.unbounded:
-        return run_kafka_unbounded(args, beam_args, cfg, secret, out)
+        return run_kafka_unbounded(args, beam_args, cfg, secret, out, serde, registry)
     state_path = args.state_file or str(out / "twin-state.pkl")
     previous = read_state(state_path)
     topics = args.topics.split(",") if args.topics else raw_topics()
@@ -231,7 +236,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     extra = {"source": "kafka", "bootstrap_servers": cfg["bootstrap.servers"],
              "group_id": args.group_id, "state_file": state_path, "topics": topics,
              "offsets_from": {f"{r.topic}/{r.partition}": r.start for r in plan},
-             "offsets_to": offsets, "messages_planned": pending}
+             "offsets_to": offsets, "messages_planned": pending, **registry}
     progress.reset()
     t0 = time.perf_counter()
     if pending == 0:
@@ -247,10 +252,11 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             p
             | "ReadKafka" >> ReadFromKafka(cfg, plan)
             | "ProcessMessages" >> ProcessMessages(
-                twin_kwargs=twin_kwargs_from(args), initial_path=initial, checkpoint=True)
+                twin_kwargs=twin_kwargs_from(args), normalize_kwargs={"serde": serde},
+                initial_path=initial, checkpoint=True)
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
-        outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret)
+        outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
         outputs["checkpoint"] | "Checkpoint" >> beam.Map(
             lambda kv: {"asset_id": kv[0], "twin": kv[1]}) | "WriteCheckpoint" >> \
             beam.io.WriteToAvro(checkpoint_prefix, schema=CHECKPOINT_SCHEMA,
@@ -269,7 +275,8 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     return _summarize(result, out, time.perf_counter() - t0, {**extra, "assets": len(twins)})
 
 
-def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path) -> dict[str, Any]:
+def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
+                        registry: dict[str, str]) -> dict[str, Any]:
     """The same pipeline as a stream: partitions read without end, windows closed by the
     runner's watermark (and each asset's data watermark), outputs to Kafka only. Runs
     until the runner cancels it."""
@@ -291,10 +298,12 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path) -> dict[str, An
         p
         | "ReadKafka" >> ReadFromKafka(cfg, plan, unbounded=True,
                                        max_out_of_orderness_ms=int(args.out_of_orderness * 1000))
-        | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args))
+        | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
+                                               normalize_kwargs={"serde": serde})
     )
-    outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret)
+    outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
     result = p.run()
     result.wait_until_finish()
     return _summarize(result, out, time.perf_counter() - t0, {
-        "source": "kafka", "unbounded": True, "bootstrap_servers": cfg["bootstrap.servers"]})
+        "source": "kafka", "unbounded": True, "bootstrap_servers": cfg["bootstrap.servers"],
+        **registry})

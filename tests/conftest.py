@@ -7,6 +7,15 @@ import pytest
 from pipelines.kafka.broker import EmbeddedBroker
 
 
+@pytest.fixture(autouse=True)
+def _private_state_dir(tmp_path_factory, monkeypatch):
+    """Every test gets its own state folder (signing key, broker record): nothing is read
+    from or written to the user's ``~/.local/state``."""
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path_factory.mktemp("state")))
+    monkeypatch.delenv("TWIN_HMAC_KEY", raising=False)
+    monkeypatch.delenv("TWIN_BOOTSTRAP_SERVERS", raising=False)
+
+
 @pytest.fixture
 def broker(tmp_path):
     """A fresh in-memory Kafka-compatible broker (Tansu) for one test."""

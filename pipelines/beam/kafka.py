@@ -332,8 +332,10 @@ class ReadFromKafka(beam.PTransform):
 
 class _ProduceFn(beam.DoFn):
     def __init__(self, config: dict[str, Any], topic: str, schema: str,
-                 secret: bytes | None = None, max_value_bytes: int = 900_000) -> None:
+                 secret: bytes | None = None, max_value_bytes: int = 900_000,
+                 serde=None) -> None:
         self.config = config
+        self.serde = serde
         self.topic = topic
         self.schema = schema
         self.secret = secret
@@ -347,7 +349,7 @@ class _ProduceFn(beam.DoFn):
 
         self._producer = Producer({"linger.ms": 20, "acks": "all",
                                    "enable.idempotence": False, **self.config})
-        self._serde = LocalSerde()
+        self._serde = self.serde or LocalSerde()
 
     def _delivered(self, err, _msg) -> None:
         if err is not None:
@@ -402,13 +404,16 @@ class WriteToKafka(beam.PTransform):
     """Records of ``schema`` -> ``topic`` as Confluent-framed Avro, keyed by ``asset_id``."""
 
     def __init__(self, config: dict[str, Any], topic: str, schema: str,
-                 secret: bytes | None = None) -> None:
+                 secret: bytes | None = None, serde=None) -> None:
+        """``serde``: a :class:`~pipelines.kafka.serde.RegistrySerde` to frame with a schema
+        registry's ids (default: the repo's local ids)."""
         super().__init__()
         self.config = config
         self.topic = topic
         self.schema = schema
         self.secret = secret
+        self.serde = serde
 
     def expand(self, records):
         return records | "Produce" >> beam.ParDo(
-            _ProduceFn(self.config, self.topic, self.schema, self.secret))
+            _ProduceFn(self.config, self.topic, self.schema, self.secret, serde=self.serde))

@@ -28,8 +28,13 @@ class NormalizeFn(beam.DoFn):
     """
 
     def __init__(self, now_ms: int | None = None, max_bytes: int = 1 << 20,
-                 max_future_ms: int = 300_000, max_age_ms: int = 366 * 86_400_000) -> None:
+                 max_future_ms: int = 300_000, max_age_ms: int = 366 * 86_400_000,
+                 serde=None) -> None:
+        """``serde``: decode with a :class:`~pipelines.kafka.serde.RegistrySerde` (a schema
+        registry's ids); default: the repo's local ids. A registry that cannot answer
+        raises (the runner retries the bundle): that is not the message's fault."""
         self.now_ms = now_ms
+        self.serde = serde
         self.max_bytes = max_bytes
         self.max_future_ms = max_future_ms
         self.max_age_ms = max_age_ms
@@ -47,7 +52,8 @@ class NormalizeFn(beam.DoFn):
         try:
             reading = normalize_message(
                 value, now_ms=now, max_bytes=self.max_bytes,
-                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms)
+                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
+                **({"decode": self.serde.decode} if self.serde is not None else {}))
         except InvalidReading as exc:
             self.dead_letters.inc()
             Metrics.counter("twin.dead_letters", exc.reason).inc()
@@ -60,7 +66,13 @@ class NormalizeFn(beam.DoFn):
 
 def _internal_error(bad: tuple[Any, tuple]) -> dict[str, Any]:
     """A dead letter for an element whose processing raised something unexpected."""
+    from pipelines.kafka.serde import RegistryError
+
     (source, key, value, arrival_ms), (exc_type, exc_repr, _tb) = bad
+    if issubclass(exc_type, RegistryError):
+        # the schema registry failed, not the message: no dead letter; fail the bundle so
+        # the runner retries it (a bounded run stops with nothing committed)
+        raise RegistryError(f"{exc_repr} (while decoding {source})")
     Metrics.counter("twin", "dead_letters").inc()
     Metrics.counter("twin.dead_letters", "internal_error").inc()
     return dead_letter("normalize", "internal_error", f"{exc_type.__name__}: {exc_repr}",
@@ -71,7 +83,8 @@ class NormalizeReadings(beam.PTransform):
     """Raw messages -> ``{"readings": ..., "dead_letters": ...}``.
 
     A bug that raises something other than ``InvalidReading`` also ends as a dead letter
-    (reason ``internal_error``), so a bad deploy never drops input.
+    (reason ``internal_error``), so a bad deploy never drops input. A schema registry that
+    cannot answer is not the message's fault: that fails the bundle instead.
     """
 
     def __init__(self, **normalize_kwargs: Any) -> None:

@@ -81,10 +81,12 @@ KAFKA_OUTPUTS: dict[str, str] = {
 class WriteKafkaOutputs(beam.PTransform):
     """Predictions, actions (signed), twin state and dead letters to their Kafka topics."""
 
-    def __init__(self, config: dict[str, Any], secret: bytes | None = None) -> None:
+    def __init__(self, config: dict[str, Any], secret: bytes | None = None,
+                 serde=None) -> None:
         super().__init__()
         self.config = config
         self.secret = secret
+        self.serde = serde  # None: the repo's local schema ids
 
     def expand(self, outputs: dict[str, beam.PCollection]):
         from pipelines.beam.kafka import WriteToKafka
@@ -93,5 +95,6 @@ class WriteKafkaOutputs(beam.PTransform):
         for name, tag in KAFKA_OUTPUTS.items():
             topic, schema = OUTPUT_TOPICS[tag]
             outputs[name] | f"Kafka{name.title().replace('_', '')}" >> WriteToKafka(
-                self.config, topic, schema, self.secret if tag == "action" else None)
+                self.config, topic, schema, self.secret if tag == "action" else None,
+                serde=self.serde)
         return beam.pvalue.PDone(next(iter(outputs.values())).pipeline)

@@ -115,6 +115,10 @@ def add_kafka_args(parser, required: bool = False) -> None:
                         "twin.* settings such as twin.hmac.key")
     g.add_argument("-X", dest="kafka_overrides", action="append", default=[],
                    metavar="KEY=VALUE", help="one librdkafka or twin.* setting (repeatable)")
+    g.add_argument("--schema-registry-url", metavar="URL",
+                   help="frame Avro with a Confluent schema registry's ids (default: the "
+                        "twin.schema.registry.url setting, else the repo's local ids; "
+                        "every command on the same topics must agree)")
 
 
 def config_from_args(args) -> dict[str, Any]:

@@ -17,7 +17,10 @@ from pipelines.kafka.broker import state_dir
 ENV = "TWIN_HMAC_KEY"
 
 
-def hmac_key(key_file: str | Path | None = None, settings: dict[str, str] | None = None) -> bytes:
+def hmac_key(key_file: str | Path | None = None, settings: dict[str, str] | None = None,
+             create: bool = True) -> bytes | None:
+    """The key, from the first place that has one; ``create=False``: ``None`` instead of
+    creating the per-user key (for readers such as ``twin tail``)."""
     if key_file:
         data = Path(key_file).read_bytes().strip()
         if not data:
@@ -28,6 +31,8 @@ def hmac_key(key_file: str | Path | None = None, settings: dict[str, str] | None
     if os.environ.get(ENV):
         return os.environ[ENV].encode()
     path = state_dir() / "hmac.key"
+    if not path.is_file() and not create:
+        return None
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

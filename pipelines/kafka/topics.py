@@ -18,6 +18,10 @@ OUTPUT_TOPICS: dict[str, tuple[str, str]] = {
     "dead_letter": ("twin.deadletter", "twin/deadletter.v1"),
 }
 DEFAULT_PARTITIONS = 3
+# Raw topics accept messages up to 4 MiB (Kafka's default is 1 MiB): a vendor payload that
+# is too large must reach the twin and become an ``oversize_payload`` dead letter (with its
+# bytes), not be refused by the broker where nobody sees it.
+RAW_TOPIC_CONFIG = {"max.message.bytes": str(4 << 20)}
 
 
 def raw_topic(vendor: str) -> str:
@@ -32,7 +36,11 @@ def raw_topics() -> list[str]:
 
 def ensure_topics(config: dict[str, Any], topics: Iterable[str],
                   partitions: int = DEFAULT_PARTITIONS, timeout_s: float = 15.0) -> None:
-    """Create the topics that do not exist yet (existing ones are left as they are)."""
+    """Create the topics that do not exist yet (existing ones are left as they are).
+
+    Replication follows the cluster's ``default.replication.factor``; raw topics get
+    :data:`RAW_TOPIC_CONFIG`.
+    """
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -44,7 +52,8 @@ def ensure_topics(config: dict[str, Any], topics: Iterable[str],
     except KafkaException as exc:
         raise BrokerUnavailable(
             f"cannot reach Kafka at {config.get('bootstrap.servers')}: {exc}") from exc
-    new = [NewTopic(t, num_partitions=partitions, replication_factor=1)
+    new = [NewTopic(t, num_partitions=partitions, replication_factor=-1,
+                    config=dict(RAW_TOPIC_CONFIG) if t.startswith(RAW_PREFIX) else {})
            for t in dict.fromkeys(topics) if t not in existing]
     if not new:
         return

@@ -34,6 +34,20 @@ def test_broker_round_trips_keys_headers_and_timestamps(broker):
     assert m.timestamp()[1] == 1_795_800_000_000 and m.headers() == [("h", b"x")]
 
 
+def test_raw_topics_take_oversize_payloads_so_they_can_be_dead_lettered(broker):
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(cfg, ["twin.raw.helios", "twin.predictions"], partitions=1)
+    admin = AdminClient(cfg)
+    [(_, raw)] = admin.describe_configs([ConfigResource("topic", "twin.raw.helios")]).items()
+    assert raw.result()["max.message.bytes"].value == str(4 << 20)
+    # a 2 MB message is accepted (a client allowed to send it, as `twin simulate` is)
+    p = Producer({**cfg, "message.max.bytes": 4_000_000})
+    p.produce("twin.raw.helios", b"x" * 2_000_000)
+    assert p.flush(10) == 0
+
+
 def test_dead_broker_gives_a_clear_error():
     port = broker_mod.free_port()
     with pytest.raises(broker_mod.BrokerUnavailable, match="cannot reach Kafka"):
