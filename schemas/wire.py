@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import io
+import re
 import struct
 from typing import Any
 
@@ -23,6 +24,17 @@ HEADER = struct.Struct(">bI")
 # Payloads above this are refused before any parsing (a guard against memory blow-ups and
 # against a producer sending a file where a reading was expected).
 DEFAULT_MAX_BYTES = 1 << 20
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of a parser error, without object addresses (``<... at 0x7f..>``)
+    so the same bad message always gets the same dead-letter detail.
+
+    >>> describe(EOFError("cannot read from <_io.BytesIO object at 0x7f3a2b1c>"))
+    'EOFError: cannot read from <_io.BytesIO object>'
+    """
+    return f"{type(exc).__name__}: {_ADDRESS.sub('', str(exc))}"
 
 
 def encode(name: str, record: dict[str, Any]) -> bytes:
@@ -56,7 +68,7 @@ def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, dict[s
     try:
         record = fastavro.schemaless_reader(buf, load(name), None)
     except Exception as exc:  # fastavro raises many types on corrupt bodies
-        raise InvalidReading("malformed_avro", f"{name}: {type(exc).__name__}: {exc}") from exc
+        raise InvalidReading("malformed_avro", f"{name}: {describe(exc)}") from exc
     if buf.tell() != len(data):
         raise InvalidReading(
             "malformed_avro", f"{name}: {len(data) - buf.tell()} trailing bytes after record"

@@ -362,7 +362,7 @@ class RegistrySerde:
             record = fastavro.schemaless_reader(buf, decoder.writer, decoder.reader)
         except Exception as exc:  # fastavro raises many types on corrupt bodies
             raise InvalidReading(
-                "malformed_avro", f"{decoder.name}: {type(exc).__name__}: {exc}") from exc
+                "malformed_avro", f"{decoder.name}: {wire.describe(exc)}") from exc
         if buf.tell() != len(data):
             raise InvalidReading(
                 "malformed_avro",
