@@ -27,6 +27,53 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
+
+
+def add_fleet_args(parser: argparse.ArgumentParser, assets: int = 24,
+                   duration: str = "12h"):
+    """The simulated fleet's flags (``twin run``, ``twin simulate``, ``twin flink``)."""
+    g = parser.add_argument_group("fleet")
+    g.add_argument("--assets", type=positive_int, default=assets,
+                   help=f"fleet size (default {assets})")
+    g.add_argument("--duration", type=parse_duration, default=duration,
+                   help=f"simulated event time, e.g. 90m, 6h, 2d (default {duration})")
+    g.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
+    g.add_argument("--interval", type=positive_float, default=5.0,
+                   help="seconds between samples of one asset (default 5)")
+    g.add_argument("--malformed-rate", type=float, default=0.005,
+                   help="share of vendor messages the simulator breaks (default 0.005)")
+    g.add_argument("--start-ms", type=int, default=None,
+                   help="event time of the first sample (default: the history ends now)")
+    return g
+
+
+def fleet_config_from(args: argparse.Namespace, now_ms: int | None = None):
+    """The :class:`~transforms.simulator.FleetConfig` of parsed fleet flags; without
+    ``--start-ms`` the history ends at the last full minute before now."""
+    import time
+
+    from transforms.simulator import FleetConfig
+
+    start_ms = args.start_ms
+    if start_ms is None:
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        start_ms = (now_ms // 60_000) * 60_000 - int(args.duration * 1000)
+    return FleetConfig(assets=args.assets, duration_s=args.duration, interval_s=args.interval,
+                       seed=args.seed, start_ms=start_ms, malformed_rate=args.malformed_rate)
+
+
 def add_twin_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("twin")
     g.add_argument("--window", type=parse_duration, default="60s",

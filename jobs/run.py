@@ -32,11 +32,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs.options import add_twin_args, parse_duration, twin_kwargs_from
+from jobs.options import add_fleet_args, add_twin_args, fleet_config_from, twin_kwargs_from
 from pipelines import progress
 from pipelines.beam.pipeline import ProcessMessages, WriteOutputs
 from pipelines.beam.sources import ReadSimulator
-from transforms.simulator import Fleet, FleetConfig
+from transforms.simulator import Fleet
 
 COUNTERS = (
     "readings_in", "readings_valid", "dead_letters", "late_readings", "duplicate_readings",
@@ -45,16 +45,7 @@ COUNTERS = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--assets", type=int, default=24, help="fleet size (default 24)")
-    parser.add_argument("--duration", type=parse_duration, default="12h",
-                        help="simulated event time, e.g. 90m, 6h, 2d (default 12h)")
-    parser.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
-    parser.add_argument("--interval", type=float, default=5.0,
-                        help="seconds between samples of one asset (default 5)")
-    parser.add_argument("--malformed-rate", type=float, default=0.005,
-                        help="share of vendor messages the simulator breaks (default 0.005)")
-    parser.add_argument("--start-ms", type=int, default=None,
-                        help="event time of the first sample (default: the run ends now)")
+    add_fleet_args(parser)
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
     parser.add_argument("--source", choices=("simulator", "kafka"), default="simulator",
@@ -168,13 +159,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         return run_kafka(args, beam_args)
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    now_ms = int(time.time() * 1000)
-    start_ms = args.start_ms
-    if start_ms is None:  # end the simulated history at the last full minute before now
-        start_ms = (now_ms // 60_000) * 60_000 - int(args.duration * 1000)
-    config = FleetConfig(
-        assets=args.assets, duration_s=args.duration, interval_s=args.interval,
-        seed=args.seed, start_ms=start_ms, malformed_rate=args.malformed_rate)
+    config = fleet_config_from(args)
     fleet = Fleet(config)
     (out / "ground_truth.json").write_text(json.dumps(fleet.ground_truth(), indent=1))
     progress.reset()

@@ -43,7 +43,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from jobs.options import parse_duration
+from jobs.options import add_fleet_args, fleet_config_from, positive_float, positive_int
 from pipelines.kafka.config import add_kafka_args
 
 # librdkafka settings of the raw-data producer; anything in --kafka-config or -X wins.
@@ -70,13 +70,6 @@ CLIENT_LOGGER = "twinstream.kafka.client"
 SHOWN_SETPOINTS = 10  # the summary lists at most this many (the latest) accepted setpoints
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
-    return value
-
-
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -84,35 +77,18 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1: {text!r}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags of ``twin simulate`` (fleet, pacing, topics, command loop, Kafka)."""
-    g = parser.add_argument_group("fleet")
-    g.add_argument("--assets", type=_positive_int, default=12, help="fleet size (default 12)")
-    g.add_argument("--duration", type=parse_duration, default="6h",
-                   help="simulated event time, e.g. 90m, 6h, 2d (default 6h)")
-    g.add_argument("--seed", type=int, default=7, help="simulator seed (default 7)")
-    g.add_argument("--interval", type=_positive_float, default=5.0,
-                   help="seconds between samples of one asset (default 5)")
-    g.add_argument("--malformed-rate", type=float, default=0.005,
-                   help="share of vendor messages the simulator breaks (default 0.005)")
-    g.add_argument("--start-ms", type=int, default=None,
-                   help="event time of the first sample (default: the history ends now)")
+    g = add_fleet_args(parser, assets=12, duration="6h")
     g.add_argument("--ground-truth", metavar="PATH",
                    help="write the simulator's ground truth JSON here")
     p = parser.add_argument_group("publishing")
     pace = p.add_mutually_exclusive_group()
-    pace.add_argument("--rate", type=_positive_float, default=None, metavar="R",
+    pace.add_argument("--rate", type=positive_float, default=None, metavar="R",
                       help="publish R messages per second of wall-clock time")
     pace.add_argument("--as-fast-as-possible", action="store_true",
                       help="publish as fast as the broker takes them (the default)")
-    p.add_argument("--partitions", type=_positive_int, default=3,
+    p.add_argument("--partitions", type=positive_int, default=3,
                    help="partitions of topics this creates (default 3; existing topics are "
                         "left as they are)")
     c = parser.add_argument_group("commands back to the assets")
@@ -258,7 +234,7 @@ def simulate(args: argparse.Namespace, client_log: _ClientLog | None = None) -> 
     from pipelines.kafka.commands import ACTIONS_TOPIC, CommandListener
     from pipelines.kafka.serde import redact_url
     from pipelines.kafka.topics import ensure_topics, raw_topics
-    from transforms.simulator import Fleet, FleetConfig
+    from transforms.simulator import Fleet
 
     if client_log is None:
         client_log = _ClientLog()
@@ -269,13 +245,8 @@ def simulate(args: argparse.Namespace, client_log: _ClientLog | None = None) -> 
     except (BrokerUnavailable, KafkaException) as exc:
         raise SimulateError(f"cannot create topics on {where}: {exc}") from exc
 
-    start_ms = args.start_ms
-    if start_ms is None:  # like twin run: the simulated history ends at the last full minute
-        now_ms = int(time.time() * 1000)
-        start_ms = (now_ms // 60_000) * 60_000 - int(args.duration * 1000)
-    config = FleetConfig(
-        assets=args.assets, duration_s=args.duration, interval_s=args.interval,
-        seed=args.seed, start_ms=start_ms, malformed_rate=args.malformed_rate)
+    config = fleet_config_from(args)
+    start_ms = config.start_ms
     fleet = Fleet(config)
     truth = fleet.ground_truth()
     planned = sum(truth["messages"].values())

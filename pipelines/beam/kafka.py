@@ -44,8 +44,8 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines.kafka.broker import BrokerUnavailable
+from pipelines.kafka.outputs import encode_output
 from pipelines.kafka.serde import LocalSerde
-from transforms import signing
 
 MAX_OFFSET = 2**63 - 1
 POLL_BATCH = 5_000
@@ -356,12 +356,8 @@ class _ProduceFn(beam.DoFn):
             self._errors.append(str(err))
 
     def process(self, record: dict[str, Any]):
-        value = self._serde.encode(self.schema, _fit(record, self.max_value_bytes))
-        key = str(record.get("asset_id") or "").encode() or None
-        headers = None
-        if self.secret is not None:
-            headers = [(signing.HEADER,
-                        signing.sign(self.secret, self.topic, key, value).encode())]
+        key, value, headers = encode_output(self.topic, self.schema, record, self._serde,
+                                            self.secret, self.max_value_bytes)
         ts = record.get("ts_ms", record.get("window_end_ms"))
         while True:
             try:
@@ -388,20 +384,9 @@ class _ProduceFn(beam.DoFn):
             self._producer.flush(10)
 
 
-def _fit(record: dict[str, Any], max_bytes: int) -> dict[str, Any]:
-    """Dead letters whose original bytes exceed what a Kafka message carries keep a prefix;
-    the full message stays at the ``source`` offset of the raw topic (and in the run's
-    ``dead_letters.avro``)."""
-    payload = record.get("payload")
-    if isinstance(payload, bytes | bytearray) and len(payload) > max_bytes:
-        note = f" [payload truncated to {max_bytes} of {len(payload)} bytes]"
-        return {**record, "payload": bytes(payload[:max_bytes]),
-                "detail": (record.get("detail") or "")[:2000 - len(note)] + note}
-    return record
-
-
 class WriteToKafka(beam.PTransform):
-    """Records of ``schema`` -> ``topic`` as Confluent-framed Avro, keyed by ``asset_id``."""
+    """Records of ``schema`` -> ``topic`` as Confluent-framed Avro, keyed by ``asset_id``
+    (:func:`pipelines.kafka.outputs.encode_output`, shared with the Flink binding)."""
 
     def __init__(self, config: dict[str, Any], topic: str, schema: str,
                  secret: bytes | None = None, serde=None) -> None:

@@ -155,6 +155,15 @@ class Fleet:
 
     def messages(self) -> Iterator[RawMessage]:
         """Every vendor message, in arrival order (ties broken by generation order)."""
+        for _, batch in self.message_chunks():
+            yield from batch
+
+    def message_chunks(self) -> Iterator[tuple[int, list[RawMessage]]]:
+        """:meth:`messages` cut into ``(chunk, messages)`` for ``chunk`` in
+        ``range(self.chunks)``, each list in arrival order and every message of a chunk
+        arriving before those of the next. The cut is deterministic, so an engine can
+        number the chunks (Flink's number-sequence source) and regenerate chunk ``c`` after
+        a restart; setpoints applied while generating change later chunks."""
         heap: list[tuple[int, int, RawMessage]] = []
         seq = 0
         for c, rows in self._chunks():
@@ -166,10 +175,12 @@ class Fleet:
                         seq += 1
             # later chunks only hold samples at or after this event time, arriving later
             horizon = self.config.start_ms + (c + 1) * self.per_chunk * self.interval_ms - 1000
+            if c == self.chunks - 1:
+                horizon = float("inf")
+            batch = []
             while heap and heap[0][0] < horizon:
-                yield heapq.heappop(heap)[2]
-        while heap:
-            yield heapq.heappop(heap)[2]
+                batch.append(heapq.heappop(heap)[2])
+            yield c, batch
 
     def _fate(self, a: AssetSpec, t, values, fates, i: int) -> list[RawMessage]:
         fate = int(fates.fate[i])
