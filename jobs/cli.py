@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate", help="publish a simulated fleet to Kafka and apply signed setpoints")
     simulate_job.add_arguments(p_simulate)
     p_simulate.set_defaults(func=lambda a, _rest: simulate_job.main(a))
+    from jobs import flink as flink_job
+
+    p_flink = sub.add_parser("flink", help="the twin on a real Flink cluster "
+                                           "(cluster start|stop|status)")
+    flink_job.add_arguments(p_flink)
+    p_flink.set_defaults(func=lambda a, _rest: flink_job.main(a))
     return parser
 
 

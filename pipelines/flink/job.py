@@ -1,0 +1,191 @@
+"""The twin as a PyFlink DataStream job.
+
+::
+
+    source (simulator chunks | Kafka raw topics: key, value, topic/partition@offset, time)
+         with watermarks per partition: arrival time - delay, idle partitions skipped
+      -> key by message key          (one asset's messages stay in order)
+      -> NormalizeFunction           -> readings | dead letters (side output)
+      -> key by asset id -> TwinFunction (AssetTwin in keyed state, event-time timers)
+      -> predictions | actions, state, features, late (side outputs)
+      -> sinks: Kafka topics (twin.predictions, twin.actions signed, twin.state,
+         twin.deadletter) and/or JSON-lines files
+
+The job is described by :class:`FlinkJobOptions` (a JSON file when submitted with
+``flink run -py``: secrets are never on a command line); :func:`build` wires it on a
+``StreamExecutionEnvironment``; :func:`main` is what ``jobs/flink_job.py`` runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# file output name -> (side output tag or None for the main output, Kafka output tag)
+OUTPUTS: dict[str, tuple[str | None, str | None]] = {
+    "predictions": (None, "prediction"),
+    "actions": ("action", "action"),
+    "state": ("state", "state"),
+    "features": ("features", None),
+    "late": ("late", None),
+    "dead_letters": ("dead_letters", "dead_letter"),
+}
+
+
+@dataclass
+class FlinkJobOptions:
+    """Everything the job needs, as plain JSON-able values."""
+
+    source: str = "simulator"  # simulator | kafka
+    # simulator
+    fleet: dict[str, Any] = field(default_factory=dict)  # FleetConfig fields
+    # kafka
+    kafka: dict[str, Any] = field(default_factory=dict)  # client settings incl. bootstrap
+    topics: list[str] = field(default_factory=list)
+    group_id: str = "twinstream-flink"
+    stop_offsets: dict[str, int] | None = None  # kafka, bounded: "topic/partition" -> end
+    schema_registry_url: str | None = None
+    registry_conf: dict[str, Any] = field(default_factory=dict)
+    hmac_key_file: str | None = None
+    # sinks
+    sinks: list[str] = field(default_factory=lambda: ["files"])  # files and/or kafka
+    out_dir: str = "out/flink"
+    # engine
+    parallelism: int | None = None
+    checkpoint_interval_ms: int = 10_000
+    watermark_delay_ms: int = 30_000  # engine watermark: arrival time minus this
+    idleness_ms: int = 30_000
+    python_executable: str = field(default_factory=lambda: sys.executable)
+    jars: list[str] = field(default_factory=list)
+    twin_kwargs: dict[str, Any] = field(default_factory=dict)
+    job_name: str = "twinstream"
+
+    def dump(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(json.dumps(asdict(self), indent=1))
+        return p
+
+    @classmethod
+    def load(cls, path: str | Path) -> FlinkJobOptions:
+        return cls(**json.loads(Path(path).read_text()))
+
+
+def _key_of(msg) -> str:
+    key = msg[1]
+    return key.decode("utf-8", "replace") if key else ""
+
+
+def environment(opts: FlinkJobOptions):
+    """A ``StreamExecutionEnvironment`` (+ table environment) configured for the job."""
+    from pyflink.common import Configuration
+    from pyflink.datastream import StreamExecutionEnvironment
+    from pyflink.table import StreamTableEnvironment
+
+    conf = Configuration()
+    conf.set_string("python.executable", opts.python_executable)
+    conf.set_string("python.client.executable", opts.python_executable)
+    if opts.jars:
+        conf.set_string("pipeline.jars", ";".join(Path(j).resolve().as_uri() for j in opts.jars))
+    conf.set_string("pipeline.name", opts.job_name)
+    env = StreamExecutionEnvironment.get_execution_environment(conf)
+    if opts.parallelism:
+        env.set_parallelism(opts.parallelism)
+    if opts.checkpoint_interval_ms > 0:
+        env.enable_checkpointing(opts.checkpoint_interval_ms)
+    t_env = StreamTableEnvironment.create(env)
+    return env, t_env
+
+
+def build(env, t_env, opts: FlinkJobOptions):
+    """Wire the job; returns the ``StatementSet`` of Kafka sinks (or ``None``)."""
+    from pyflink.common import Types
+
+    from pipelines.flink.functions import (
+        DEAD_LETTERS,
+        PICKLED,
+        SIDE,
+        NormalizeFunction,
+        TwinFunction,
+    )
+    from pipelines.flink.sinks import file_sink, kafka_sink
+    from pipelines.flink.sources import kafka_source, simulator_source
+    from pipelines.kafka.serde import make_serde
+
+    serde = make_serde(opts.schema_registry_url, opts.registry_conf) \
+        if opts.schema_registry_url else None
+    if opts.source == "simulator":
+        from transforms.simulator import FleetConfig
+
+        messages = simulator_source(env, FleetConfig(**opts.fleet), opts.watermark_delay_ms)
+    elif opts.source == "kafka":
+        messages = kafka_source(t_env, opts.kafka, opts.topics, opts.group_id,
+                                opts.stop_offsets, opts.watermark_delay_ms, opts.idleness_ms)
+    else:
+        raise ValueError(f"unknown source {opts.source!r} (simulator or kafka)")
+
+    # PyFlink's key_by adds a Python "add key" operator at the environment's parallelism;
+    # after a source of smaller parallelism (the simulator's 1) Flink would REBALANCE into
+    # it, spreading one asset's messages over several subtasks and reordering them. Create
+    # it at the source's parallelism, so it is a forward edge and order per key holds.
+    default = env.get_parallelism()
+    env.set_parallelism(messages._j_data_stream.getParallelism())
+    try:
+        by_key = messages.key_by(_key_of, key_type=Types.STRING())
+    finally:
+        env.set_parallelism(default)
+    normalized = (by_key
+                  .process(NormalizeFunction(serde=serde), output_type=PICKLED)
+                  .name("normalize"))
+
+    twins = (normalized
+             .key_by(lambda r: r["asset_id"], key_type=Types.STRING())
+             .process(TwinFunction(opts.twin_kwargs), output_type=PICKLED)
+             .name("twin"))
+    streams = {"predictions": twins,
+               "dead_letters": normalized.get_side_output(DEAD_LETTERS)}
+    for name, (tag, _) in OUTPUTS.items():
+        if tag in SIDE:
+            streams[name] = twins.get_side_output(SIDE[tag])
+
+    if "files" in opts.sinks:
+        for name, stream in streams.items():
+            file_sink(stream, opts.out_dir, name)
+    statements = None
+    if "kafka" in opts.sinks:
+        from pipelines.kafka.secrets import hmac_key
+        from pipelines.kafka.serde import LocalSerde
+        from pipelines.kafka.topics import OUTPUT_TOPICS
+
+        secret = hmac_key(opts.hmac_key_file, {})
+        statements = t_env.create_statement_set()
+        for name, (_, kafka_tag) in OUTPUTS.items():
+            if kafka_tag is None:
+                continue
+            topic, schema = OUTPUT_TOPICS[kafka_tag]
+            kafka_sink(t_env, statements, streams[name], opts.kafka, topic, schema,
+                       serde or LocalSerde(), secret if kafka_tag == "action" else None)
+    return statements
+
+
+def run(opts: FlinkJobOptions, wait: bool = True):
+    """Build and execute; returns the ``JobExecutionResult`` (or ``JobClient`` if not
+    ``wait``)."""
+    env, t_env = environment(opts)
+    statements = build(env, t_env, opts)
+    if statements is not None:
+        statements.attach_as_datastream()
+    if wait:
+        return env.execute(opts.job_name)
+    return env.execute_async(opts.job_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="twinstream's PyFlink job")
+    parser.add_argument("--options", required=True, help="FlinkJobOptions as a JSON file")
+    args = parser.parse_args(argv)
+    run(FlinkJobOptions.load(args.options))
+    return 0
