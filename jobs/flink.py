@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p_submit.add_argument("--timeout", type=float, default=3600.0,
                           help="seconds --wait waits (default 3600)")
     p_submit.set_defaults(flink_func=submit_main)
+    p_cancel = sub.add_parser("cancel", help="cancel a job on the cluster (a streaming job "
+                                             "runs until cancelled)")
+    p_cancel.add_argument("job_id", help="the id `twin flink submit` printed")
+    p_cancel.set_defaults(flink_func=cancel_main)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -210,4 +214,18 @@ def submit_main(args: argparse.Namespace) -> int:
     if "files" in opts.sinks:
         summary.update({"out": opts.out_dir, **count_outputs(opts.out_dir)})
     _print_counts(summary, console)
+    return 0
+
+
+def cancel_main(args: argparse.Namespace) -> int:
+    cluster = flink_cluster.running()
+    if cluster is None:
+        return _fail("no Flink cluster running")
+    try:
+        cluster.cancel(args.job_id)
+        state = cluster.wait_for_job(args.job_id, ("CANCELED", "FINISHED", "FAILED"),
+                                     timeout_s=60)
+    except flink_cluster.FlinkClusterError as exc:
+        return _fail(str(exc))
+    Console(highlight=False).print(f"job {args.job_id}: {state}")
     return 0

@@ -88,7 +88,6 @@ def options_from_args(args: argparse.Namespace):
         opts.fleet = asdict(fleet_config_from(args))
     if args.source == "kafka" or "kafka" in sinks:
         from pipelines.flink.jars import kafka_jars
-
         from pipelines.kafka.config import config_from_args, twin_settings
         from pipelines.kafka.serde import REGISTRY_PREFIX, registry_conf
         from pipelines.kafka.topics import raw_topics
@@ -96,6 +95,10 @@ def options_from_args(args: argparse.Namespace):
         opts.kafka = config_from_args(args)
         settings = twin_settings(args.kafka_config, args.kafka_overrides)
         opts.topics = args.topics.split(",") if args.topics else raw_topics()
+        if args.source == "kafka" and not args.bounded:
+            from pipelines.kafka.topics import ensure_topics
+
+            ensure_topics(opts.kafka, opts.topics)  # a stream waits for data on them
         if args.source == "kafka" and args.bounded:
             from pipelines.beam.kafka import plan_partitions
 

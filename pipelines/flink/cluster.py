@@ -45,7 +45,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipelines.kafka.broker import LOOPBACK, port_open, state_dir
+from pipelines.kafka.broker import LOOPBACK, pid_alive, port_open, state_dir
 
 DEFAULT_REST_PORT = 8081
 DEFAULT_SLOTS = 2
@@ -105,24 +105,6 @@ def _proc_table() -> dict[int, tuple[int, list[str]]]:
         ppid = int(stat.rpartition(")")[2].split()[1])
         table[int(entry.name)] = (ppid, raw.decode(errors="replace").split("\0"))
     return table
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours is not alive; reap it
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    except ChildProcessError:
-        pass
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _descendants(pid: int, table: dict[int, tuple[int, list[str]]]) -> list[int]:
@@ -241,7 +223,7 @@ class FlinkCluster:
             if "--configDir" not in argv or (main_class and main_class not in argv):
                 continue
             i = argv.index("--configDir")
-            if i + 1 < len(argv) and argv[i + 1] == marker and _alive(pid):
+            if i + 1 < len(argv) and argv[i + 1] == marker and pid_alive(pid):
                 pids.append(pid)
         return sorted(pids)
 
@@ -367,16 +349,16 @@ class FlinkCluster:
             except ProcessLookupError:
                 pass
         deadline = time.monotonic() + timeout_s
-        while any(_alive(p) for p in jvms) and time.monotonic() < deadline:
+        while any(pid_alive(p) for p in jvms) and time.monotonic() < deadline:
             time.sleep(0.1)
         for pid in family:
-            if _alive(pid):
+            if pid_alive(pid):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
         for pid in family:
-            while _alive(pid) and time.monotonic() < deadline + 5:
+            while pid_alive(pid) and time.monotonic() < deadline + 5:
                 time.sleep(0.05)
         for f in self.pid_dir.glob("*.pid"):
             f.unlink(missing_ok=True)
@@ -453,9 +435,11 @@ class FlinkCluster:
         output = proc.stdout + proc.stderr
         job_id = parse_job_id(output)
         if proc.returncode != 0 or job_id is None:
+            # the Python program's own traceback says what went wrong; Java's stack does not
+            start = output.find("Traceback (most recent call last)")
+            why = output[start:start + 3000] if start >= 0 else output.strip()[-1500:]
             raise FlinkClusterError(
-                f"flink run {Path(py_file).name} failed (exit {proc.returncode}): "
-                f"{output.strip()[-1500:]}")
+                f"flink run {Path(py_file).name} failed (exit {proc.returncode}): {why}")
         return job_id
 
     def job_status(self, job_id: str) -> str:

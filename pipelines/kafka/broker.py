@@ -147,14 +147,23 @@ def _record_path() -> Path:
     return state_dir() / "broker.json"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie child of ours does not: it is reaped)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    except ChildProcessError:
+        pass
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def status() -> dict[str, Any] | None:
@@ -163,7 +172,7 @@ def status() -> dict[str, Any] | None:
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    if not _alive(record["pid"]):
+    if not pid_alive(record["pid"]):
         path.unlink(missing_ok=True)
         return None
     record["reachable"] = port_open(record["port"])
@@ -194,13 +203,13 @@ def stop_background(timeout_s: float = 10.0) -> dict[str, Any] | None:
     pid = record["pid"]
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while _alive(pid) and time.monotonic() < deadline:
+    while pid_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
         try:  # reap it if it is our child after all
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             pass
-    if _alive(pid):
+    if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
     _record_path().unlink(missing_ok=True)
     return record

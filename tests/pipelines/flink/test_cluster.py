@@ -221,7 +221,7 @@ def test_cli_start_status_stop(tmp_path, monkeypatch, capsys):
         assert cli.main(["flink", "cluster", "stop"]) == 0
         assert "Flink cluster stopped" in capsys.readouterr().out
         assert not (tmp_path / "state" / "flink-cluster.json").exists()
-        assert not any(fc._alive(p) for p in seen)
+        assert not any(fc.pid_alive(p) for p in seen)
         assert cli.main(["flink", "cluster", "status"]) == 3
     finally:
         fc.stop_background()
@@ -306,4 +306,4 @@ def test_killed_taskmanager_is_replaced_then_stop_leaves_nothing(flink):
     stopped = flink.stop()
     assert new in stopped
     assert flink.jobmanager_pids() == [] and flink.taskmanager_pids() == []
-    assert not any(fc._alive(p) for p in stopped)
+    assert not any(fc.pid_alive(p) for p in stopped)

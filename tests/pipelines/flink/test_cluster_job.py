@@ -18,7 +18,7 @@ from pipelines.flink import cluster as fc
 from pipelines.kafka.serde import LocalSerde
 from pipelines.kafka.topics import ensure_topics, raw_topics
 from tests.pipelines.flink.test_parity import assert_same, beam_records
-from tests.pipelines.kafka.test_run_kafka import read_topic
+from tests.pipelines.kafka.helpers import read_topic
 from transforms import signing
 
 KEY = b"flink-test-signing-key"

@@ -15,16 +15,9 @@ from jobs.cli import main
 from pipelines.kafka.serde import RegistrySerde
 from pipelines.kafka.topics import raw_topics
 from schemas import by_id, wire
-from tests.pipelines.kafka.registry_server import RegistryServer
-from tests.pipelines.kafka.test_run_kafka import read_topic
+from tests.pipelines.kafka.helpers import read_topic
 
 START_MS = 1_795_800_000_000
-
-
-@pytest.fixture
-def registry():
-    with RegistryServer(first_id=1) as server:
-        yield server
 
 
 def framed_id(data: bytes) -> int:

@@ -17,6 +17,7 @@ from jobs.cli import main
 from pipelines.kafka.serde import LocalSerde
 from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
 from pipelines.statefile import read_state
+from tests.pipelines.kafka.helpers import read_topic
 from transforms import signing
 from transforms.simulator import Fleet, FleetConfig
 
@@ -41,20 +42,6 @@ def publish(bootstrap: str, messages) -> int:
             p.poll(0)
     assert p.flush(30) == 0
     return n
-
-
-def read_topic(bootstrap: str, topic: str, timeout_s: float = 3.0) -> list:
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
-                  "enable.auto.commit": False})
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out, idle = [], 0
-    while idle < int(timeout_s / 0.5):
-        batch = [m for m in c.consume(5000, timeout=0.5) if m.error() is None]
-        idle = 0 if batch else idle + 1
-        out.extend(batch)
-    c.close()
-    return out
 
 
 def decoded(bootstrap: str, tag: str) -> dict[str, dict]:

@@ -22,7 +22,6 @@ from pipelines.kafka.serde import (
     subject_for,
 )
 from schemas import wire
-from tests.pipelines.kafka.registry_server import RegistryServer
 from tests.schemas.test_schemas import FIXTURES
 from transforms.errors import InvalidReading
 from transforms.normalize import VENDORS, normalize_message
@@ -50,12 +49,6 @@ def plain(value: Any) -> Any:
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
-
-
-@pytest.fixture
-def registry():
-    with RegistryServer(first_id=1) as server:
-        yield server
 
 
 def framed_id(data: bytes) -> int:

@@ -18,6 +18,7 @@ from pipelines.kafka.broker import free_port
 from pipelines.kafka.commands import ACTIONS_TOPIC, CommandListener
 from pipelines.kafka.serde import LocalSerde
 from pipelines.kafka.topics import ensure_topics, raw_topics
+from tests.pipelines.kafka.helpers import read_topic
 from transforms import signing
 from transforms.errors import InvalidReading
 from transforms.normalize import VENDORS, normalize_message
@@ -44,21 +45,6 @@ def simulate_args(bootstrap: str, cfg: FleetConfig, *extra: str) -> list[str]:
             "--duration", str(cfg.duration_s), "--seed", str(cfg.seed),
             "--start-ms", str(cfg.start_ms), "--malformed-rate", str(cfg.malformed_rate),
             *extra]
-
-
-def read_topic(bootstrap: str, topic: str, idle_s: float = 0.9) -> list:
-    """Every message of ``topic``, partition by partition in offset order."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
-                  "enable.auto.commit": False})
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out, idle = [], 0
-    while idle < int(idle_s / 0.3):
-        batch = [m for m in c.consume(5000, timeout=0.3) if m.error() is None]
-        idle = 0 if batch else idle + 1
-        out.extend(batch)
-    c.close()
-    return out
 
 
 def wait_for_data(bootstrap: str, topic: str, timeout_s: float = 10.0) -> None:
