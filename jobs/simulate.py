@@ -44,7 +44,7 @@ from rich.console import Console
 from rich.table import Table
 
 from jobs.options import add_fleet_args, fleet_config_from, positive_float, positive_int
-from pipelines.kafka.config import add_kafka_args
+from pipelines.kafka.config import CLIENT_LOGGER, add_kafka_args
 
 # librdkafka settings of the raw-data producer; anything in --kafka-config or -X wins.
 PRODUCER_DEFAULTS: dict[str, Any] = {
@@ -66,7 +66,7 @@ PACE_SLICE_S = 0.05  # --rate: longest sleep between polls while waiting for a d
 REACH_TIMEOUT_S = 10.0  # how long to wait for the broker to answer at all
 REFUSED_S = 3.0  # ... or to keep trying when every broker refuses the connection
 CATCH_UP_S = 10.0  # --actions-from beginning: how long to read the existing commands
-CLIENT_LOGGER = "twinstream.kafka.client"
+
 SHOWN_SETPOINTS = 10  # the summary lists at most this many (the latest) accepted setpoints
 
 

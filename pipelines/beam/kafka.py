@@ -44,6 +44,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines.kafka.broker import BrokerUnavailable
+from pipelines.kafka.config import with_logger
 from pipelines.kafka.outputs import encode_output
 from pipelines.kafka.serde import LocalSerde
 
@@ -65,14 +66,14 @@ class PartitionRange(NamedTuple):
 def _consumer(config: dict[str, Any]):
     from confluent_kafka import Consumer
 
-    return Consumer({
+    return Consumer(with_logger({
         **config,
         "group.id": config.get("group.id", "twinstream-reader"),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "enable.partition.eof": False,
-    })
+    }))
 
 
 def plan_partitions(
@@ -97,7 +98,9 @@ def plan_partitions(
             metadata = c.list_topics(timeout=timeout_s)
         except KafkaException as exc:
             raise BrokerUnavailable(
-                f"cannot reach Kafka at {config.get('bootstrap.servers')}: {exc}") from exc
+                f"cannot reach Kafka at {config.get('bootstrap.servers')} "
+                f"({exc.args[0].str()}); is the broker running? (`twin broker start` "
+                "starts one)") from exc
         tps = [TopicPartition(t, p) for t in topics if t in metadata.topics
                for p in sorted(metadata.topics[t].partitions)]
         committed = {(tp.topic, tp.partition): tp.offset
@@ -347,8 +350,8 @@ class _ProduceFn(beam.DoFn):
     def setup(self) -> None:
         from confluent_kafka import Producer
 
-        self._producer = Producer({"linger.ms": 20, "acks": "all",
-                                   "enable.idempotence": False, **self.config})
+        self._producer = Producer(with_logger({"linger.ms": 20, "acks": "all",
+                                               "enable.idempotence": False, **self.config}))
         self._serde = self.serde or LocalSerde()
 
     def _delivered(self, err, _msg) -> None:

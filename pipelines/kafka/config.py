@@ -15,6 +15,7 @@ as repeated ``-X key=value`` flags (later wins). Secrets are never printed: use
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -25,6 +26,19 @@ SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "credenti
 DEFAULT_BOOTSTRAP_ENV = "TWIN_BOOTSTRAP_SERVERS"
 # Keys of ours (not librdkafka's) that may appear in the same file.
 TWIN_KEYS = ("twin.hmac.key", "twin.schema.registry.url")
+
+
+# librdkafka's own log lines (e.g. one "Connection refused" per retry, hundreds while a
+# broker is down) go to this Python logger instead of stderr: silent by default (our errors
+# say what failed in one line), visible with logging configured, e.g. `-X debug=broker`.
+CLIENT_LOGGER = "twinstream.kafka.client"
+logging.getLogger(CLIENT_LOGGER).addHandler(logging.NullHandler())
+
+
+def with_logger(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with librdkafka's log routed to :data:`CLIENT_LOGGER` (call it where a
+    client is created: a logger cannot travel inside a pickled config)."""
+    return {"logger": logging.getLogger(CLIENT_LOGGER), **config}
 
 
 class KafkaConfigError(ValueError):

@@ -45,13 +45,16 @@ def ensure_topics(config: dict[str, Any], topics: Iterable[str],
     from confluent_kafka.admin import AdminClient, NewTopic
 
     from pipelines.kafka.broker import BrokerUnavailable
+    from pipelines.kafka.config import with_logger
 
-    admin = AdminClient(config)
+    admin = AdminClient(with_logger(config))
     try:
         existing = set(admin.list_topics(timeout=timeout_s).topics)
     except KafkaException as exc:
         raise BrokerUnavailable(
-            f"cannot reach Kafka at {config.get('bootstrap.servers')}: {exc}") from exc
+            f"cannot reach Kafka at {config.get('bootstrap.servers')} "
+                f"({exc.args[0].str()}); is the broker running? (`twin broker start` "
+                "starts one)") from exc
     new = [NewTopic(t, num_partitions=partitions, replication_factor=-1,
                     config=dict(RAW_TOPIC_CONFIG) if t.startswith(RAW_PREFIX) else {})
            for t in dict.fromkeys(topics) if t not in existing]
