@@ -291,15 +291,19 @@ class FlinkCluster:
     def start_taskmanager(self, timeout_s: float = 60.0) -> int:
         """Start one more TaskManager with the same configuration; returns its pid once it
         registered (e.g. to replace one a failure test killed). Registration is recognised
-        by a TaskManager id the JobManager did not list before: a killed TaskManager stays
-        listed until its heartbeat times out, so counting would be fooled."""
+        by a TaskManager id the JobManager did not list before, with its slots reported: a
+        killed TaskManager stays listed until its heartbeat times out, so counting would be
+        fooled."""
         before = set(self.taskmanager_pids())
         known = {tm["id"] for tm in self.get("/taskmanagers").get("taskmanagers", [])}
         self._script("taskmanager.sh", "start")
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ids = {tm["id"] for tm in self.get("/taskmanagers").get("taskmanagers", [])}
-            if ids - known:
+            tms = self.get("/taskmanagers").get("taskmanagers", [])
+            # a TaskManager is listed on registration, its slots only after its first slot
+            # report (slotsNumber 0 until then): wait for both
+            if any(tm["id"] not in known and tm.get("slotsNumber", 0) >= self.slots
+                   for tm in tms):
                 new = sorted(set(self.taskmanager_pids()) - before)
                 if not new:
                     raise FlinkClusterError(
