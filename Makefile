@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 ARGS   ?=
 
-.PHONY: setup run test test-fast lint clean
+.PHONY: setup run test test-fast nab lint clean
 
 setup: $(STAMP)
 
@@ -25,6 +25,9 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not slow" $(ARGS)
+
+nab: setup  # the detector on the Numenta Anomaly Benchmark (../shared/bench/nab)
+	$(BIN)/twin bench nab $(ARGS)
 
 lint: setup
 	$(BIN)/ruff check .

@@ -131,6 +131,17 @@ def build_parser() -> argparse.ArgumentParser:
                                            "(cluster start|stop|status)")
     flink_job.add_arguments(p_flink)
     p_flink.set_defaults(func=lambda a, _rest: flink_job.main(a))
+    from jobs import replay as replay_job
+
+    p_replay = sub.add_parser(
+        "replay", help="score a CSV/Parquet history (or a folder) with the twin's detector")
+    replay_job.add_arguments(p_replay)
+    p_replay.set_defaults(func=lambda a, _rest: replay_job.main(a))
+    from jobs import bench as bench_job
+
+    p_bench = sub.add_parser("bench", help="benchmarks: nab (detection quality)")
+    bench_job.add_arguments(p_bench)
+    p_bench.set_defaults(func=lambda a, _rest: bench_job.main(a))
     return parser
 
 

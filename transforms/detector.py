@@ -84,6 +84,8 @@ class Assessment:
     drift_sensors: list[str] = field(default_factory=list)
     contributors: list[str] = field(default_factory=list)
     max_z: float = 0.0
+    # series mode: each column's views, so learn_one need not recompute them
+    views: dict[str, list[float] | None] = field(default_factory=dict, repr=False)
 
 
 class _RLS:
@@ -113,16 +115,143 @@ class _RLS:
         np.clip(self.P, -1e6, 1e6, out=self.P)
 
 
+# Series mode's one configuration (``twin replay``, the NAB benchmark, any table): 150
+# rows to lay out the value bins and find each column's scale before scoring.
+SERIES_CONFIG = {"warmup": 150}
+
 RESID_CLIP = 2.0  # residuals beyond this many spreads count as this many in the spread
 
 
+class _EW:
+    """Exponentially weighted mean and variance (running mean until ``1/n < alpha``)."""
+
+    __slots__ = ("alpha", "n", "mean", "var")
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha, self.n, self.mean, self.var = alpha, 0, 0.0, 0.0
+
+    def z(self, x: float, floor: float) -> float:
+        return 0.0 if self.n < 2 else (x - self.mean) / math.sqrt(self.var + floor)
+
+    def add(self, x: float) -> None:
+        self.n += 1
+        a = max(self.alpha, 1.0 / self.n)
+        d = x - self.mean
+        self.mean += a * d
+        self.var = (1 - a) * (self.var + a * d * d)
+
+
+class _SeriesNovelty:
+    """How new one value of one series is, against that series' own history.
+
+    Five views of the value, each a non-negative "strangeness":
+
+    - ``level``: |z| against a slow exponential mean/variance (memory ~500 steps);
+    - ``local``: |z| against a fast one (~50 steps): a jump relative to the recent level;
+    - ``step``: |z| of the change since the previous value (spikes, steps);
+    - ``rarity``: -log of the share of history in the value's bin (bins sized from the
+      warm-up range, unbounded beyond it): a level never or seldom visited, whatever its
+      distance from the mean (multi-modal signals, flat-lines inside the normal range);
+    - ``smooth``: |z| of a slow smoothing of the value (a sustained shift hidden in noise).
+
+    The evidence of a value is its largest *record ratio*: each view's strangeness over the
+    largest that view has ever produced on this series. A ratio above 1 is a value stranger
+    than anything seen before, whatever the series' noise, tails or units, so one scale
+    serves every series. After a change, the new extreme becomes the record: the same
+    change does not alarm twice, and the fast views re-centre within tens of steps.
+    """
+
+    VIEWS = ("level", "local", "step", "rarity", "smooth")
+
+    def __init__(self, warmup: int, slow: float = 0.002, fast: float = 0.02,
+                 smooth: float = 0.05, bins: int = 20) -> None:
+        self.warmup, self.bins, self.smooth_alpha = warmup, bins, smooth
+        self.n = 0
+        self.slow, self.fast, self.steps = _EW(slow), _EW(fast), _EW(slow)
+        self.smoothed: float | None = None
+        self.prev: float | None = None
+        self.first: list[float] = []  # the warm-up values, until the bins are laid out
+        self.lo = self.width = 0.0
+        self.hist: dict[int, float] = {}
+        self.total = 0.0
+        self.records = [0.0] * len(self.VIEWS)
+
+    def _bin(self, x: float) -> int:
+        return math.floor((x - self.lo) / self.width)
+
+    def views(self, x: float) -> list[float] | None:
+        """Strangeness of ``x`` in each view; ``None`` while warming up (no state change)."""
+        if self.n < self.warmup or self.prev is None:
+            return None
+        floor = (1e-3 * math.sqrt(self.slow.var)) ** 2 + 1e-12
+        sm = (1 - self.smooth_alpha) * self.smoothed + self.smooth_alpha * x
+        count = self.hist.get(self._bin(x), 0.0)
+        return [abs(self.slow.z(x, floor)), abs(self.fast.z(x, floor)),
+                abs(self.steps.z(x - self.prev, floor)),
+                -math.log((count + 0.5) / (self.total + 0.5)),
+                abs(self.slow.z(sm, floor))]
+
+    def ratio(self, views: list[float]) -> tuple[float, int]:
+        """Largest record ratio and the view it comes from."""
+        best, arg = 0.0, 0
+        for k, (v, rec) in enumerate(zip(views, self.records, strict=True)):
+            if rec > 0 and v / rec > best:
+                best, arg = v / rec, k
+        return best, arg
+
+    def learn(self, x: float, views: list[float] | None) -> None:
+        if views is not None:
+            self.records = [max(r, v) for r, v in zip(self.records, views, strict=True)]
+        self.slow.add(x)
+        self.fast.add(x)
+        if self.prev is not None:
+            self.steps.add(x - self.prev)
+        sa = self.smooth_alpha
+        self.smoothed = x if self.smoothed is None else (1 - sa) * self.smoothed + sa * x
+        self.prev = x
+        self.n += 1
+        if self.first is not None:
+            self.first.append(x)
+            if self.n >= self.warmup:  # lay the bins out over the warm-up range
+                lo, hi = min(self.first), max(self.first)
+                self.lo = lo
+                self.width = (hi - lo) / self.bins if hi > lo else abs(lo) * 0.01 + 1e-6
+                for y in self.first:
+                    self.hist[self._bin(y)] = self.hist.get(self._bin(y), 0.0) + 1.0
+                self.total = float(len(self.first))
+                self.first = None
+        else:
+            b = self._bin(x)
+            self.hist[b] = self.hist.get(b, 0.0) + 1.0
+            self.total += 1.0
+
+
 class DriftAwareDetector:
-    """Per-asset drift-aware anomaly detector over window features.
+    """Drift-aware anomaly detector for one asset (window features) or one table of series.
+
+    Two front ends share the scoring contract (score before learn, ``assess`` /
+    ``learn_one``, drift reports, alarm rule, pickling):
+
+    - **Asset mode** (``asset_type`` from the catalog): one step is one window of features
+      (``<sensor>.mean`` / ``.std``) and the terms are residuals of the asset's physics, as
+      described in the module docstring. This is what the pipelines run per asset.
+    - **Series mode** (``asset_type=None``): one step is one row ``{column: value}`` of any
+      numeric columns (``twin replay``, the NAB benchmark). Each column is judged against its
+      own history (:class:`_SeriesNovelty`: record ratios of five views); the score is the
+      largest record ratio ``r`` over the columns as ``r / (1 + r)``, so ``0.5`` means "as
+      strange as the strangest value so far" and ``is_anomaly`` is ``r > 1``. After an
+      alarm, ``refractory`` steps report score 0 (unless ``r > quiet_override``): one
+      episode is reported once, at its start. On stationary noise the alarm rate falls as
+      history grows: records of i.i.d. values come at rate ~1/n per view, so about
+      ``5 ln(n2/n1)`` alarms between rows n1 and n2 (3.5 from row 500 to 1000). A drift (a
+      change of a column's mean, River ``ADWIN``) is reported as a change point and, like a
+      regime change in asset mode, is not an anomaly by itself.
 
     Parameters
     ----------
     asset_type
-        Selects the sensors (targets) and process sensors (inputs) from the catalog.
+        Selects the sensors (targets) and process sensors (inputs) from the catalog;
+        ``None`` for series mode.
     warmup
         Windows learned before any score is given (score 0, ``warming_up``).
     forgetting
@@ -147,11 +276,16 @@ class DriftAwareDetector:
         windows, a bearing's and a winding's, and any mix of them).
     ambient_alpha
         The same for the ambient temperature the rises are taken over.
+    refractory
+        Series mode: steps after an alarm whose score is held at 0 ...
+    quiet_override
+        ... unless a value's record ratio exceeds this: a much stronger event is not
+        silenced by a weak alarm just before it.
     """
 
     def __init__(
         self,
-        asset_type: str,
+        asset_type: str | None,
         warmup: int = 60,
         forgetting: float = 0.999,
         adapt_forgetting: float = 0.8,
@@ -163,8 +297,12 @@ class DriftAwareDetector:
         adwin_delta: float = 0.0001,
         lag_alphas: tuple[float, ...] = (0.4, 0.15),
         ambient_alpha: float = 0.25,
+        refractory: int = 100,
+        quiet_override: float = 1.5,
     ) -> None:
         self.asset_type = asset_type
+        self.refractory = refractory
+        self.quiet_override = quiet_override
         self.warmup = warmup
         self.forgetting = forgetting
         self.adapt_forgetting = adapt_forgetting
@@ -180,7 +318,9 @@ class DriftAwareDetector:
         self.n_seen = 0
         self.adapt_left = 0
         self.drift_events = 0
-        sensors = sensors_of(asset_type)
+        self._quiet = 0  # series mode: refractory steps left
+        self._series: dict[str, _SeriesNovelty] = {}
+        sensors = sensors_of(asset_type) if asset_type is not None else ()
         self._sensors = [s.name for s in sensors]
         self._targets = [s for s in self._sensors if s not in PROCESS_SENSORS]
         self._inputs = [s for s in self._sensors if s in PROCESS_SENSORS]
@@ -312,8 +452,63 @@ class DriftAwareDetector:
         n_terms = max(len(self._targets) + len(self._sensors), 1)
         return not cond or 1.0 - self._tail(max(cond, key=abs), n_terms) < self.alarm_above
 
+    # -- series mode ----------------------------------------------------------------------
+    @staticmethod
+    def _numbers(x: dict[str, float]):
+        for col, val in x.items():
+            if val is not None and val == val and abs(val) != math.inf:  # skip NaN / inf
+                yield col, float(val)
+
+    def _assess_series(self, x: dict[str, float]) -> Assessment:
+        views: dict[str, list[float] | None] = {}
+        ratios: dict[str, tuple[float, int]] = {}
+        for col, val in self._numbers(x):
+            nov = self._series.get(col)
+            views[col] = v = nov.views(val) if nov is not None else None
+            if v is not None:
+                ratios[col] = nov.ratio(v)
+        warming = self.n_seen < self.warmup
+        if warming or not ratios:
+            return Assessment(0.0, False, True, False, views=views)
+        ranked = sorted(ratios, key=lambda c: -ratios[c][0])
+        r = ratios[ranked[0]][0]
+        quiet = self._quiet > 0 and r <= self.quiet_override
+        return Assessment(
+            score=0.0 if quiet else r / (1.0 + r),
+            is_anomaly=not quiet and r > 1.0,
+            warming_up=False,
+            drift=False,
+            contributors=[f"{c}.{_SeriesNovelty.VIEWS[ratios[c][1]]}" for c in ranked[:3]
+                          if ratios[c][0] > 1.0],
+            max_z=r,
+            views=views,
+        )
+
+    def _learn_series(self, x: dict[str, float], a: Assessment) -> list[str]:
+        drifted = []
+        warm = self.n_seen >= self.warmup
+        for col, val in self._numbers(x):
+            nov = self._series.get(col)
+            if nov is None:
+                nov = self._series[col] = _SeriesNovelty(self.warmup)
+            nov.learn(val, a.views[col] if col in a.views else nov.views(val))
+            det = self._adwin.get(col)
+            if det is None:
+                det = self._adwin[col] = drift.ADWIN(delta=self.adwin_delta)
+            det.update(val)
+            if warm and det.drift_detected:
+                drifted.append(col)
+        if drifted:
+            self.drift_events += 1
+        self._quiet = self.refractory if a.is_anomaly else max(0, self._quiet - 1)
+        self.n_seen += 1
+        return drifted
+
+    # -- both modes -----------------------------------------------------------------------
     def assess(self, x: dict[str, float]) -> Assessment:
-        """Score one window without learning from it."""
+        """Score one step (a window of features, or a row in series mode); no learning."""
+        if self.asset_type is None:
+            return self._assess_series(x)
         mean_z, noise_z, cache = self._terms(x)
         jumps = self._jumps(cache["scaled"])
         warming = self.n_seen < self.warmup
@@ -342,12 +537,15 @@ class DriftAwareDetector:
 
     # -- learning -----------------------------------------------------------------------
     def learn_one(self, x: dict[str, float], assessment: Assessment | None = None) -> list[str]:
-        """Learn from one window; returns the process sensors that drifted (maybe none).
+        """Learn from one step; returns what drifted (process sensors, or columns in series
+        mode; maybe none).
 
         Pass the :class:`Assessment` of the same window from :meth:`assess` to avoid
         scoring twice.
         """
         a = assessment if assessment is not None else self.assess(x)
+        if self.asset_type is None:
+            return self._learn_series(x, a)
         _, _, cache = self._terms(x)
         means, scaled, designs = cache["means"], cache["scaled"], cache["designs"]
         warm = self.n_seen >= self.warmup

@@ -1,0 +1,278 @@
+"""``twin replay``: the pipelines' drift-aware detector over a table of history.
+
+One CSV or Parquet file (one or many numeric columns and a timestamp column), or a folder
+of them, is replayed row by row in timestamp order through
+:class:`~transforms.detector.DriftAwareDetector` in series mode, exactly as a stream would
+reach it: each row is scored, then learned from. The output keeps the timestamp and the
+input values and adds ``anomaly_score`` (0..1), ``is_anomaly`` (the detector's own alarm
+rule) and ``changepoint`` (a column's level changed).
+
+Input problems are errors naming the file, column and row, except two that are repaired
+and reported: rows out of timestamp order are sorted (stably), and empty or NaN cells are
+skipped by the detector (the row is still scored on its other columns and written out).
+Duplicate timestamps are kept in file order and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from transforms.detector import SERIES_CONFIG, DriftAwareDetector
+
+SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
+TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date", "ts")
+OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "changepoint")
+
+
+class ReplayError(ValueError):
+    """An input that cannot be replayed; the message names the file, column and row."""
+
+
+@dataclass
+class ReplayReport:
+    input: str
+    output: str
+    rows: int
+    columns: list[str]
+    anomalies: int
+    changepoints: int
+    elapsed_s: float
+    notes: list[str] = field(default_factory=list)
+
+
+def _sniff_sep(path: Path) -> str:
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        head = fh.read(64 * 1024)
+    try:
+        return csv.Sniffer().sniff(head, delimiters=",;\t|").delimiter
+    except csv.Error:
+        return ","
+
+
+def read_table(path: Path, sep: str | None = None):
+    """The file as a pandas DataFrame of strings/numbers, and the CSV separator used."""
+    import pandas as pd
+
+    kind = SUFFIXES.get(path.suffix.lower())
+    if kind is None:
+        raise ReplayError(f"{path}: not a CSV or Parquet file (suffixes: {', '.join(SUFFIXES)})")
+    try:
+        if kind == "parquet":
+            return pd.read_parquet(path), None
+        sep = sep or _sniff_sep(path)
+        return pd.read_csv(path, sep=sep, skipinitialspace=True), sep
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise ReplayError(f"{path}: cannot read: {exc}") from exc
+
+
+def _timestamp_column(df, path: Path, wanted: str | None) -> str:
+    if wanted is not None:
+        if wanted not in df.columns:
+            raise ReplayError(f"{path}: no timestamp column {wanted!r}; columns: "
+                              f"{', '.join(map(str, df.columns))}")
+        return wanted
+    for col in df.columns:
+        if str(col).strip().lower() in TIMESTAMP_NAMES:
+            return col
+    raise ReplayError(f"{path}: no timestamp column (looked for {', '.join(TIMESTAMP_NAMES)}); "
+                      f"name it with --timestamp-column; columns: "
+                      f"{', '.join(map(str, df.columns))}")
+
+
+def _parse_times(series, path: Path, col: str) -> np.ndarray:
+    """Timestamps as int64 nanoseconds; numbers are taken as Unix seconds."""
+    import pandas as pd
+
+    if pd.api.types.is_numeric_dtype(series):
+        if series.isna().any():
+            row = int(np.flatnonzero(series.isna().to_numpy())[0])
+            raise ReplayError(f"{path}: column {col!r} row {row + 1}: empty timestamp")
+        return (series.to_numpy(float) * 1e9).astype(np.int64)
+    parsed = pd.to_datetime(series, errors="coerce", format="mixed", dayfirst=False)
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise ReplayError(f"{path}: column {col!r} row {row + 1}: not a timestamp: "
+                          f"{series.iloc[row]!r} ({int(bad.sum())} such rows)")
+    if getattr(parsed.dt, "tz", None) is not None:
+        parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    return parsed.to_numpy("datetime64[ns]").astype(np.int64)
+
+
+def _value_columns(df, path: Path, ts_col: str, wanted: list[str] | None) -> tuple[list, list]:
+    """The columns to replay and notes on any skipped; numbers only, clear errors."""
+    import pandas as pd
+
+    notes = []
+    if wanted:
+        missing = [c for c in wanted if c not in df.columns]
+        if missing:
+            raise ReplayError(f"{path}: no column(s) {', '.join(map(repr, missing))}; columns: "
+                              f"{', '.join(map(str, df.columns))}")
+        cols = wanted
+    else:
+        cols = [c for c in df.columns if c != ts_col]
+    out = []
+    for c in cols:
+        s = df[c]
+        if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
+            num = pd.to_numeric(s, errors="coerce")
+            bad = (num.isna() & s.notna()).to_numpy()
+            if bad.all() and not wanted:
+                notes.append(f"column {c!r} is not numeric: skipped")
+                continue
+            row = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+            raise ReplayError(f"{path}: column {c!r} row {row + 1}: not a number: "
+                              f"{s.iloc[row]!r} ({int(bad.sum())} such rows; clean the file "
+                              f"or leave the column out with --columns)")
+        out.append(c)
+    if not out:
+        raise ReplayError(f"{path}: no numeric column to replay besides {ts_col!r}")
+    return out, notes
+
+
+def score_rows(values: np.ndarray, detector: DriftAwareDetector | None = None,
+               names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Score, then learn, each row of ``values`` (rows x columns; NaN = missing)."""
+    det = detector if detector is not None else DriftAwareDetector(None, **SERIES_CONFIG)
+    names = names or [f"c{k}" for k in range(values.shape[1])]
+    n = len(values)
+    score, alarm, change = np.zeros(n), np.zeros(n, np.int8), np.zeros(n, np.int8)
+    for i, row in enumerate(values.tolist()):
+        x = dict(zip(names, row, strict=True))
+        a = det.assess(x)
+        change[i] = bool(det.learn_one(x, a))
+        score[i], alarm[i] = a.score, a.is_anomaly
+    return score, alarm, change
+
+
+def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
+                columns: list[str] | None = None, sep: str | None = None) -> ReplayReport:
+    """Replay one file into ``dst`` (same format); returns what was done."""
+    import pandas as pd
+
+    t0 = time.perf_counter()
+    df, used_sep = read_table(src, sep)
+    if df.empty:
+        raise ReplayError(f"{src}: no rows")
+    ts_col = _timestamp_column(df, src, timestamp_column)
+    cols, notes = _value_columns(df, src, ts_col, columns)
+    ts = _parse_times(df[ts_col], src, ts_col)
+    unsorted = int((np.diff(ts) < 0).sum())
+    if unsorted:
+        order = np.argsort(ts, kind="stable")
+        df, ts = df.iloc[order].reset_index(drop=True), ts[order]
+        notes.append(f"{unsorted} row(s) were earlier than the row before them: rows sorted "
+                     "by timestamp (stable) before replay; the output is in that order")
+    dups = int((np.diff(ts) == 0).sum())
+    if dups:
+        notes.append(f"{dups} row(s) repeat the previous timestamp: kept, in file order")
+    values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    missing = int(np.isnan(values).sum())
+    if missing:
+        notes.append(f"{missing} empty/NaN cell(s): skipped by the detector, rows still scored")
+    score, alarm, change = score_rows(values, names=[str(c) for c in cols])
+    out = df[[ts_col, *cols]].copy()
+    out["anomaly_score"], out["is_anomaly"], out["changepoint"] = score, alarm, change
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    if SUFFIXES[src.suffix.lower()] == "parquet":
+        out.to_parquet(tmp, index=False)
+    else:
+        out.to_csv(tmp, index=False, sep=used_sep or ",", float_format="%.10g")
+    os.replace(tmp, dst)  # a crashed replay never leaves a half-written output behind
+    return ReplayReport(str(src), str(dst), len(out), [str(c) for c in cols], int(alarm.sum()),
+                        int(change.sum()), round(time.perf_counter() - t0, 3), notes)
+
+
+def inputs_of(src: Path) -> list[Path]:
+    """``src`` itself, or every CSV/Parquet file under the folder ``src`` (sorted)."""
+    if src.is_file():
+        return [src]
+    if not src.is_dir():
+        raise ReplayError(f"{src}: no such file or folder")
+    found = sorted(p for p in src.rglob("*") if p.is_file() and p.suffix.lower() in SUFFIXES)
+    if not found:
+        raise ReplayError(f"{src}: no CSV or Parquet files in this folder")
+    return found
+
+
+def _job(args: tuple) -> ReplayReport | str:
+    src, dst, kw = args
+    try:
+        return replay_file(src, dst, **kw)
+    except ReplayError as exc:
+        return str(exc)
+
+
+def replay(src: Path, dst: Path, workers: int = 1, **kw: Any) -> tuple[list, list[str]]:
+    """Replay a file or a folder (one output per input, same relative paths).
+
+    Returns the reports and the errors; every file is attempted even if others fail.
+    """
+    files = inputs_of(src)
+    jobs = [(f, dst if src.is_file() else dst / f.relative_to(src), kw) for f in files]
+    if workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(min(workers, len(jobs))) as pool:
+            results = list(pool.map(_job, jobs, chunksize=1))
+    else:
+        results = [_job(j) for j in jobs]
+    return ([r for r in results if isinstance(r, ReplayReport)],
+            [r for r in results if isinstance(r, str)])
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", type=Path, help="CSV or Parquet file, or a folder of them")
+    p.add_argument("--output", type=Path, default=None,
+                   help="output file (or folder, for a folder input); default out/replay/<name>")
+    p.add_argument("--timestamp-column", default=None,
+                   help=f"default: the first column named {', '.join(TIMESTAMP_NAMES)}")
+    p.add_argument("--columns", default=None,
+                   help="comma-separated value columns (default: every numeric column)")
+    p.add_argument("--sep", default=None, help="CSV separator (default: sniffed: , ; tab |)")
+    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
+                   help="processes for a folder (default: up to 2)")
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    import json
+
+    from rich.console import Console
+
+    err = Console(stderr=True)
+    src: Path = args.input
+    dst = args.output or Path("out") / "replay" / src.name
+    cols = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)
+    try:
+        reports, errors = replay(src, dst, args.workers, timestamp_column=args.timestamp_column,
+                                 columns=cols, sep=sep)
+    except ReplayError as exc:
+        err.print(f"[red]twin replay: {exc}[/red]", highlight=False)
+        return 2
+    for e in errors:
+        err.print(f"[red]twin replay: {e}[/red]", highlight=False)
+    if args.json:
+        print(json.dumps([asdict(r) for r in reports], indent=1))
+    else:
+        out = Console()
+        for r in reports:
+            rate = r.rows / r.elapsed_s if r.elapsed_s else 0
+            out.print(f"{r.input}: {r.rows} rows x {len(r.columns)} column(s), "
+                      f"{r.anomalies} anomalies, {r.changepoints} change points "
+                      f"({r.elapsed_s:.1f} s, {rate:,.0f} rows/s) -> {r.output}", highlight=False)
+            for note in r.notes:
+                out.print(f"  note: {note}", highlight=False)
+        if reports:
+            out.print(f"output in [bold]{dst}[/bold]")
+    return 2 if errors else 0

@@ -1,0 +1,154 @@
+"""``twin replay`` end to end on files the tests write: formats, folders, errors."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from jobs.bench import SHARED_BENCH
+from jobs.cli import main
+from jobs.replay import ReplayError, replay, replay_file, score_rows
+
+
+def series(n=800, seed=0, spike_at=600):
+    rng = random.Random(seed)
+    ts = pd.date_range("2024-01-01", periods=n, freq="5min")
+    vals = [20 + rng.gauss(0, 1) for _ in range(n)]
+    if spike_at is not None:
+        vals[spike_at] = 45.0
+    return ts, vals
+
+
+def write_csv(path: Path, n=800, seed=0, spike_at=600) -> Path:
+    ts, vals = series(n, seed, spike_at)
+    pd.DataFrame({"timestamp": ts.strftime("%Y-%m-%d %H:%M:%S"), "value": vals}).to_csv(
+        path, index=False)
+    return path
+
+
+def test_csv_replay_writes_scores_and_flags_the_spike(tmp_path, capsys):
+    src = write_csv(tmp_path / "one.csv")
+    out = tmp_path / "scored.csv"
+    assert main(["replay", str(src), "--output", str(out)]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly",
+                                "changepoint"]
+    assert len(df) == 800 and df["timestamp"].iloc[0] == "2024-01-01 00:00:00"
+    assert df["anomaly_score"].between(0, 1).all()
+    assert (df["anomaly_score"].iloc[:150] == 0).all()  # warm-up
+    assert df["is_anomaly"].iloc[600] == 1 and df["anomaly_score"].iloc[600] > 0.8
+    assert (df["anomaly_score"].iloc[601:700] == 0).all()  # refractory after the alarm
+    assert f"{df['is_anomaly'].sum()} anomalies" in capsys.readouterr().out
+
+
+def test_replay_equals_the_detector_fed_row_by_row(tmp_path):
+    src = write_csv(tmp_path / "one.csv", seed=3)
+    out = tmp_path / "o.csv"
+    replay_file(src, out)
+    _, vals = series(seed=3)
+    import numpy as np
+
+    score, alarm, _ = score_rows(np.array(vals)[:, None], names=["value"])
+    df = pd.read_csv(out)
+    assert np.allclose(df["anomaly_score"], score, rtol=0, atol=1e-9)
+    assert (df["is_anomaly"].to_numpy() == alarm).all()
+
+
+def test_multivariate_semicolon_log_with_datetime_column(tmp_path):
+    rng = random.Random(4)
+    n = 700
+    rows = []
+    for i in range(n):
+        load = 0.6 + 0.1 * (i // 300)
+        rows.append({"datetime": f"2023-03-{1 + i // 288:02d}T{(i % 288) // 12:02d}:"
+                                 f"{(i % 12) * 5:02d}:00",
+                     **{f"s{k}": round(load * (k + 1) * 10 + rng.gauss(0, 0.5), 3)
+                        for k in range(8)}})
+    rows[650]["s5"] = 200.0  # one broken sensor reading
+    src = tmp_path / "plant.csv"
+    pd.DataFrame(rows).to_csv(src, index=False, sep=";")
+    out = tmp_path / "plant_scored.csv"
+    assert main(["replay", str(src), "--output", str(out)]) == 0
+    df = pd.read_csv(out, sep=";")  # output keeps the input's separator
+    assert list(df.columns)[:9] == ["datetime", *[f"s{k}" for k in range(8)]]
+    assert df["is_anomaly"].iloc[650] == 1
+    assert df["changepoint"].sum() >= 1  # the load step at row 300
+
+
+def test_parquet_folder_mirrors_relative_paths(tmp_path):
+    src = tmp_path / "in"
+    (src / "a").mkdir(parents=True)
+    ts, vals = series(400, seed=5, spike_at=350)
+    pd.DataFrame({"timestamp": ts, "value": vals}).to_parquet(src / "a" / "x.parquet")
+    write_csv(src / "y.csv", n=300, spike_at=250)
+    out = tmp_path / "out"
+    assert main(["replay", str(src), "--output", str(out), "--json"]) == 0
+    x = pd.read_parquet(out / "a" / "x.parquet")
+    assert len(x) == 400 and x["is_anomaly"].iloc[350] == 1
+    assert len(pd.read_csv(out / "y.csv")) == 300
+
+
+def test_unsorted_and_duplicate_timestamps_are_sorted_kept_and_reported(tmp_path, capsys):
+    src = write_csv(tmp_path / "u.csv", n=300, spike_at=None)
+    df = pd.read_csv(src)
+    df.iloc[[10, 11]] = df.iloc[[11, 10]].to_numpy()  # two rows swapped
+    df = pd.concat([df.iloc[:21], df.iloc[[20]], df.iloc[21:]])  # one repeated timestamp
+    df.to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    assert main(["replay", str(src), "--output", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)[0]
+    assert report["rows"] == 301
+    notes = " ".join(report["notes"])
+    assert "1 row(s) were earlier than the row before them: rows sorted" in notes
+    assert "1 row(s) repeat the previous timestamp: kept" in notes
+    got = pd.read_csv(out)
+    assert got["timestamp"].is_monotonic_increasing
+
+
+def test_empty_cells_are_skipped_and_counted(tmp_path):
+    src = write_csv(tmp_path / "m.csv", n=300, spike_at=None)
+    df = pd.read_csv(src)
+    df.loc[200:204, "value"] = None
+    df.to_csv(src, index=False)
+    r = replay_file(src, tmp_path / "o.csv")
+    assert r.rows == 300 and any("5 empty/NaN cell(s)" in n for n in r.notes)
+
+
+@pytest.mark.parametrize("mutate, args, message", [
+    (lambda df: df, ["--columns", "value,pressure"], "no column(s) 'pressure'"),
+    (lambda df: df.rename(columns={"timestamp": "when"}), [], "no timestamp column"),
+    (lambda df: df.assign(value=df["value"].astype(object).where(df.index != 7, "high")),
+     ["--columns", "value"], "column 'value' row 8: not a number: 'high'"),
+    (lambda df: df.assign(timestamp=df["timestamp"].where(df.index != 3, "yesterday")), [],
+     "column 'timestamp' row 4: not a timestamp: 'yesterday'"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, mutate, args, message):
+    src = write_csv(tmp_path / "bad.csv", n=50, spike_at=None)
+    mutate(pd.read_csv(src)).to_csv(src, index=False)
+    assert main(["replay", str(src), "--output", str(tmp_path / "o.csv"), *args]) == 2
+    assert message in capsys.readouterr().err.replace("\n", "")
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_missing_input_and_empty_folder(tmp_path):
+    with pytest.raises(ReplayError, match="nope.csv: no such file or folder"):
+        replay(tmp_path / "nope.csv", tmp_path / "o.csv")
+    (tmp_path / "empty").mkdir()
+    assert main(["replay", str(tmp_path / "empty")]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED_BENCH / "nab_score.py").is_file(),
+                    reason="the NAB corpus lives in ../shared/bench beside the repository")
+def test_bench_nab_scores_the_whole_corpus(tmp_path, capsys):
+    assert main(["bench", "nab", "--out", str(tmp_path), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["files"] == 58 and report["rows"] == 365_558
+    # regression guard at the figures the README quotes (see README: Detection quality)
+    assert report["standard"]["score"] >= 60.0
+    assert report["reward_low_FN_rate"]["score"] >= 68.0
+    assert (tmp_path / "results" / "realKnownCause" / "nyc_taxi.csv").is_file()
