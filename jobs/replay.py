@@ -10,7 +10,11 @@ rule) and ``changepoint`` (a column's level changed).
 Input problems are errors naming the file, column and row, except two that are repaired
 and reported: rows out of timestamp order are sorted (stably), and empty or NaN cells are
 skipped by the detector (the row is still scored on its other columns and written out).
-Duplicate timestamps are kept in file order and counted.
+Duplicate timestamps are kept in file order and counted. Without per-file settings:
+the separator is sniffed, decimal commas (``12,5``) and day-first dotted dates
+(``31.01.2024 10:00``) are read as such, and label columns of public benchmarks
+(``anomaly``, ``changepoint``, ``label``, ...) are carried to the output but never fed to
+the detector.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ from transforms.detector import SERIES_CONFIG, DriftAwareDetector
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date", "ts")
 OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "changepoint")
+# columns that hold labels in public benchmarks (SKAB: anomaly, changepoint; NAB-style
+# label files: label): never fed to the detector unless named with --columns
+LABEL_NAMES = frozenset({"anomaly", "anomalies", "label", "labels", "is_anomaly",
+                         "anomaly_score", "changepoint", "changepoints", "target", "class"})
+DOTTED_DATE = r"^\s*\d{1,2}\.\d{1,2}\.\d{2,4}"  # 31.01.2024: day first wherever written so
 
 
 class ReplayError(ValueError):
@@ -97,7 +106,8 @@ def _parse_times(series, path: Path, col: str) -> np.ndarray:
             row = int(np.flatnonzero(series.isna().to_numpy())[0])
             raise ReplayError(f"{path}: column {col!r} row {row + 1}: empty timestamp")
         return (series.to_numpy(float) * 1e9).astype(np.int64)
-    parsed = pd.to_datetime(series, errors="coerce", format="mixed", dayfirst=False)
+    dayfirst = bool(series.astype(str).str.match(DOTTED_DATE).all())
+    parsed = pd.to_datetime(series, errors="coerce", format="mixed", dayfirst=dayfirst)
     bad = parsed.isna().to_numpy()
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
@@ -121,12 +131,25 @@ def _value_columns(df, path: Path, ts_col: str, wanted: list[str] | None) -> tup
         cols = wanted
     else:
         cols = [c for c in df.columns if c != ts_col]
+        labels = [c for c in cols if str(c).strip().lower() in LABEL_NAMES]
+        if labels:
+            notes.append(f"label-like column(s) {', '.join(map(repr, labels))} not fed to the "
+                         "detector (kept in the output; name them in --columns to score them)")
+            cols = [c for c in cols if c not in labels]
     out = []
     for c in cols:
         s = df[c]
         if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
             num = pd.to_numeric(s, errors="coerce")
             bad = (num.isna() & s.notna()).to_numpy()
+            if bad.any() and s.dtype == object:  # "12,5": a decimal comma (sep ";" files)
+                comma = pd.to_numeric(s.astype(str).str.replace(",", ".", regex=False)
+                                      .where(s.notna()), errors="coerce")
+                if not (comma.isna() & s.notna()).any():
+                    df[c] = comma
+                    notes.append(f"column {c!r}: decimal commas read as decimal points")
+                    out.append(c)
+                    continue
             if bad.all() and not wanted:
                 notes.append(f"column {c!r} is not numeric: skipped")
                 continue
@@ -181,7 +204,11 @@ def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
     if missing:
         notes.append(f"{missing} empty/NaN cell(s): skipped by the detector, rows still scored")
     score, alarm, change = score_rows(values, names=[str(c) for c in cols])
-    out = df[[ts_col, *cols]].copy()
+    out = df.copy()  # every input column (labels too, for the user's own evaluation)
+    clash = [c for c in OUTPUT_COLUMNS if c in out.columns]
+    if clash:
+        out = out.rename(columns={c: f"input_{c}" for c in clash})
+        notes.append(f"input column(s) {', '.join(clash)} renamed input_<name> in the output")
     out["anomaly_score"], out["is_anomaly"], out["changepoint"] = score, alarm, change
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")

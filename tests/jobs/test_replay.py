@@ -79,6 +79,60 @@ def test_multivariate_semicolon_log_with_datetime_column(tmp_path):
     assert df["changepoint"].sum() >= 1  # the load step at row 300
 
 
+def skab_like(n=700, seed=6):
+    """SKAB's layout: ``datetime;<8 sensors>;anomaly;changepoint`` (labels last)."""
+    rng = random.Random(seed)
+    names = ["Accelerometer1RMS", "Accelerometer2RMS", "Current", "Pressure", "Temperature",
+             "Thermocouple", "Voltage", "Volume Flow RateRMS"]
+    rows = []
+    for i in range(n):
+        fault = 500 <= i < 560
+        row = {"datetime": f"2020-03-09 {10 + i // 3600:02d}:{(i // 60) % 60:02d}:{i % 60:02d}"}
+        for k, name in enumerate(names):
+            row[name] = round((k + 1) * 2.0 + rng.gauss(0, 0.05) + (3.0 if fault and k == 3
+                                                                     else 0.0), 4)
+        row["anomaly"], row["changepoint"] = float(fault), float(i in (500, 560))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_skab_like_log_labels_are_never_fed_to_the_detector(tmp_path, capsys):
+    df = skab_like()
+    src = tmp_path / "valve1.csv"
+    df.to_csv(src, index=False, sep=";")
+    out = tmp_path / "o.csv"
+    assert main(["replay", str(src), "--output", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)[0]
+    assert len(report["columns"]) == 8 and "anomaly" not in report["columns"]
+    got = pd.read_csv(out, sep=";")
+    assert list(got.columns)[-5:] == ["anomaly", "input_changepoint", "anomaly_score",
+                                      "is_anomaly", "changepoint"]
+    assert (got["input_changepoint"] == df["changepoint"]).all()  # labels carried along
+    assert got["is_anomaly"].iloc[500] == 1  # the pressure fault, at its first row
+    # same scores as a file without the label columns: the labels were not read
+    src2 = tmp_path / "nolabels.csv"
+    df.drop(columns=["anomaly", "changepoint"]).to_csv(src2, index=False, sep=";")
+    r2 = replay_file(src2, tmp_path / "o2.csv")
+    assert (pd.read_csv(tmp_path / "o2.csv", sep=";")["anomaly_score"]
+            == got["anomaly_score"]).all() and r2.columns == report["columns"]
+
+
+def test_decimal_commas_and_day_first_dotted_dates(tmp_path):
+    _, vals = series(400, seed=7, spike_at=300)
+    ts = pd.date_range("2024-01-01", periods=400, freq="2h")  # 33 days: past the 12th
+    src = tmp_path / "eu.csv"
+    lines = ["Zeit;Druck"] + [f"{t:%d.%m.%Y %H:%M};" + f"{v:.3f}".replace(".", ",")
+                              for t, v in zip(ts, vals, strict=True)]
+    src.write_text("\n".join(lines) + "\n")
+    assert src.read_text().splitlines()[1].startswith("01.01.2024 00:00;")
+    r = replay_file(src, tmp_path / "o.csv", timestamp_column="Zeit")
+    assert r.rows == 400 and r.columns == ["Druck"]
+    assert any("decimal commas" in n for n in r.notes)
+    assert not any("sorted" in n for n in r.notes)  # 13.01 after 12.01: read day first
+    got = pd.read_csv(tmp_path / "o.csv", sep=";")
+    assert abs(got["Druck"].iloc[5] - vals[5]) < 1e-3 and got["is_anomaly"].iloc[300] == 1
+
+
 def test_parquet_folder_mirrors_relative_paths(tmp_path):
     src = tmp_path / "in"
     (src / "a").mkdir(parents=True)
