@@ -144,33 +144,33 @@ class _EW:
 class _SeriesNovelty:
     """How new one value of one series is, against that series' own history.
 
-    Five views of the value, each a non-negative "strangeness":
+    Four views of the value, each a non-negative "strangeness":
 
-    - ``level``: |z| against a slow exponential mean/variance (memory ~500 steps);
+    - ``level``: |z| against a slow exponential mean/variance (memory ~1,000 steps);
     - ``local``: |z| against a fast one (~50 steps): a jump relative to the recent level;
-    - ``step``: |z| of the change since the previous value (spikes, steps);
-    - ``rarity``: -log of the share of history in the value's bin (bins sized from the
-      warm-up range, unbounded beyond it): a level never or seldom visited, whatever its
-      distance from the mean (multi-modal signals, flat-lines inside the normal range);
+    - ``rarity``: -log of the share of history in the value's bin, neighbouring bins
+      counting half (bins sized from the warm-up range, unbounded beyond it): a level never
+      or seldom visited, whatever its distance from the mean (multi-modal signals,
+      flat-lines inside the normal range), while a slow drift into the next bin is not new;
     - ``smooth``: |z| of a slow smoothing of the value (a sustained shift hidden in noise).
 
-    The evidence of a value is its largest *record ratio*: each view's strangeness over the
-    largest that view has ever produced on this series. A ratio above 1 is a value stranger
-    than anything seen before, whatever the series' noise, tails or units, so one scale
-    serves every series. After a change, the new extreme becomes the record: the same
-    change does not alarm twice, and the fast views re-centre within tens of steps.
+    The evidence of a value is its *record ratios*: each view's strangeness over the largest
+    that view has ever produced on this series. A ratio above 1 is a value stranger than
+    anything seen before, whatever the series' noise, tails or units, so one scale serves
+    every series. After a change the new extreme is the record: the same change does not
+    alarm twice, and the fast views re-centre within tens of steps.
     """
 
-    VIEWS = ("level", "local", "step", "rarity", "smooth")
+    VIEWS = ("level", "local", "rarity", "smooth")
+    NEIGHBOUR = 0.5  # weight of the two adjacent bins in a bin's count
 
-    def __init__(self, warmup: int, slow: float = 0.002, fast: float = 0.02,
+    def __init__(self, warmup: int, slow: float = 0.001, fast: float = 0.02,
                  smooth: float = 0.05, bins: int = 20) -> None:
         self.warmup, self.bins, self.smooth_alpha = warmup, bins, smooth
         self.n = 0
-        self.slow, self.fast, self.steps = _EW(slow), _EW(fast), _EW(slow)
-        self.smoothed: float | None = None
-        self.prev: float | None = None
-        self.first: list[float] = []  # the warm-up values, until the bins are laid out
+        self.slow, self.fast = _EW(slow), _EW(fast)
+        self.smoothed = 0.0
+        self.first: list[float] | None = []  # warm-up values, until the bins are laid out
         self.lo = self.width = 0.0
         self.hist: dict[int, float] = {}
         self.total = 0.0
@@ -181,49 +181,50 @@ class _SeriesNovelty:
 
     def views(self, x: float) -> list[float] | None:
         """Strangeness of ``x`` in each view; ``None`` while warming up (no state change)."""
-        if self.n < self.warmup or self.prev is None:
+        if self.first is not None:
             return None
         floor = (1e-3 * math.sqrt(self.slow.var)) ** 2 + 1e-12
         sm = (1 - self.smooth_alpha) * self.smoothed + self.smooth_alpha * x
-        count = self.hist.get(self._bin(x), 0.0)
+        b, h = self._bin(x), self.hist
+        count = h.get(b, 0.0) + self.NEIGHBOUR * (h.get(b - 1, 0.0) + h.get(b + 1, 0.0))
         return [abs(self.slow.z(x, floor)), abs(self.fast.z(x, floor)),
-                abs(self.steps.z(x - self.prev, floor)),
                 -math.log((count + 0.5) / (self.total + 0.5)),
                 abs(self.slow.z(sm, floor))]
 
-    def ratio(self, views: list[float]) -> tuple[float, int]:
-        """Largest record ratio and the view it comes from."""
-        best, arg = 0.0, 0
+    def ratios(self, views: list[float]) -> tuple[float, float, int]:
+        """Largest and second-largest record ratio, and the view of the largest."""
+        best = second = 0.0
+        arg = 0
         for k, (v, rec) in enumerate(zip(views, self.records, strict=True)):
-            if rec > 0 and v / rec > best:
-                best, arg = v / rec, k
-        return best, arg
+            r = v / rec if rec > 0 else 0.0
+            if r > best:
+                best, second, arg = r, best, k
+            elif r > second:
+                second = r
+        return best, second, arg
 
     def learn(self, x: float, views: list[float] | None) -> None:
         if views is not None:
             self.records = [max(r, v) for r, v in zip(self.records, views, strict=True)]
         self.slow.add(x)
         self.fast.add(x)
-        if self.prev is not None:
-            self.steps.add(x - self.prev)
         sa = self.smooth_alpha
-        self.smoothed = x if self.smoothed is None else (1 - sa) * self.smoothed + sa * x
-        self.prev = x
+        self.smoothed = x if self.n == 0 else (1 - sa) * self.smoothed + sa * x
         self.n += 1
-        if self.first is not None:
-            self.first.append(x)
-            if self.n >= self.warmup:  # lay the bins out over the warm-up range
-                lo, hi = min(self.first), max(self.first)
-                self.lo = lo
-                self.width = (hi - lo) / self.bins if hi > lo else abs(lo) * 0.01 + 1e-6
-                for y in self.first:
-                    self.hist[self._bin(y)] = self.hist.get(self._bin(y), 0.0) + 1.0
-                self.total = float(len(self.first))
-                self.first = None
-        else:
+        if self.first is None:
             b = self._bin(x)
             self.hist[b] = self.hist.get(b, 0.0) + 1.0
             self.total += 1.0
+            return
+        self.first.append(x)
+        if self.n >= self.warmup:  # lay the bins out over the warm-up range
+            lo, hi = min(self.first), max(self.first)
+            self.lo = lo
+            self.width = (hi - lo) / self.bins if hi > lo else abs(lo) * 0.01 + 1e-6
+            for y in self.first:
+                self.hist[self._bin(y)] = self.hist.get(self._bin(y), 0.0) + 1.0
+            self.total = float(len(self.first))
+            self.first = None
 
 
 class DriftAwareDetector:
@@ -237,15 +238,19 @@ class DriftAwareDetector:
       described in the module docstring. This is what the pipelines run per asset.
     - **Series mode** (``asset_type=None``): one step is one row ``{column: value}`` of any
       numeric columns (``twin replay``, the NAB benchmark). Each column is judged against its
-      own history (:class:`_SeriesNovelty`: record ratios of five views); the score is the
-      largest record ratio ``r`` over the columns as ``r / (1 + r)``, so ``0.5`` means "as
-      strange as the strangest value so far" and ``is_anomaly`` is ``r > 1``. After an
-      alarm, ``refractory`` steps report score 0 (unless ``r > quiet_override``): one
-      episode is reported once, at its start. On stationary noise the alarm rate falls as
-      history grows: records of i.i.d. values come at rate ~1/n per view, so about
-      ``5 ln(n2/n1)`` alarms between rows n1 and n2 (3.5 from row 500 to 1000). A drift (a
-      change of a column's mean, River ``ADWIN``) is reported as a change point and, like a
-      regime change in asset mode, is not an anomaly by itself.
+      own history (:class:`_SeriesNovelty`: record ratios ``r`` of four views). ``r > 1``
+      (stranger than anything seen in some view) is an alarm, ``is_anomaly``, scored in
+      (0.5, 1) by its evidence: how far the record falls (log r), whether a second view is
+      near its own record, and how many plain z the value is from the slow and fast levels;
+      a weak, uncorroborated record scores just above 0.5, so a stricter consumer can cut
+      there. Rows without an alarm score ``r / 2`` (below 0.5). After an alarm, scores are
+      held at 0 for ``max(refractory, refractory_frac * steps seen)`` steps, unless a
+      record falls by more than ``quiet_override``: one episode is reported once, at its
+      start. On stationary noise the alarm rate falls as history
+      grows (records of i.i.d. values come at rate ~1/n per view, about ``4 ln(n2/n1)``
+      alarms between steps n1 and n2). A drift (a change of a column's mean, River
+      ``ADWIN``) is reported as a change point and, like a regime change in asset mode, is
+      not an anomaly by itself.
 
     Parameters
     ----------
@@ -276,11 +281,12 @@ class DriftAwareDetector:
         windows, a bearing's and a winding's, and any mix of them).
     ambient_alpha
         The same for the ambient temperature the rises are taken over.
-    refractory
-        Series mode: steps after an alarm whose score is held at 0 ...
+    refractory, refractory_frac
+        Series mode: after an alarm, scores are held at 0 for ``max(refractory,
+        refractory_frac * steps seen)`` steps (one episode, one report) ...
     quiet_override
-        ... unless a value's record ratio exceeds this: a much stronger event is not
-        silenced by a weak alarm just before it.
+        ... unless a value beats a record by more than this factor: a weak alarm does not
+        silence a much stronger event right after it.
     """
 
     def __init__(
@@ -297,11 +303,13 @@ class DriftAwareDetector:
         adwin_delta: float = 0.0001,
         lag_alphas: tuple[float, ...] = (0.4, 0.15),
         ambient_alpha: float = 0.25,
-        refractory: int = 100,
-        quiet_override: float = 1.5,
+        refractory: int = 50,
+        refractory_frac: float = 0.04,
+        quiet_override: float = 2.0,
     ) -> None:
         self.asset_type = asset_type
         self.refractory = refractory
+        self.refractory_frac = refractory_frac
         self.quiet_override = quiet_override
         self.warmup = warmup
         self.forgetting = forgetting
@@ -318,7 +326,7 @@ class DriftAwareDetector:
         self.n_seen = 0
         self.adapt_left = 0
         self.drift_events = 0
-        self._quiet = 0  # series mode: refractory steps left
+        self._last_alarm: int | None = None  # series mode: step of the last alarm
         self._series: dict[str, _SeriesNovelty] = {}
         sensors = sensors_of(asset_type) if asset_type is not None else ()
         self._sensors = [s.name for s in sensors]
@@ -459,27 +467,46 @@ class DriftAwareDetector:
             if val is not None and val == val and abs(val) != math.inf:  # skip NaN / inf
                 yield col, float(val)
 
+    def _quiet(self) -> bool:
+        """Series mode: within the refractory period of the last alarm, which grows with
+        the history (``refractory_frac`` of the steps seen): an episode in a long series
+        lasts longer in steps, and a young series must not lose a second event."""
+        if self._last_alarm is None:
+            return False
+        return self.n_seen - self._last_alarm < max(self.refractory,
+                                                     self.refractory_frac * self.n_seen)
+
     def _assess_series(self, x: dict[str, float]) -> Assessment:
         views: dict[str, list[float] | None] = {}
-        ratios: dict[str, tuple[float, int]] = {}
+        found: dict[str, tuple[float, float, int]] = {}  # column -> (ratio, evidence, view)
         for col, val in self._numbers(x):
             nov = self._series.get(col)
             views[col] = v = nov.views(val) if nov is not None else None
             if v is not None:
-                ratios[col] = nov.ratio(v)
-        warming = self.n_seen < self.warmup
-        if warming or not ratios:
+                r, r2, arg = nov.ratios(v)
+                # how sure: by how much the record falls, whether a second view is near its
+                # own record, and how far the value is from both levels in plain z
+                e = (math.log(r) if r > 0 else -60.0) + min(r2, 1.5) + math.log1p(v[0]) \
+                    + math.log1p(v[1])
+                found[col] = (r, e, arg)
+        if self.n_seen < self.warmup or not found:
             return Assessment(0.0, False, True, False, views=views)
-        ranked = sorted(ratios, key=lambda c: -ratios[c][0])
-        r = ratios[ranked[0]][0]
-        quiet = self._quiet > 0 and r <= self.quiet_override
+        ranked = sorted(found, key=lambda c: -found[c][1])
+        alarming = [c for c in ranked if found[c][0] > 1.0]
+        r = max(f[0] for f in found.values())
+        quiet = self._quiet() and r <= self.quiet_override
+        if quiet:
+            score = 0.0
+        elif alarming:  # (0.5, 1): ranked by the evidence of the surest column
+            score = 0.5 + 0.5 / (1.0 + math.exp(-min(max(found[alarming[0]][1], -60), 60)))
+        else:  # [0, 0.5]: the largest ratio, below every alarm
+            score = 0.5 * r
         return Assessment(
-            score=0.0 if quiet else r / (1.0 + r),
-            is_anomaly=not quiet and r > 1.0,
+            score=score,
+            is_anomaly=not quiet and bool(alarming),
             warming_up=False,
             drift=False,
-            contributors=[f"{c}.{_SeriesNovelty.VIEWS[ratios[c][1]]}" for c in ranked[:3]
-                          if ratios[c][0] > 1.0],
+            contributors=[f"{c}.{_SeriesNovelty.VIEWS[found[c][2]]}" for c in alarming[:3]],
             max_z=r,
             views=views,
         )
@@ -500,7 +527,8 @@ class DriftAwareDetector:
                 drifted.append(col)
         if drifted:
             self.drift_events += 1
-        self._quiet = self.refractory if a.is_anomaly else max(0, self._quiet - 1)
+        if a.is_anomaly:
+            self._last_alarm = self.n_seen
         self.n_seen += 1
         return drifted
 
