@@ -1,9 +1,23 @@
-"""``twin bench nab``: the detector on the Numenta Anomaly Benchmark, scored by NAB's rules.
+"""``twin bench``: throughput side by side; ``twin bench nab``: detection quality.
 
-Every NAB data file is replayed with ``twin replay``'s one configuration (the detector
-never sees the labels), then ``../shared/bench/nab_score.py`` (beside the repository)
-scores the results with NAB's three profiles. The table puts the scores beside the
-published ones.
+``twin bench`` (throughput) runs, each stage in its own child process on one core, over
+one workload written once to a file (the simulator's Confluent-framed Avro vendor
+messages, clean, ``--assets`` x ``--duration`` at ``--interval``):
+
+(a) ``decode``: fastavro decoding alone (the limit any Avro pipeline works under);
+(b) ``naive``: the textbook per-element Beam pipeline of the same scoring
+    (:mod:`pipelines.beam.naive`) on the DirectRunner;
+(c) ``twinstream``: the twin's own Beam pipeline (:class:`~pipelines.beam.pipeline.
+    ProcessMessages`, everything it does) on the DirectRunner;
+
+and prints messages/s and sensor values/s of each, ``speedup_vs_naive`` = (c)/(b),
+``fraction_of_decode_limit`` = (c)/(a), each stage's peak memory, the twin's pickled state
+per asset, and whether (b) and (c) produced the same predictions.
+
+``twin bench nab``: every NAB data file is replayed with ``twin replay``'s one
+configuration (the detector never sees the labels), then ``../shared/bench/nab_score.py``
+(beside the repository) scores the results with NAB's three profiles; the table puts the
+scores beside the published ones.
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "bench"
@@ -65,7 +80,20 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="bench", required=True)
+    from jobs.options import parse_duration, positive_float, positive_int
+
+    p.add_argument("--assets", type=positive_int, default=1000,
+                   help="throughput workload: assets (default 1000)")
+    p.add_argument("--duration", type=parse_duration, default="5m",
+                   help="throughput workload: event time (default 5m)")
+    p.add_argument("--interval", type=positive_float, default=1.0,
+                   help="throughput workload: seconds between samples (default 1)")
+    p.add_argument("--stages", default=",".join(STAGES),
+                   help=f"comma-separated subset of {', '.join(STAGES)}")
+    p.add_argument("--out", type=Path, default=Path("out") / "bench",
+                   help="work folder (default out/bench)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub = p.add_subparsers(dest="bench", required=False, metavar="{nab}")
     nab = sub.add_parser("nab", help="replay and score the Numenta Anomaly Benchmark")
     nab.add_argument("--nab-root", type=Path, default=SHARED_BENCH / "nab",
                      help="folder with data/ and labels/ (default ../shared/bench/nab)")
@@ -81,6 +109,26 @@ def main(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    if args.bench is None:
+        stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            Console(stderr=True).print(f"[red]twin bench: unknown stage(s) {unknown}; "
+                                       f"known: {', '.join(STAGES)}[/red]")
+            return 2
+        try:
+            report = run_throughput(args.out, args.assets, args.duration, args.interval,
+                                    stages)
+        except BenchError as exc:
+            Console(stderr=True).print(f"[red]twin bench: {exc}[/red]", highlight=False)
+            return 2
+        (args.out / "throughput.json").write_text(json.dumps(report, indent=1))
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print_throughput(report)
+        same = report.get("predictions", {}).get("same", True)
+        return 0 if same else 1
     try:
         report = run_nab(args.nab_root, args.scorer, args.out, args.workers)
     except BenchError as exc:
@@ -105,3 +153,217 @@ def main(args: argparse.Namespace) -> int:
                   f"{per_row:.0f} us per row; results in {args.out / 'results'}, scores in "
                   f"{args.out / 'scores.json'}", highlight=False)
     return 0
+
+
+# -- throughput ----------------------------------------------------------------------------
+BENCH_WINDOW_S = 10.0
+BENCH_DETECTOR = {"warmup": 12}  # past warm-up within the workload: every stage scores
+
+
+def write_workload(path: Path, assets: int, duration_s: float, interval_s: float,
+                   seed: int = 7, chunk: int = 5000) -> dict[str, Any]:
+    """The simulator's messages for a clean fleet, pickled in chunks of ``chunk`` tuples
+    ``(topic, key, value, arrival_ms)``; returns counts."""
+    import pickle
+
+    from transforms.catalog import sensors_of
+    from transforms.simulator import Fleet, FleetConfig
+
+    cfg = FleetConfig(assets=assets, duration_s=duration_s, interval_s=interval_s, seed=seed,
+                      malformed_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
+                      out_of_order_rate=0.0, late_rate=0.0)
+    fleet = Fleet(cfg)
+    n = values = 0
+    sensors = {a.asset_id: len(sensors_of(a.asset_type)) for a in fleet.assets}
+    with open(path, "wb") as fh:
+        batch: list[tuple] = []
+        for m in fleet.messages():
+            batch.append((m.topic, m.key, m.value, m.arrival_ms))
+            values += sensors[m.key.decode()]
+            if len(batch) == chunk:
+                pickle.dump(batch, fh, protocol=5)
+                n += len(batch)
+                batch = []
+        if batch:
+            pickle.dump(batch, fh, protocol=5)
+            n += len(batch)
+    return {"messages": n, "values": values, "assets": assets,
+            "sensors_per_asset": round(values / max(n, 1), 2)}
+
+
+def read_workload(path: str):
+    """Every message of a workload file, chunk by chunk (a Beam ``FlatMap`` source)."""
+    import pickle
+
+    with open(path, "rb") as fh:
+        while True:
+            try:
+                yield from pickle.load(fh)
+            except EOFError:
+                return
+
+
+def _stage_decode(workload: str, out: str) -> dict[str, Any]:
+    import time
+
+    from schemas import wire
+
+    msgs = [m[2] for m in read_workload(workload)]
+    t0 = time.perf_counter()
+    for v in msgs:
+        wire.decode(v)
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _run_beam(workload: str, out: str, transform) -> dict[str, Any]:
+    import time
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    opts = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    t0 = time.perf_counter()
+    with beam.Pipeline(options=opts) as p:
+        preds = (p | beam.Impulse() | "Read" >> beam.FlatMap(lambda _: read_workload(workload))
+                 | transform)
+        (preds | beam.Map(lambda r: json.dumps(
+            [r["asset_id"], r["window_end_ms"], r["anomaly_score"], r["is_anomaly"]]))
+               | beam.io.WriteToText(out, shard_name_template=""))
+    return {"seconds": time.perf_counter() - t0}
+
+
+def _stage_naive(workload: str, out: str) -> dict[str, Any]:
+    from pipelines.beam.naive import NaiveTwin
+
+    return _run_beam(workload, out, "Naive" >> NaiveTwin(BENCH_WINDOW_S, BENCH_DETECTOR))
+
+
+def _stage_twinstream(workload: str, out: str) -> dict[str, Any]:
+    import apache_beam as beam
+
+    from pipelines.beam.pipeline import ProcessMessages
+
+    class Twin(beam.PTransform):
+        def expand(self, msgs):
+            outs = msgs | ProcessMessages(twin_kwargs={
+                "window_ms": int(BENCH_WINDOW_S * 1000), "detector": BENCH_DETECTOR})
+            return outs["predictions"]
+
+    return _run_beam(workload, out, "Twin" >> Twin())
+
+
+STAGES = {"decode": _stage_decode, "naive": _stage_naive, "twinstream": _stage_twinstream}
+
+
+def _child(name: str, workload: str, out: str, q) -> None:
+    import resource
+
+    try:
+        result = STAGES[name](workload, out)
+        result["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        q.put(result)
+    except BaseException as exc:  # the parent reports it; never hang the queue
+        q.put({"error": f"{type(exc).__name__}: {exc}"})
+
+
+def run_stage(name: str, workload: Path, out: Path) -> dict[str, Any]:
+    """One stage in a fresh child process pinned to one core; its time and peak RSS."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(name, str(workload), str(out), q))
+    proc.start()
+    if hasattr(os, "sched_setaffinity"):
+        try:
+            os.sched_setaffinity(proc.pid, {min(os.sched_getaffinity(0))})
+        except OSError:
+            pass
+    result = q.get()
+    proc.join()
+    if "error" in result:
+        raise BenchError(f"stage {name} failed: {result['error']}")
+    return result
+
+
+def _predictions(path: Path) -> dict[tuple[str, int], tuple[float, bool]]:
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    return {(a, int(e)): (float(s), bool(x)) for a, e, s, x in rows}
+
+
+def state_bytes_per_asset(workload: Path, assets: int = 20) -> int:
+    """Mean pickled size of :class:`~transforms.twin.AssetTwin` after the workload."""
+    import pickle
+
+    from transforms.normalize import normalize_message
+    from transforms.twin import AssetTwin
+
+    twins: dict[str, AssetTwin] = {}
+    for _topic, key, value, arrival in read_workload(str(workload)):
+        asset = key.decode()
+        if asset not in twins and len(twins) >= assets:
+            continue
+        r = normalize_message(value, now_ms=arrival)
+        twin = twins.get(asset)
+        if twin is None:
+            twin = twins[asset] = AssetTwin(asset, r["asset_type"], window_ms=int(
+                BENCH_WINDOW_S * 1000), detector=BENCH_DETECTOR)
+        twin.add(r)
+    return int(sum(len(pickle.dumps(t)) for t in twins.values()) / max(len(twins), 1))
+
+
+def run_throughput(out: Path, assets: int, duration_s: float, interval_s: float,
+                   stages: tuple[str, ...] = tuple(STAGES)) -> dict[str, Any]:
+    out.mkdir(parents=True, exist_ok=True)
+    workload = out / "workload.pkl"
+    report: dict[str, Any] = {"workload": write_workload(workload, assets, duration_s,
+                                                         interval_s),
+                              "window_s": BENCH_WINDOW_S, "stages": {}}
+    n, values = report["workload"]["messages"], report["workload"]["values"]
+    for name in stages:
+        r = run_stage(name, workload, out / f"{name}.predictions.jsonl")
+        r["messages_per_s"] = round(n / r["seconds"])
+        r["values_per_s"] = round(values / r["seconds"])
+        r["seconds"] = round(r["seconds"], 2)
+        report["stages"][name] = r
+    st = report["stages"]
+    if "naive" in st and "twinstream" in st:
+        report["speedup_vs_naive"] = round(st["twinstream"]["messages_per_s"]
+                                           / st["naive"]["messages_per_s"], 2)
+        a = _predictions(out / "naive.predictions.jsonl")
+        c = _predictions(out / "twinstream.predictions.jsonl")
+        same = a.keys() == c.keys() and all(
+            abs(a[k][0] - c[k][0]) <= 1e-9 and a[k][1] == c[k][1] for k in a)
+        report["predictions"] = {"naive": len(a), "twinstream": len(c), "same": same}
+    if "decode" in st and "twinstream" in st:
+        report["fraction_of_decode_limit"] = round(st["twinstream"]["messages_per_s"]
+                                                   / st["decode"]["messages_per_s"], 3)
+    report["state_bytes_per_asset"] = state_bytes_per_asset(workload)
+    workload.unlink()
+    return report
+
+
+def print_throughput(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    w = report["workload"]
+    table = Table(title=f"throughput, one core per stage: {w['assets']} assets, "
+                        f"{w['messages']:,} messages ({w['sensors_per_asset']} sensors each), "
+                        f"{report['window_s']:g} s windows")
+    for col in ("stage", "messages/s", "values/s", "seconds", "peak RSS MB"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    labels = {"decode": "(a) fastavro decode alone", "naive": "(b) per-element Beam",
+              "twinstream": "(c) twinstream Beam"}
+    for name, r in report["stages"].items():
+        table.add_row(labels[name], f"{r['messages_per_s']:,}", f"{r['values_per_s']:,}",
+                      f"{r['seconds']}", f"{r['peak_rss_mb']:,}")
+    console = Console()
+    console.print(table)
+    for key in ("speedup_vs_naive", "fraction_of_decode_limit", "state_bytes_per_asset"):
+        if key in report:
+            console.print(f"{key}: {report[key]}")
+    if "predictions" in report:
+        p = report["predictions"]
+        console.print(f"predictions (b) {p['naive']:,} vs (c) {p['twinstream']:,}: "
+                      + ("identical" if p["same"] else "[red]DIFFERENT[/red]"))

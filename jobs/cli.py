@@ -139,7 +139,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_replay.set_defaults(func=lambda a, _rest: replay_job.main(a))
     from jobs import bench as bench_job
 
-    p_bench = sub.add_parser("bench", help="benchmarks: nab (detection quality)")
+    p_bench = sub.add_parser("bench", help="throughput benchmark; `bench nab`: detection quality")
     bench_job.add_arguments(p_bench)
     p_bench.set_defaults(func=lambda a, _rest: bench_job.main(a))
     return parser

@@ -1,0 +1,44 @@
+"""``twin bench`` (throughput): every stage runs, and the naive and twinstream pipelines
+agree on every prediction of the workload."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from jobs.bench import read_workload, write_workload
+from jobs.cli import main
+
+
+def test_workload_round_trips_clean_messages(tmp_path):
+    path = tmp_path / "w.pkl"
+    counts = write_workload(path, assets=3, duration_s=60, interval_s=1.0, chunk=50)
+    msgs = list(read_workload(str(path)))
+    assert counts["messages"] == len(msgs) == 3 * 60
+    assert counts["sensors_per_asset"] == 8.0 and counts["values"] == 8 * len(msgs)
+    assert {m[0] for m in msgs} <= {"twin.raw.helios", "twin.raw.kestrel", "twin.raw.orca"}
+    assert all(m[2][0] == 0 for m in msgs)  # Confluent framing: magic byte 0, no defects
+
+
+@pytest.mark.slow
+def test_bench_runs_every_stage_and_the_pipelines_agree(tmp_path, capsys):
+    rc = main(["bench", "--assets", "4", "--duration", "4m", "--out", str(tmp_path),
+               "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert report["workload"]["messages"] == 4 * 240
+    assert set(report["stages"]) == {"decode", "naive", "twinstream"}
+    for stage in report["stages"].values():
+        assert stage["messages_per_s"] > 0 and stage["peak_rss_mb"] > 0
+    p = report["predictions"]
+    # 4 assets x 24 windows of 10 s (all with >= 4 readings), past the 12-window warm-up
+    assert p == {"naive": 96, "twinstream": 96, "same": True}
+    assert 0 < report["fraction_of_decode_limit"] < 1
+    assert report["speedup_vs_naive"] > 0 and report["state_bytes_per_asset"] > 1000
+    assert json.loads((tmp_path / "throughput.json").read_text()) == report
+
+
+def test_unknown_stage_is_an_error(tmp_path, capsys):
+    assert main(["bench", "--stages", "decode,warp", "--out", str(tmp_path)]) == 2
+    assert "unknown stage(s) ['warp']" in capsys.readouterr().err
