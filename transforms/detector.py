@@ -222,7 +222,8 @@ class _SeriesNovelty:
             self.lo = lo
             self.width = (hi - lo) / self.bins if hi > lo else abs(lo) * 0.01 + 1e-6
             for y in self.first:
-                self.hist[self._bin(y)] = self.hist.get(self._bin(y), 0.0) + 1.0
+                b = self._bin(y)
+                self.hist[b] = self.hist.get(b, 0.0) + 1.0
             self.total = float(len(self.first))
             self.first = None
 
