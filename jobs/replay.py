@@ -142,7 +142,10 @@ def _value_columns(df, path: Path, ts_col: str, wanted: list[str] | None) -> tup
         if pd.api.types.is_bool_dtype(s) or not pd.api.types.is_numeric_dtype(s):
             num = pd.to_numeric(s, errors="coerce")
             bad = (num.isna() & s.notna()).to_numpy()
-            if bad.any() and s.dtype == object:  # "12,5": a decimal comma (sep ";" files)
+            if not bad.any():  # True/False flags, or numbers held as objects: 1/0, values
+                out.append(c)
+                continue
+            if s.dtype == object:  # "12,5": a decimal comma (sep ";" files)
                 comma = pd.to_numeric(s.astype(str).str.replace(",", ".", regex=False)
                                       .where(s.notna()), errors="coerce")
                 if not (comma.isna() & s.notna()).any():
@@ -153,7 +156,7 @@ def _value_columns(df, path: Path, ts_col: str, wanted: list[str] | None) -> tup
             if bad.all() and not wanted:
                 notes.append(f"column {c!r} is not numeric: skipped")
                 continue
-            row = int(np.flatnonzero(bad)[0]) if bad.any() else 0
+            row = int(np.flatnonzero(bad)[0])
             raise ReplayError(f"{path}: column {c!r} row {row + 1}: not a number: "
                               f"{s.iloc[row]!r} ({int(bad.sum())} such rows; clean the file "
                               f"or leave the column out with --columns)")
@@ -199,7 +202,7 @@ def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
     dups = int((np.diff(ts) == 0).sum())
     if dups:
         notes.append(f"{dups} row(s) repeat the previous timestamp: kept, in file order")
-    values = df[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+    values = df[cols].apply(pd.to_numeric, errors="coerce").astype(float).to_numpy()
     missing = int(np.isnan(values).sum())
     if missing:
         notes.append(f"{missing} empty/NaN cell(s): skipped by the detector, rows still scored")

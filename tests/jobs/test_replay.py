@@ -163,6 +163,17 @@ def test_unsorted_and_duplicate_timestamps_are_sorted_kept_and_reported(tmp_path
     assert got["timestamp"].is_monotonic_increasing
 
 
+def test_true_false_columns_are_replayed_as_one_and_zero(tmp_path):
+    src = write_csv(tmp_path / "flags.csv", n=300, spike_at=None)
+    df = pd.read_csv(src).assign(running=[i % 2 == 0 for i in range(300)])
+    df.to_csv(src, index=False)
+    r = replay_file(src, tmp_path / "o.csv")
+    assert r.columns == ["value", "running"] and r.rows == 300
+    assert not any("NaN" in n for n in r.notes)  # every flag reached the detector as 1/0
+    got = pd.read_csv(tmp_path / "o.csv")
+    assert got["running"].tolist()[:3] == [True, False, True]  # written as read
+
+
 def test_empty_cells_are_skipped_and_counted(tmp_path):
     src = write_csv(tmp_path / "m.csv", n=300, spike_at=None)
     df = pd.read_csv(src)
