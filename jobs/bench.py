@@ -279,7 +279,16 @@ def run_stage(name: str, workload: Path, out: Path) -> dict[str, Any]:
             os.sched_setaffinity(proc.pid, {min(os.sched_getaffinity(0))})
         except OSError:
             pass
-    result = q.get()
+    import queue
+
+    result = None
+    while result is None:  # a child killed outright (OOM, signal) never answers
+        try:
+            result = q.get(timeout=1.0)
+        except queue.Empty:
+            if not proc.is_alive():
+                raise BenchError(f"stage {name} died (exit code {proc.exitcode}) "
+                                 "without a result") from None
     proc.join()
     if "error" in result:
         raise BenchError(f"stage {name} failed: {result['error']}")
