@@ -86,6 +86,8 @@ class Assessment:
     max_z: float = 0.0
     # series mode: each column's views, so learn_one need not recompute them
     views: dict[str, list[float] | None] = field(default_factory=dict, repr=False)
+    # asset mode: the terms' intermediates, valid for the same features and detector state
+    terms: tuple | None = field(default=None, repr=False, compare=False)
 
 
 class _RLS:
@@ -539,6 +541,7 @@ class DriftAwareDetector:
         if self.asset_type is None:
             return self._assess_series(x)
         mean_z, noise_z, cache = self._terms(x)
+        stamp = (id(x), self.n_seen)  # learn_one reuses the terms for the same x and state
         jumps = self._jumps(cache["scaled"])
         warming = self.n_seen < self.warmup
         adapting = self.adapt_left > 0 or self._adapts_to(jumps, noise_z)
@@ -546,7 +549,7 @@ class DriftAwareDetector:
         if not adapting:
             terms.update({f"{k}.mean": v for k, v in mean_z.items()})
         if warming or not terms:
-            return Assessment(0.0, False, True, bool(jumps), jumps)
+            return Assessment(0.0, False, True, bool(jumps), jumps, terms=(stamp, cache))
         ranked = sorted(terms, key=lambda k: -abs(terms[k]))
         max_z = min(abs(terms[ranked[0]]), 60.0)
         score = 1.0 - self._tail(max_z, len(terms))
@@ -558,6 +561,7 @@ class DriftAwareDetector:
             drift_sensors=jumps,
             contributors=[k for k in ranked[:3] if abs(terms[k]) > 3.0],
             max_z=max_z,
+            terms=(stamp, cache),
         )
 
     def score_one(self, x: dict[str, float]) -> float:
@@ -575,7 +579,10 @@ class DriftAwareDetector:
         a = assessment if assessment is not None else self.assess(x)
         if self.asset_type is None:
             return self._learn_series(x, a)
-        _, _, cache = self._terms(x)
+        if a.terms is not None and a.terms[0] == (id(x), self.n_seen):
+            cache = a.terms[1]
+        else:
+            _, _, cache = self._terms(x)
         means, scaled, designs = cache["means"], cache["scaled"], cache["designs"]
         warm = self.n_seen >= self.warmup
         drifted = list(a.drift_sensors) if warm else []

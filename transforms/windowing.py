@@ -14,7 +14,7 @@ pipeline routes it to the late output (counted, written, never silently dropped)
 A reading whose timestamp is already in its window is a *duplicate* and is counted once.
 
 >>> buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=0, out_of_orderness_ms=0)
->>> r = lambda ts: {"asset_id": "a", "asset_type": "pump", "ts_ms": ts, "values": {"x": 1.0}}
+>>> r = lambda ts: {"asset_id": "a", "asset_type": "pump", "ts_ms": ts, "values": {"flow": 1.0}}
 >>> buf.add(r(1_000))
 ('ok', [])
 >>> status, closed = buf.add(r(12_000))
@@ -26,22 +26,83 @@ A reading whose timestamp is already in its window is a *duplicate* and is count
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
+
+from transforms.columns import ReadingBlock
 
 NEG_INF = -(2**62)
 
 
 @dataclass
 class Window:
-    """The readings of one key in one closed window, in event-time order."""
+    """The readings of one key in one closed window, in event-time order, as columns."""
 
     asset_id: str
     asset_type: str
     start_ms: int
     end_ms: int
-    readings: list[dict[str, Any]] = field(default_factory=list)
+    block: ReadingBlock | None = None  # None: no readings
     duplicates: int = 0
+
+    @classmethod
+    def from_readings(cls, asset_id: str, asset_type: str, start_ms: int, end_ms: int,
+                      readings: list[dict[str, Any]], duplicates: int = 0) -> Window:
+        """A window of canonical reading dicts (already in event-time order)."""
+        block = ReadingBlock.from_readings(readings) if readings else None
+        return cls(asset_id, asset_type, start_ms, end_ms, block, duplicates)
+
+    @property
+    def count(self) -> int:
+        return 0 if self.block is None else len(self.block)
+
+    @property
+    def readings(self) -> list[dict[str, Any]]:
+        """The readings as canonical dicts (built on demand from the columns)."""
+        return [] if self.block is None else self.block.readings()
+
+
+class _Bucket:
+    """One open window: column blocks as they came, plus single readings as dicts."""
+
+    __slots__ = ("parts", "pending", "seen")
+
+    def __init__(self) -> None:
+        self.parts: list[ReadingBlock] = []
+        self.pending: list[dict[str, Any]] = []
+        self.seen: set[int] | None = None  # event times held, built when first needed
+
+    def holds(self, ts: int) -> bool:
+        if self.seen is None:
+            self.seen = {int(t) for p in self.parts for t in p.ts_ms.tolist()}
+            self.seen.update(r["ts_ms"] for r in self.pending)
+        return ts in self.seen
+
+    def add_reading(self, reading: dict[str, Any], ts: int) -> None:
+        self.pending.append(reading)
+        if self.seen is not None:
+            self.seen.add(ts)
+
+    def add_block(self, block: ReadingBlock) -> None:
+        self.parts.append(block)
+        if self.seen is not None:
+            self.seen.update(block.ts_ms.tolist())
+
+    def __len__(self) -> int:
+        return sum(len(p) for p in self.parts) + len(self.pending)
+
+    def block(self) -> ReadingBlock:
+        """Everything held, in event-time order."""
+        parts = list(self.parts)
+        if self.pending:
+            parts.append(ReadingBlock.from_readings(self.pending))
+        b = ReadingBlock.concat(parts)
+        ts = b.ts_ms
+        if len(ts) > 1 and not bool(np.all(ts[1:] > ts[:-1])):
+            b = b.take(np.argsort(ts, kind="stable"))
+        return b
 
 
 class WindowBuffer:
@@ -66,7 +127,7 @@ class WindowBuffer:
         self.size_ms = size_ms
         self.allowed_lateness_ms = allowed_lateness_ms
         self.out_of_orderness_ms = out_of_orderness_ms
-        self._open: dict[int, dict[int, dict[str, Any]]] = {}
+        self._open: dict[int, _Bucket] = {}
         self._dups: dict[int, int] = {}
         self._meta: tuple[str, str] | None = None
         self.max_ts_ms = NEG_INF
@@ -103,14 +164,59 @@ class WindowBuffer:
             return "late", []
         if self._meta is None:
             self._meta = (reading["asset_id"], reading["asset_type"])
-        bucket = self._open.setdefault(start, {})
-        if ts in bucket:
+        bucket = self._open.get(start)
+        if bucket is None:
+            bucket = self._open[start] = _Bucket()
+        if bucket.holds(ts):
             self._dups[start] = self._dups.get(start, 0) + 1
             return "duplicate", []
-        bucket[ts] = reading
+        bucket.add_reading(reading, ts)
         if ts > self.max_ts_ms:
             self.max_ts_ms = ts
         return "ok", self.advance(self.watermark_ms)
+
+    def add_block(self, block: ReadingBlock
+                  ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Window]]:
+        """Add the readings of one key in arrival order; the same as :meth:`add` on each row.
+
+        Returns ``(late, duplicates, closed)``: the late and duplicate readings (as dicts,
+        not added) and the windows closed, in order. A block in event-time order after
+        everything seen so far (the usual case) is added as columns in one step per window
+        it spans; any other block goes row by row through :meth:`add`.
+        """
+        ts = block.ts_ms
+        n = len(ts)
+        if n == 0:
+            return [], [], []
+        first = int(ts[0])
+        if (first > self.max_ts_ms
+                and self.window_start(first) + self.size_ms > self.closed_through_ms
+                and (n == 1 or bool(np.all(ts[1:] > ts[:-1])))):
+            # in order and new: nothing late, nothing duplicate
+            if self._meta is None:
+                self._meta = (block.asset_ids[0], block.asset_type)
+            starts = ts - ts % self.size_ms
+            cuts = (np.flatnonzero(starts[1:] != starts[:-1]) + 1).tolist()
+            for a, b in zip([0, *cuts], [*cuts, n], strict=True):
+                start = int(starts[a])
+                bucket = self._open.get(start)
+                if bucket is None:
+                    bucket = self._open[start] = _Bucket()
+                bucket.add_block(block if (a == 0 and b == n) else block.take(slice(a, b)))
+            self.max_ts_ms = int(ts[-1])
+            return [], [], self.advance(self.watermark_ms)
+        late: list[dict[str, Any]] = []
+        dups: list[dict[str, Any]] = []
+        closed: list[Window] = []
+        for i in range(n):
+            reading = block.reading(i)
+            status, ws = self.add(reading)
+            if status == "late":
+                late.append(reading)
+            elif status == "duplicate":
+                dups.append(reading)
+            closed.extend(ws)
+        return late, dups, closed
 
     def advance(self, watermark_ms: int) -> list[Window]:
         """Close every window with ``end + allowed lateness <= watermark_ms``."""
@@ -131,14 +237,8 @@ class WindowBuffer:
         asset_id, asset_type = self._meta or ("", "")
         end = start + self.size_ms
         self.closed_through_ms = max(self.closed_through_ms, end)
-        return Window(
-            asset_id=asset_id,
-            asset_type=asset_type,
-            start_ms=start,
-            end_ms=end,
-            readings=[bucket[ts] for ts in sorted(bucket)],
-            duplicates=self._dups.pop(start, 0),
-        )
+        return Window(asset_id, asset_type, start, end, bucket.block() if len(bucket) else None,
+                      self._dups.pop(start, 0))
 
     def __len__(self) -> int:
         """Number of buffered readings."""

@@ -4,10 +4,11 @@ Source
 ------
 :class:`ReadFromKafka` reads every partition of the given topics in parallel: one element
 per partition, read by a splittable DoFn whose restriction is that partition's offset
-range. Elements are ``(source, key, value, arrival_ms)`` with ``source`` =
-``"<topic>/<partition>@<offset>"`` (so every dead letter points back at its original
-message) and the Kafka timestamp as element timestamp; normalization then stamps each
-reading with the event time in its payload.
+range. Elements are lists (one per poll, up to ``POLL_BATCH``) of messages
+``(source, key, value, arrival_ms)`` with ``source`` = ``"<topic>/<partition>@<offset>"``
+(so every dead letter points back at its original message), stamped with the earliest
+Kafka timestamp in the list; normalization then stamps each reading with the event time
+in its payload.
 
 - **bounded** (``stop`` offsets given, what :func:`plan_partitions` computes from the end
   offsets present at start): reads ``[start, stop)`` and finishes. This is how
@@ -265,17 +266,26 @@ class _ReadPartitionFn(beam.DoFn):
                             f"data, or retention removed it)")
                     continue
                 stalled_since = None
+                out: list[tuple[str, bytes | None, bytes, int]] = []
+                claimed_all = True
                 for m in messages:
                     if not tracker.try_claim(m.offset()):
-                        return
+                        claimed_all = False
+                        break
                     last = m.offset()
-                    self.read.inc()
                     ts_ms = m.timestamp()[1]
-                    source = f"{m.topic()}/{m.partition()}@{m.offset()}"
+                    out.append((f"{m.topic()}/{m.partition()}@{m.offset()}", m.key(),
+                                m.value(), ts_ms))
+                if out:  # one element per poll: the pipeline normalizes it as columns
+                    self.read.inc(len(out))
+                    first = min(o[3] for o in out)
                     if watermark is not None:
                         _advance(watermark, Timestamp(
-                            micros=(ts_ms - self.max_out_of_orderness_ms) * 1000))
-                    yield TimestampedValue((source, m.key(), m.value(), ts_ms), ts_ms / 1000.0)
+                            micros=(max(o[3] for o in out) - self.max_out_of_orderness_ms)
+                            * 1000))
+                    yield TimestampedValue(out, first / 1000.0)
+                if not claimed_all:
+                    return
                 if element.stop is not None and last is not None and last >= restriction.stop - 1:
                     return  # the whole range is claimed
         finally:

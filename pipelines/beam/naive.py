@@ -34,7 +34,7 @@ class _Features(beam.DoFn):
         asset_id, readings = kv
         readings = sorted(readings, key=lambda r: r["ts_ms"])
         start, end = int(window.start.micros // 1000), int(window.end.micros // 1000)
-        w = Window(asset_id, readings[0]["asset_type"], start, end, readings)
+        w = Window.from_readings(asset_id, readings[0]["asset_type"], start, end, readings)
         yield asset_id, (end, readings[0]["asset_type"], len(readings), window_features(w))
 
 

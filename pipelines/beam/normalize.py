@@ -1,4 +1,5 @@
-"""Beam binding of vendor normalization: raw messages -> canonical readings | dead letters."""
+"""Beam binding of vendor normalization: raw messages -> canonical readings (columns, per
+asset) | dead letters."""
 
 from __future__ import annotations
 
@@ -12,15 +13,19 @@ from apache_beam.transforms.window import TimestampedValue
 from pipelines import progress
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
-from transforms.normalize import normalize_message
+from transforms.normalize import normalize_batch
 
 
 class NormalizeFn(beam.DoFn):
-    """Decode, adapt and validate one raw message ``(source, key, value)``.
+    """Decode, adapt and validate raw messages ``(source, key, value, arrival_ms)``.
 
-    Valid readings go to the main output stamped with their event time; anything
-    :class:`~transforms.errors.InvalidReading` goes to ``dead_letter`` with its reason and
-    the original bytes.
+    An element is one message or, on the fast path, a list of them (a source's poll or
+    chunk): the batch is normalized into columns (:func:`~transforms.normalize.
+    normalize_batch`) and leaves as one ``(asset_id, ReadingBlock)`` per asset, stamped
+    with its earliest event time. Anything :class:`~transforms.errors.InvalidReading` goes
+    to ``dead_letter`` with its reason and the original bytes; anything else a bug raises
+    on one message is that message's ``internal_error`` dead letter, and the rest of the
+    batch goes on.
 
     Event timestamps are judged against the message's arrival time (the broker's log
     time, as a Kafka consumer sees it), so a replay of old data is judged as it was
@@ -42,45 +47,60 @@ class NormalizeFn(beam.DoFn):
         self.readings_valid = Metrics.counter("twin", "readings_valid")
         self.dead_letters = Metrics.counter("twin", "dead_letters")
 
-    def process(self, msg: tuple[str, bytes | None, bytes, int]):
-        source, key, value, arrival_ms = msg
-        self.readings_in.inc()
-        progress.add("normalized")
-        now = self.now_ms
-        if now is None:
-            now = arrival_ms if arrival_ms is not None else int(time.time() * 1000)
-        try:
-            reading = normalize_message(
-                value, now_ms=now, max_bytes=self.max_bytes,
-                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
-                **({"decode": self.serde.decode} if self.serde is not None else {}))
-        except InvalidReading as exc:
+    def process(self, element):
+        from pipelines.kafka.serde import RegistryError
+
+        batch = [element] if isinstance(element, tuple) else element
+        n = len(batch)
+        self.readings_in.inc(n)
+        progress.add("normalized", n)
+        wall = int(time.time() * 1000)
+        fixed = self.now_ms
+        nows = [fixed if fixed is not None else (m[3] if m[3] is not None else wall)
+                for m in batch]
+        blocks, rejects = normalize_batch(
+            [m[2] for m in batch], nows, max_bytes=self.max_bytes,
+            max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
+            **({"decode": self.serde.decode} if self.serde is not None else {}))
+        for i, exc in rejects:
+            source, key, value, arrival_ms = batch[i]
+            if isinstance(exc, InvalidReading):
+                reason, detail = exc.reason, exc.detail
+            elif isinstance(exc, RegistryError):
+                raise exc  # not the message's fault: _internal_errors fails the bundle
+            else:
+                reason, detail = "internal_error", f"{type(exc).__name__}: {exc!r}"
             self.dead_letters.inc()
-            Metrics.counter("twin.dead_letters", exc.reason).inc()
+            Metrics.counter("twin.dead_letters", reason).inc()
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
-                "normalize", exc.reason, exc.detail, source, key, value, arrival_ms))
-            return
-        self.readings_valid.inc()
-        yield TimestampedValue(reading, reading["ts_ms"] / 1000.0)
+                "normalize", reason, detail, source, key, value, arrival_ms))
+        self.readings_valid.inc(n - len(rejects))
+        for block in blocks.values():
+            for asset_id, b in block.by_asset().items():
+                yield TimestampedValue((asset_id, b), int(b.ts_ms.min()) / 1000.0)
 
 
-def _internal_error(bad: tuple[Any, tuple]) -> dict[str, Any]:
-    """A dead letter for an element whose processing raised something unexpected."""
+def _internal_errors(bad: tuple[Any, tuple]) -> list[dict[str, Any]]:
+    """Dead letters for an element whose processing raised something unexpected (each
+    message of it, when it was a batch)."""
     from pipelines.kafka.serde import RegistryError
 
-    (source, key, value, arrival_ms), (exc_type, exc_repr, _tb) = bad
+    element, (exc_type, exc_repr, _tb) = bad
+    batch = [element] if isinstance(element, tuple) else element
     if issubclass(exc_type, RegistryError):
         # the schema registry failed, not the message: no dead letter; fail the bundle so
         # the runner retries it (a bounded run stops with nothing committed)
-        raise RegistryError(f"{exc_repr} (while decoding {source})")
-    Metrics.counter("twin", "dead_letters").inc()
-    Metrics.counter("twin.dead_letters", "internal_error").inc()
-    return dead_letter("normalize", "internal_error", f"{exc_type.__name__}: {exc_repr}",
-                       source, key, value, arrival_ms)
+        raise RegistryError(f"{exc_repr} (while decoding {batch[0][0]})")
+    Metrics.counter("twin", "dead_letters").inc(len(batch))
+    Metrics.counter("twin.dead_letters", "internal_error").inc(len(batch))
+    return [dead_letter("normalize", "internal_error", f"{exc_type.__name__}: {exc_repr}",
+                        source, key, value, arrival_ms)
+            for source, key, value, arrival_ms in batch]
 
 
 class NormalizeReadings(beam.PTransform):
-    """Raw messages -> ``{"readings": ..., "dead_letters": ...}``.
+    """Raw messages (or lists of them) -> ``{"readings": (asset_id, ReadingBlock) ...,
+    "dead_letters": ...}``.
 
     A bug that raises something other than ``InvalidReading`` also ends as a dead letter
     (reason ``internal_error``), so a bad deploy never drops input. A schema registry that
@@ -96,6 +116,6 @@ class NormalizeReadings(beam.PTransform):
             NormalizeFn(**self.normalize_kwargs)
         ).with_exception_handling(main_tag="readings", dead_letter_tag="crashed",
                                   exc_class=Exception)
-        internal = result.crashed | "InternalErrors" >> beam.Map(_internal_error)
+        internal = result.crashed | "InternalErrors" >> beam.FlatMap(_internal_errors)
         dead = (result[DEAD_LETTER], internal) | "AllDeadLetters" >> beam.Flatten()
         return {"readings": result.readings, "dead_letters": dead}

@@ -10,10 +10,11 @@ from transforms.windowing import Window
 def test_stats_match_numpy_and_missing_sensors_are_skipped():
     rng = np.random.default_rng(0)
     x = rng.normal(300.0, 2.0, size=12)
-    readings = [{"ts_ms": 5_000 * i, "values": {"bearing_temp": float(v)}}
+    readings = [{"asset_id": "p", "asset_type": "pump", "ts_ms": 5_000 * i,
+                 "values": {"bearing_temp": float(v)}}
                 for i, v in enumerate(x)]
     readings[3]["values"]["flow"] = 0.05  # one flow value only
-    f = window_features(Window("p", "pump", 0, 60_000, readings))
+    f = window_features(Window.from_readings("p", "pump", 0, 60_000, readings))
     assert f["bearing_temp.mean"] == pytest.approx(x.mean())
     assert f["bearing_temp.std"] == pytest.approx(x.std())
     assert f["bearing_temp.min"] == pytest.approx(x.min())
@@ -25,4 +26,4 @@ def test_stats_match_numpy_and_missing_sensors_are_skipped():
 
 
 def test_empty_window_has_no_features():
-    assert window_features(Window("p", "pump", 0, 60_000, [])) == {}
+    assert window_features(Window.from_readings("p", "pump", 0, 60_000, [])) == {}

@@ -28,11 +28,12 @@ one line in :data:`VENDORS`, one test module ``tests/transforms/normalize/test_<
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 from schemas import wire
+from transforms.columns import ReadingBlock
 from transforms.errors import InvalidReading
 from transforms.normalize import helios, kestrel, orca
 from transforms.sample import Sample
@@ -102,3 +103,45 @@ def normalize_message(
     name, record = decode(payload, max_bytes)
     reading = vendor_for_schema(name).normalize(record)
     return validate(reading, now_ms=now_ms, max_future_ms=max_future_ms, max_age_ms=max_age_ms)
+
+
+def normalize_batch(
+    payloads: Sequence[bytes],
+    now_ms: Sequence[int],
+    *,
+    max_bytes: int = wire.DEFAULT_MAX_BYTES,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+    max_age_ms: int = DEFAULT_MAX_AGE_MS,
+    decode: Callable[[bytes, int], tuple[str, dict[str, Any]]] = wire.decode,
+) -> tuple[dict[str, ReadingBlock], list[tuple[int, Exception]]]:
+    """:func:`normalize_message` over many messages, readings out as columns.
+
+    Returns ``(blocks, rejects)``: one :class:`~transforms.columns.ReadingBlock` per asset
+    type with the valid readings in message order, and ``(index, exception)`` for every
+    message that gave none: an :class:`~transforms.errors.InvalidReading` (dead letter
+    with its reason) or anything else a bug raised (``internal_error``; the caller decides,
+    e.g. a schema registry outage must fail instead). Every message is in exactly one of
+    the two, and each is judged exactly as :func:`normalize_message` judges it alone.
+    """
+    if len(payloads) != len(now_ms):
+        raise ValueError(f"{len(payloads)} payloads but {len(now_ms)} clocks")
+    by_type: dict[str, list[dict[str, Any]]] = {}
+    rejects: list[tuple[int, Exception]] = []
+    for i, (payload, now) in enumerate(zip(payloads, now_ms, strict=True)):
+        try:
+            reading = normalize_message(payload, now_ms=now, max_bytes=max_bytes,
+                                        max_future_ms=max_future_ms, max_age_ms=max_age_ms,
+                                        decode=decode)
+        except Exception as exc:  # noqa: BLE001 - every message is accounted for
+            rejects.append((i, exc))
+            continue
+        rows = by_type.get(reading["asset_type"])
+        if rows is None:
+            rows = by_type[reading["asset_type"]] = []
+        rows.append(reading)
+    blocks = {}
+    for asset_type, rows in by_type.items():
+        block = ReadingBlock.from_readings(rows)
+        block.dicts = None  # the columns say it all; lighter to ship between stages
+        blocks[asset_type] = block
+    return blocks, rejects

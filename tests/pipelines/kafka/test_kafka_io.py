@@ -48,9 +48,12 @@ def test_bounded_read_claims_exactly_its_range(broker):
         out = list(fn._read(PartitionRange("t", 0, 100, 250), tracker, None))
     finally:
         fn.teardown()
-    assert [v.value[2] for v in out] == [b"v%d" % i for i in range(100, 250)]
-    assert out[0].value[0] == "t/0@100" and out[0].value[3] == T0 + 100_000
+    msgs = [m for v in out for m in v.value]  # one list per poll
+    assert [m[2] for m in msgs] == [b"v%d" % i for i in range(100, 250)]
+    assert msgs[0][0] == "t/0@100" and msgs[0][3] == T0 + 100_000
+    # each list is stamped with its earliest message
     assert out[0].timestamp == Timestamp.of((T0 + 100_000) / 1000)
+    assert all(v.timestamp == Timestamp.of(min(m[3] for m in v.value) / 1000) for v in out)
     tracker.check_done()  # the whole range is claimed: the runner will accept it
 
 
@@ -63,7 +66,7 @@ def test_unbounded_read_defers_when_caught_up_and_advances_the_watermark(broker)
         safe = ThreadsafeRestrictionTracker(OffsetRestrictionTracker(OffsetRange(0, 2**63 - 1)))
         wm = ManualWatermarkEstimator(None)
         out = list(fn._read(PartitionRange("t", 0, 0, None), RestrictionTrackerView(safe), wm))
-        assert [v.value[2] for v in out] == [b"v%d" % i for i in range(50)]
+        assert [m[2] for v in out for m in v.value] == [b"v%d" % i for i in range(50)]
         # caught up: the rest of the range was deferred for the runner to resume later
         residual, delay = safe.deferred_status()
         assert residual.start == 50 and delay.micros > 0
@@ -75,6 +78,6 @@ def test_unbounded_read_defers_when_caught_up_and_advances_the_watermark(broker)
         resumed = ThreadsafeRestrictionTracker(OffsetRestrictionTracker(residual))
         more = list(fn._read(PartitionRange("t", 0, 50, None),
                              RestrictionTrackerView(resumed), wm))
-        assert [v.value[2] for v in more] == [b"v%d" % i for i in range(50, 60)]
+        assert [m[2] for v in more for m in v.value] == [b"v%d" % i for i in range(50, 60)]
     finally:
         fn.teardown()
