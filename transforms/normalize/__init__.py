@@ -32,12 +32,20 @@ from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
+import numpy as np
+
 from schemas import wire
-from transforms.columns import ReadingBlock
+from transforms.columns import ReadingBlock, sensor_names
 from transforms.errors import InvalidReading
 from transforms.normalize import helios, kestrel, orca
 from transforms.sample import Sample
-from transforms.validate import DEFAULT_MAX_AGE_MS, DEFAULT_MAX_FUTURE_MS, show, validate
+from transforms.validate import (
+    DEFAULT_MAX_AGE_MS,
+    DEFAULT_MAX_FUTURE_MS,
+    check_asset_id,
+    show,
+    validate,
+)
 
 VENDORS: dict[str, ModuleType] = {
     helios.VENDOR: helios,
@@ -122,26 +130,202 @@ def normalize_batch(
     with its reason) or anything else a bug raised (``internal_error``; the caller decides,
     e.g. a schema registry outage must fail instead). Every message is in exactly one of
     the two, and each is judged exactly as :func:`normalize_message` judges it alone.
+
+    How: each message is decoded and its vendor envelope read (``module.envelope``:
+    identity, time, raw points); the points' mapping, unit conversion and validation are
+    then done for all messages at once, grouped by *layout* (vendor, asset type and the
+    sequence of tag, unit and quality: an asset's device sends the same one every time),
+    as numpy arithmetic. A message that fails or even might fail any check is not
+    explained here: it goes through :func:`normalize_message`, which names the first
+    problem, so reasons and readings are those of the one-message path by construction
+    (``tests/transforms/normalize/test_batch.py`` checks this on every corruption kind).
     """
-    if len(payloads) != len(now_ms):
-        raise ValueError(f"{len(payloads)} payloads but {len(now_ms)} clocks")
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    rejects: list[tuple[int, Exception]] = []
-    for i, (payload, now) in enumerate(zip(payloads, now_ms, strict=True)):
+    n = len(payloads)
+    if n != len(now_ms):
+        raise ValueError(f"{n} payloads but {len(now_ms)} clocks")
+    slow: list[int] = []
+    groups: dict[tuple, _Group] = {}
+    rows: dict[str, list[tuple[int, str, str, int]]] = {}  # type -> (msg, asset, vendor, ts)
+    known_ids = _KNOWN_IDS
+    for i in range(n):
+        now = now_ms[i]
         try:
-            reading = normalize_message(payload, now_ms=now, max_bytes=max_bytes,
+            name, record = decode(payloads[i], max_bytes)
+            module = _BY_SCHEMA[name]
+            asset_id, asset_type, ts, points = module.envelope(record)
+            points = list(points)
+            layout = (module.VENDOR, asset_type, tuple([(p[0], p[2], p[3]) for p in points]))
+            group = groups.get(layout)
+            if group is None:
+                group = groups[layout] = _Group(layout)
+            if (group.plan is None or type(ts) is not int
+                    or not now - max_age_ms <= ts <= now + max_future_ms
+                    or (asset_id not in known_ids and not _valid_id(asset_id))):
+                slow.append(i)
+                continue
+            values = [points[j][1] for j in group.plan.take]
+        except Exception:  # noqa: BLE001 - explained by the one-message path below
+            slow.append(i)
+            continue
+        per_type = rows.get(asset_type)
+        if per_type is None:
+            per_type = rows[asset_type] = []
+        group.rows.append((asset_type, len(per_type)))
+        group.values.append(values)
+        group.msgs.append(i)
+        per_type.append((i, asset_id, module.VENDOR, ts))
+
+    # columns per asset type, filled group by group
+    out_values = {t: np.full((len(r), len(sensor_names(t))), np.nan) for t, r in rows.items()}
+    out_bad = {t: np.zeros((len(r), len(sensor_names(t))), dtype=bool) for t, r in rows.items()}
+    dropped: dict[str, list[int]] = {}
+    for group in groups.values():
+        if not group.rows:
+            continue
+        plan = group.plan
+        asset_type = group.rows[0][0]
+        idx = np.fromiter((r for _, r in group.rows), dtype=np.intp, count=len(group.rows))
+        ok = np.ones(len(idx), dtype=bool)
+        if plan.good.size:
+            try:
+                if any(type(v) not in _NUMBER for vals in group.values for v in vals):
+                    raise TypeError("not all numbers")
+                raw = np.array(group.values, dtype=np.float64)
+            except (TypeError, ValueError, OverflowError):  # None, str, bool, huge int
+                raw = None
+            if raw is None:
+                ok[:] = False
+            else:
+                si = raw * plan.scale + plan.offset
+                with np.errstate(invalid="ignore"):
+                    ok &= np.all((si >= plan.low) & (si <= plan.high), axis=1)  # NaN fails
+                good_idx = idx[ok]
+                out_values[asset_type][good_idx[:, None], plan.cols] = si[ok]
+        if plan.bad_cols.size:
+            out_bad[asset_type][idx[:, None], plan.bad_cols] = True
+        if not ok.all():
+            bad_rows = idx[~ok].tolist()
+            dropped.setdefault(asset_type, []).extend(bad_rows)
+            slow.extend(group.msgs[k] for k in np.flatnonzero(~ok).tolist())
+
+    # the one-message path: names the reason, or (never expected) accepts
+    rejects: list[tuple[int, Exception]] = []
+    extra: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+    for i in sorted(slow):
+        try:
+            reading = normalize_message(payloads[i], now_ms=now_ms[i], max_bytes=max_bytes,
                                         max_future_ms=max_future_ms, max_age_ms=max_age_ms,
                                         decode=decode)
         except Exception as exc:  # noqa: BLE001 - every message is accounted for
             rejects.append((i, exc))
             continue
-        rows = by_type.get(reading["asset_type"])
-        if rows is None:
-            rows = by_type[reading["asset_type"]] = []
-        rows.append(reading)
-    blocks = {}
-    for asset_type, rows in by_type.items():
-        block = ReadingBlock.from_readings(rows)
-        block.dicts = None  # the columns say it all; lighter to ship between stages
-        blocks[asset_type] = block
-    return blocks, rejects
+        extra.setdefault(reading["asset_type"], []).append((i, reading))
+
+    blocks: dict[str, ReadingBlock] = {}
+    for asset_type in {*rows, *extra}:
+        meta = rows.get(asset_type, [])
+        values = out_values.get(asset_type)
+        bad = out_bad.get(asset_type)
+        msgs = [m for m, _, _, _ in meta]
+        block = None
+        if meta:
+            keep = None
+            if asset_type in dropped:
+                keep = np.ones(len(meta), dtype=bool)
+                keep[dropped[asset_type]] = False
+            ts = np.fromiter((t for _, _, _, t in meta), dtype=np.int64, count=len(meta))
+            block = ReadingBlock(asset_type, [a for _, a, _, _ in meta],
+                                 [v for _, _, v, _ in meta], ts, values, bad)
+            if keep is not None:
+                block = block.take(np.flatnonzero(keep))
+                msgs = [m for m, k in zip(msgs, keep.tolist(), strict=True) if k]
+        if asset_type in extra:  # put them back in message order
+            more = ReadingBlock.from_readings([r for _, r in extra[asset_type]])
+            more.dicts = None
+            allmsgs = msgs + [m for m, _ in extra[asset_type]]
+            block = more if block is None or not len(block) else ReadingBlock.concat(
+                [block, more])
+            block = block.take(np.argsort(np.asarray(allmsgs), kind="stable"))
+        if block is not None and len(block):
+            blocks[asset_type] = block
+    if len(_KNOWN_IDS) > 100_000:
+        _KNOWN_IDS.clear()
+    return blocks, sorted(rejects, key=lambda r: r[0])
+
+
+_NUMBER = frozenset((float, int))
+_KNOWN_IDS: set[str] = set()  # asset ids already found valid (bounded, see above)
+
+
+def _valid_id(asset_id: Any) -> bool:
+    try:
+        check_asset_id(asset_id)
+    except InvalidReading:
+        return False
+    _KNOWN_IDS.add(asset_id)
+    return True
+
+
+class _Plan:
+    """What a layout's points become: for its good points, their column, SI conversion and
+    range; the columns flagged bad. ``None`` when the layout cannot be valid as a whole
+    (unknown tag or unit, a sensor twice, no good point): such messages take the
+    one-message path."""
+
+    __slots__ = ("good", "take", "cols", "scale", "offset", "low", "high", "bad_cols")
+
+    @staticmethod
+    def of(vendor: str, asset_type: str, points: tuple) -> _Plan | None:
+        from transforms.catalog import sensors_of
+        from transforms.units import factors
+
+        tags = VENDORS[vendor].TAGS.get(asset_type, {})
+        sensors = {s.name: (j, s) for j, s in enumerate(sensors_of(asset_type))}
+        plan = _Plan()
+        good, cols, scale, offset, low, high, bad_cols, seen = [], [], [], [], [], [], [], set()
+        for k, (tag, unit, quality) in enumerate(points):
+            mapped = tags.get(tag) if isinstance(tag, str) else None
+            if mapped is None or mapped[0] in seen or mapped[0] not in sensors:
+                return None
+            seen.add(mapped[0])
+            j, sensor = sensors[mapped[0]]
+            try:
+                a, b = factors(unit, sensor.unit)
+            except InvalidReading:
+                return None
+            if quality == "good":
+                good.append(k)
+                cols.append(j)
+                scale.append(a)
+                offset.append(b)
+                low.append(sensor.low)
+                high.append(sensor.high)
+            elif quality in ("uncertain", "bad"):
+                bad_cols.append(j)
+            else:
+                return None
+        if not good:
+            return None
+        plan.good = np.asarray(good, dtype=np.intp)
+        plan.take = good  # as a list: indexing Python lists with numpy ints is slow
+        plan.cols = np.asarray(cols, dtype=np.intp)
+        plan.scale, plan.offset = np.asarray(scale), np.asarray(offset)
+        plan.low, plan.high = np.asarray(low), np.asarray(high)
+        plan.bad_cols = np.asarray(bad_cols, dtype=np.intp)
+        return plan
+
+
+class _Group:
+    """The messages of one layout in a batch."""
+
+    __slots__ = ("plan", "rows", "values", "msgs")
+
+    def __init__(self, layout: tuple) -> None:
+        vendor, asset_type, points = layout
+        try:
+            self.plan = _Plan.of(vendor, asset_type, points)
+        except Exception:  # noqa: BLE001 - unhashable or odd points: one-message path
+            self.plan = None
+        self.rows: list[tuple[str, int]] = []
+        self.values: list[list[Any]] = []
+        self.msgs: list[int] = []

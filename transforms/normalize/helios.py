@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Iterable
 from typing import Any
 
 from transforms.catalog import sensor
@@ -135,14 +136,20 @@ def encode(sample: Sample) -> dict[str, Any]:
     }
 
 
-def normalize(record: dict[str, Any]) -> dict[str, Any]:
-    """The canonical reading of a Helios frame (values in SI), or ``InvalidReading``."""
+def envelope(record: dict[str, Any]) -> tuple[Any, str, Any, Iterable[tuple]]:
+    """``(asset_id, asset_type, ts_ms, points)`` of a Helios frame; points are lazy
+    ``(tag, value, unit, quality)`` (a bad quality byte raises when its point is reached)."""
     asset_type = asset_type_of(record["model"])
     ts_ms = record.get("ts_ms")
     if ts_ms is None:
         raise InvalidReading("missing_field", "helios ts_ms is null (device has no time sync)")
     points = ((p["tag"], p["value"], p["unit"], quality_of(p["quality"])) for p in record["points"])
-    return canonical_reading(VENDOR, record["device"], asset_type, ts_ms, points, TAGS)
+    return record["device"], asset_type, ts_ms, points
+
+
+def normalize(record: dict[str, Any]) -> dict[str, Any]:
+    """The canonical reading of a Helios frame (values in SI), or ``InvalidReading``."""
+    return canonical_reading(VENDOR, *envelope(record), TAGS)
 
 
 def corrupt(record: dict[str, Any], kind: str, rng: random.Random) -> dict[str, Any]:

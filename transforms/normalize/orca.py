@@ -88,6 +88,8 @@ _NUMBER = re.compile(
     r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?|[+-]?(nan|inf|infinity)",
     re.IGNORECASE,
 )
+# a column of cells, each a number or empty, one per line (checks a whole record at once)
+_NUMBERS = re.compile(rf"(?:{_NUMBER.pattern})?(?:\n(?:{_NUMBER.pattern})?)*", re.IGNORECASE)
 
 CORRUPTION_REASON: dict[str, str] = {
     "unknown_unit": "unknown_unit",  # a unit nobody can convert
@@ -170,6 +172,12 @@ def _rows(csv: str) -> list[list[str]]:
 
 def normalize(record: dict[str, Any]) -> dict[str, Any]:
     """The canonical reading of an Orca record (values in SI), or ``InvalidReading``."""
+    return canonical_reading(VENDOR, *envelope(record), TAGS)
+
+
+def envelope(record: dict[str, Any]) -> tuple[str, str, int, list[tuple]]:
+    """``(asset_id, asset_type, ts_ms, points)`` of an Orca record, points
+    ``(tag, value, unit, quality)``."""
     rows = _rows(record["csv"])
     asset_id, asset_class, epoch_s = rows[0][:3]
     for row in rows[1:]:
@@ -183,12 +191,20 @@ def normalize(record: dict[str, Any]) -> dict[str, Any]:
         raise InvalidReading("unknown_asset_type", f"orca asset_type {asset_class[:40]!r}")
     ts_ms = parse_epoch(epoch_s)
     points = []
+    if _NUMBERS.fullmatch("\n".join(row[4] for row in rows)):  # all numbers: one regex
+        for _, _, _, tag, value, unit, letter in rows:
+            quality = _QUALITY.get(letter)
+            if quality is None:
+                raise InvalidReading("malformed_payload",
+                                     f"tag {show(tag)}: quality {letter[:10]!r}")
+            points.append((tag, float(value) if value else None, unit, quality))
+        return asset_id, asset_type, ts_ms, points
     for _, _, _, tag, value, unit, letter in rows:
         quality = _QUALITY.get(letter)
         if quality is None:
             raise InvalidReading("malformed_payload", f"tag {show(tag)}: quality {letter[:10]!r}")
         points.append((tag, parse_number(value, f"tag {tag!r}"), unit, quality))
-    return canonical_reading(VENDOR, asset_id, asset_type, ts_ms, points, TAGS)
+    return asset_id, asset_type, ts_ms, points
 
 
 def corrupt(record: dict[str, Any], kind: str, rng: random.Random) -> dict[str, Any]:

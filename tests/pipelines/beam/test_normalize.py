@@ -54,16 +54,12 @@ def _broken(*args, **kwargs):
 
 
 def test_a_bug_on_one_message_dead_letters_it_and_the_batch_goes_on(monkeypatch):
-    import transforms.normalize as norm
+    from transforms.normalize import helios
 
-    real = norm.normalize_message
+    def broken(record):
+        raise ZeroDivisionError("bug in an adapter")
 
-    def flaky(payload, **kwargs):
-        if payload == GOOD:
-            raise ZeroDivisionError("bug in an adapter")
-        return real(payload, **kwargs)
-
-    monkeypatch.setattr(norm, "normalize_message", flaky)
+    monkeypatch.setattr(helios, "envelope", broken)
     other = encode_message("kestrel", typical("motor"))
     batch = [("twin.raw.helios", b"pump-001", GOOD, 1), ("twin.raw.kestrel", b"m", other, 1)]
     with TestPipeline() as p:
