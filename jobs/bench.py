@@ -94,6 +94,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="work folder (default out/bench)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     sub = p.add_subparsers(dest="bench", required=False, metavar="{nab}")
+    scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
+                                         "number of assets, as a table and a PNG plot")
+    scale.add_argument("--assets", default="1000,2000,5000,10000",
+                       help="comma-separated fleet sizes (default 1000,2000,5000,10000)")
+    scale.add_argument("--duration", type=parse_duration, default="3m",
+                       help="event time per run (default 3m)")
+    scale.add_argument("--interval", type=positive_float, default=1.0,
+                       help="seconds between samples (default 1)")
+    scale.add_argument("--out", type=Path, default=Path("out") / "bench-scale",
+                       help="where scale.json and scale.png go (default out/bench-scale)")
+    scale.add_argument("--json", action="store_true", help="print the report as JSON")
     nab = sub.add_parser("nab", help="replay and score the Numenta Anomaly Benchmark")
     nab.add_argument("--nab-root", type=Path, default=SHARED_BENCH / "nab",
                      help="folder with data/ and labels/ (default ../shared/bench/nab)")
@@ -129,6 +140,25 @@ def main(args: argparse.Namespace) -> int:
             print_throughput(report)
         same = report.get("predictions", {}).get("same", True)
         return 0 if same else 1
+    if args.bench == "scale":
+        try:
+            sizes = [int(a) for a in args.assets.split(",") if a.strip()]
+            if not sizes or min(sizes) < 1:
+                raise ValueError
+        except ValueError:
+            Console(stderr=True).print(f"[red]twin bench scale: --assets wants positive "
+                                       f"integers like 1000,5000, not {args.assets!r}[/red]")
+            return 2
+        try:
+            report = run_scale(args.out, sizes, args.duration, args.interval)
+        except BenchError as exc:
+            Console(stderr=True).print(f"[red]twin bench scale: {exc}[/red]", highlight=False)
+            return 2
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print_scale(report)
+        return 0
     try:
         report = run_nab(args.nab_root, args.scorer, args.out, args.workers)
     except BenchError as exc:
@@ -383,3 +413,73 @@ def print_throughput(report: dict[str, Any]) -> None:
         p = report["predictions"]
         console.print(f"predictions (b) {p['naive']:,} vs (c) {p['twinstream']:,}: "
                       + ("identical" if p["same"] else "[red]DIFFERENT[/red]"))
+
+
+# -- scale ---------------------------------------------------------------------------------
+def run_scale(out: Path, sizes: list[int], duration_s: float, interval_s: float
+              ) -> dict[str, Any]:
+    """The twinstream stage for each fleet size: messages/s, peak RSS, state per asset;
+    writes ``scale.json`` and ``scale.png`` (messages/s and peak RSS against assets)."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = []
+    for assets in sizes:
+        workload = out / "workload.pkl"
+        w = write_workload(workload, assets, duration_s, interval_s)
+        r = run_stage("twinstream", workload, out / "twinstream.predictions.jsonl")
+        runs.append({"assets": assets, "messages": w["messages"], "values": w["values"],
+                     "seconds": round(r["seconds"], 2),
+                     "messages_per_s": round(w["messages"] / r["seconds"]),
+                     "values_per_s": round(w["values"] / r["seconds"]),
+                     "peak_rss_mb": r["peak_rss_mb"],
+                     "state_bytes_per_asset": state_bytes_per_asset(workload)})
+        workload.unlink()
+    report = {"duration_s": duration_s, "interval_s": interval_s, "window_s": BENCH_WINDOW_S,
+              "runs": runs, "plot": str(out / "scale.png")}
+    (out / "scale.json").write_text(json.dumps(report, indent=1))
+    plot_scale(report, out / "scale.png")
+    return report
+
+
+def plot_scale(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    x = [r["assets"] for r in runs]
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    ax.plot(x, [r["messages_per_s"] for r in runs], "o-", color="tab:blue",
+            label="messages/s (one core)")
+    ax.set_xlabel("assets")
+    ax.set_ylabel("messages/s", color="tab:blue")
+    ax.set_ylim(bottom=0)
+    ax2 = ax.twinx()
+    ax2.plot(x, [r["peak_rss_mb"] for r in runs], "s--", color="tab:red", label="peak RSS")
+    ax2.set_ylabel("peak RSS, MB", color="tab:red")
+    ax2.set_ylim(bottom=0)
+    ax.set_title(f"twinstream Beam pipeline, DirectRunner: {report['duration_s']:g} s of "
+                 f"event time at {report['interval_s']:g} s", fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def print_scale(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"twinstream on one core: {report['duration_s']:g} s of event time, "
+                        f"samples every {report['interval_s']:g} s, "
+                        f"{report['window_s']:g} s windows")
+    for col in ("assets", "messages", "messages/s", "values/s", "peak RSS MB",
+                "state B/asset"):
+        table.add_column(col, justify="right")
+    for r in report["runs"]:
+        table.add_row(f"{r['assets']:,}", f"{r['messages']:,}", f"{r['messages_per_s']:,}",
+                      f"{r['values_per_s']:,}", f"{r['peak_rss_mb']:,}",
+                      f"{r['state_bytes_per_asset']:,}")
+    console = Console()
+    console.print(table)
+    console.print(f"plot: {report['plot']}", highlight=False)

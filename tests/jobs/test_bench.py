@@ -42,3 +42,21 @@ def test_bench_runs_every_stage_and_the_pipelines_agree(tmp_path, capsys):
 def test_unknown_stage_is_an_error(tmp_path, capsys):
     assert main(["bench", "--stages", "decode,warp", "--out", str(tmp_path)]) == 2
     assert "unknown stage(s) ['warp']" in capsys.readouterr().err
+
+
+def test_bench_scale_writes_table_and_plot(tmp_path, capsys):
+    rc = main(["bench", "scale", "--assets", "2,4", "--duration", "3m", "--out",
+               str(tmp_path), "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    assert [r["assets"] for r in report["runs"]] == [2, 4]
+    assert [r["messages"] for r in report["runs"]] == [2 * 180, 4 * 180]
+    assert all(r["messages_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in report["runs"])
+    png = (tmp_path / "scale.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
+    assert json.loads((tmp_path / "scale.json").read_text()) == report
+
+
+def test_bench_scale_rejects_bad_sizes(tmp_path, capsys):
+    assert main(["bench", "scale", "--assets", "ten", "--out", str(tmp_path)]) == 2
+    assert "positive integers" in capsys.readouterr().err

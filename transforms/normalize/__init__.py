@@ -7,14 +7,18 @@ Every vendor is one module here with the same small API:
 - ``VENDOR`` (name), ``SCHEMA`` (its ``vendor/<vendor>_raw.v<N>`` schema name);
 - ``encode(sample) -> record``: what the vendor would send for a
   :class:`~transforms.sample.Sample` (the simulator's producer side);
-- ``normalize(record) -> reading``: the canonical reading, values in SI, or
+- ``envelope(record) -> (asset_id, asset_type, ts_ms, points)``: what is genuinely the
+  vendor's (identity, time, its raw ``(tag, value, unit, quality)`` points), or
   :class:`~transforms.errors.InvalidReading` with a reason code;
+- ``normalize(record) -> reading``: ``canonical_reading(VENDOR, *envelope(record), TAGS)``,
+  the canonical reading, values in SI;
 - ``CORRUPTIONS`` / ``CORRUPTION_REASON`` and ``corrupt(record, kind, rng)``: the ways this
   vendor's data goes wrong in the field, and the dead-letter reason each one ends in when
   passed through :func:`normalize_message`.
 
-Pipelines call one function, :func:`normalize_message`: Confluent-framed bytes in, a
-validated canonical reading out (or ``InvalidReading``, to route to dead letters).
+Pipelines call :func:`normalize_message` (Confluent-framed bytes in, a validated canonical
+reading out, or ``InvalidReading`` to route to dead letters) or, on the hot path,
+:func:`normalize_batch` (many messages in, column blocks out, the same judgement).
 
 Adding a vendor: one schema ``schemas/avro/vendor/<vendor>_raw.v1.avsc``, one module here,
 one line in :data:`VENDORS`, one test module ``tests/transforms/normalize/test_<vendor>.py``.
