@@ -7,7 +7,7 @@ import math
 import pickle
 import random
 
-from transforms.detector import SERIES_CONFIG, DriftAwareDetector
+from transforms.detector import SERIES_CONFIG, SHIFT_SCORE, DriftAwareDetector
 
 
 def noise(n: int, seed: int = 0, level: float = 10.0, sd: float = 1.0) -> list[float]:
@@ -97,3 +97,72 @@ def test_columns_are_judged_separately_and_missing_cells_are_skipped():
     a = det.assess({"a": rng.gauss(0, 1), "b": 1000 + 50 * 12, "c": None})
     assert a.is_anomaly and a.contributors[0].startswith("b.")
     assert "c" not in det._series  # never seen a number: nothing learned
+
+
+# -- the pattern-change channel (_ShiftConfirm) -----------------------------------------
+def cycle_then_quiet(n: int = 2000, change: int = 1500, seed: int = 0) -> list[float]:
+    """A daily-like cycle (48 rows) that turns, at ``change``, into a flat and quieter
+    signal inside the old range: no value is a record, the pattern is new."""
+    rng = random.Random(seed)
+    return [10 + 3 * math.sin(2 * math.pi * i / 48) + rng.gauss(0, 0.5) if i < change
+            else 10 + rng.gauss(0, 0.1) for i in range(n)]
+
+
+def shift_alarms(steps) -> list[int]:
+    return [i for i, (a, _) in enumerate(steps)
+            if any(c.endswith(".shift") for c in a.contributors)]
+
+
+def test_new_shape_that_turns_quieter_is_a_pattern_change_alarm():
+    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    steps = feed(det, cycle_then_quiet())
+    fired = shift_alarms(steps)
+    assert fired and 1500 <= fired[0] < 1560  # within ~1 cycle of the change, not before
+    a = steps[fired[0]][0]
+    assert a.is_anomaly and a.score == SHIFT_SCORE and a.contributors == ["value.shift"]
+    # the record views' refractory is theirs: a channel alarm does not start it
+    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    feed(det, cycle_then_quiet()[:fired[0] + 1])
+    assert det._last_alarm is None or det._last_alarm < fired[0]
+
+
+def test_pattern_change_channel_is_per_column():
+    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    rows = [{"steady": s, "load": v}
+            for s, v in zip(cycle_then_quiet(change=10**9, seed=7), cycle_then_quiet())]
+    steps = []
+    for x in rows:
+        a = det.assess(x)
+        steps.append((a, det.learn_one(x, a)))
+    fired = shift_alarms(steps)
+    assert fired and 1500 <= fired[0] < 1560
+    assert all(steps[i][0].contributors == ["load.shift"] for i in fired)
+
+
+def test_pattern_change_channel_is_silent_on_stationary_noise():
+    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    assert not shift_alarms(feed(det, noise(2000, seed=0)))
+    # a young |V| history can be fooled (8 of 20 seeds fire once, at rows 326-391, just
+    # past the 100 values it needs); later, stationary noise never confirms a new shape
+    for seed in range(1, 6):
+        det = DriftAwareDetector(None, **SERIES_CONFIG)
+        assert all(i < 400 for i in shift_alarms(feed(det, noise(2000, seed=seed))))
+
+
+def test_pattern_change_channel_pickles_mid_stream_and_scores_before_learning():
+    values = cycle_then_quiet(seed=3)
+    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    feed(det, values[:1200])
+    clone = pickle.loads(pickle.dumps(det))
+    fired = 0
+    for v in values[1200:]:
+        x = {"value": v}
+        before = pickle.dumps(det)
+        a = det.assess(x)
+        assert det.assess(x) == a and pickle.dumps(det) == before  # scoring learns nothing
+        c = clone.assess(x)
+        assert (c.score, c.is_anomaly, c.contributors) == (a.score, a.is_anomaly,
+                                                          a.contributors)
+        assert clone.learn_one(x, c) == det.learn_one(x, a)
+        fired += "value.shift" in a.contributors
+    assert fired  # the round trip carried the channel through an alarm
