@@ -28,12 +28,13 @@ def test_bench_runs_every_stage_and_the_pipelines_agree(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert report["workload"]["messages"] == 4 * 240
-    assert set(report["stages"]) == {"decode", "naive", "twinstream"}
+    assert set(report["stages"]) == {"decode", "naive", "twinstream", "flink"}
     for stage in report["stages"].values():
         assert stage["messages_per_s"] > 0 and stage["peak_rss_mb"] > 0
     p = report["predictions"]
     # 4 assets x 24 windows of 10 s (all with >= 4 readings), past the 12-window warm-up
-    assert p == {"naive": 96, "twinstream": 96, "same": True}
+    assert p == {"naive": 96, "twinstream": 96, "same": True, "flink": 96,
+                 "flink_same_as_naive": True}
     assert 0 < report["fraction_of_decode_limit"] < 1
     assert report["speedup_vs_naive"] > 0 and report["state_bytes_per_asset"] > 1000
     assert json.loads((tmp_path / "throughput.json").read_text()) == report
