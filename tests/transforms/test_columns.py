@@ -110,3 +110,21 @@ def test_twin_block_path_gives_the_same_predictions():
     assert [rec for _, rec in got] == [rec for _, rec in ref]
     preds = [rec for t, rec in got if t == "prediction"]
     assert len(preds) == 90 and sum(not p["warming_up"] for p in preds) == 90 - 12
+
+
+def test_mild_disorder_is_added_as_columns(monkeypatch):
+    buf = WindowBuffer(10_000, 5_000, 3_000)
+    times = [1_000, 3_000, 2_000, 12_000, 11_500, 14_000, 13_000]  # within the 3 s bound
+    block = ReadingBlock.from_readings([reading(t) for t in times])
+    block.dicts = None
+
+    def per_row(self, i):
+        raise AssertionError("went row by row")
+
+    monkeypatch.setattr(ReadingBlock, "reading", per_row)
+    late, dups, closed = buf.add_block(block)
+    assert (late, dups, closed) == ([], [], [])
+    monkeypatch.undo()
+    (w0, w1) = buf.flush()
+    assert w0.block.ts_ms.tolist() == [1_000, 2_000, 3_000]
+    assert w1.block.ts_ms.tolist() == [11_500, 12_000, 13_000, 14_000]

@@ -33,6 +33,7 @@ one line in :data:`VENDORS`, one test module ``tests/transforms/normalize/test_<
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import chain
 from types import ModuleType
 from typing import Any
 
@@ -167,7 +168,8 @@ def normalize_batch(
                     or (asset_id not in known_ids and not _valid_id(asset_id))):
                 slow.append(i)
                 continue
-            values = [points[j][1] for j in group.plan.take]
+            take = group.plan.take
+            values = ([p[1] for p in points] if take is None else [points[j][1] for j in take])
         except Exception:  # noqa: BLE001 - explained by the one-message path below
             slow.append(i)
             continue
@@ -192,7 +194,7 @@ def normalize_batch(
         ok = np.ones(len(idx), dtype=bool)
         if plan.good.size:
             try:
-                if any(type(v) not in _NUMBER for vals in group.values for v in vals):
+                if not set(map(type, chain.from_iterable(group.values))) <= _NUMBER:
                     raise TypeError("not all numbers")
                 raw = np.array(group.values, dtype=np.float64)
             except (TypeError, ValueError, OverflowError):  # None, str, bool, huge int
@@ -311,7 +313,8 @@ class _Plan:
         if not good:
             return None
         plan.good = np.asarray(good, dtype=np.intp)
-        plan.take = good  # as a list: indexing Python lists with numpy ints is slow
+        # as a list (indexing Python lists with numpy ints is slow); None: every point
+        plan.take = None if len(good) == len(points) else good
         plan.cols = np.asarray(cols, dtype=np.intp)
         plan.scale, plan.offset = np.asarray(scale), np.asarray(offset)
         plan.low, plan.high = np.asarray(low), np.asarray(high)

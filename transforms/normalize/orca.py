@@ -154,6 +154,10 @@ def encode(sample: Sample) -> dict[str, Any]:
 
 
 def _rows(csv: str) -> list[list[str]]:
+    if "\r" not in csv:  # the usual record: split at once, exact checks below if odd
+        rows = [line.split(";") for line in csv.split("\n") if line and line != HEADER]
+        if rows and all(len(r) == COLUMNS for r in rows):
+            return rows  # (a blank-but-spaces line would have 1 column and land below)
     rows = []
     for number, line in enumerate(csv.split("\n"), start=1):
         line = line.removesuffix("\r")
@@ -181,7 +185,7 @@ def envelope(record: dict[str, Any]) -> tuple[str, str, int, list[tuple]]:
     rows = _rows(record["csv"])
     asset_id, asset_class, epoch_s = rows[0][:3]
     for row in rows[1:]:
-        if row[:3] != rows[0][:3]:
+        if row[0] != asset_id or row[1] != asset_class or row[2] != epoch_s:
             raise InvalidReading(
                 "malformed_payload",
                 f"rows of different samples in one record: {';'.join(row[:3])[:80]!r}",
