@@ -311,6 +311,7 @@ def _stage_flink(workload: str, out: str) -> dict[str, Any]:
     shutil.rmtree(out_dir, ignore_errors=True)
     opts = FlinkJobOptions(source="simulator", fleet=fleet, sinks=["files"],
                            out_dir=str(out_dir), parallelism=1,
+                           checkpoint_dir=str(out_dir / "_checkpoints"),
                            twin_kwargs={"window_ms": int(BENCH_WINDOW_S * 1000),
                                         "detector": BENCH_DETECTOR})
     t0 = time.perf_counter()
@@ -414,23 +415,26 @@ def _predictions(path: Path) -> dict[tuple[str, int], tuple[float, bool]]:
 
 
 def state_bytes_per_asset(workload: Path, assets: int = 20) -> int:
-    """Mean pickled size of :class:`~transforms.twin.AssetTwin` after the workload."""
+    """Mean pickled size of :class:`~transforms.twin.AssetTwin` (what the engines store per
+    asset: model state plus the open windows' readings) after the workload, for the
+    first ``assets`` assets, fed as the Beam pipeline feeds them (column blocks)."""
     import pickle
 
-    from transforms.normalize import normalize_message
+    from transforms.normalize import normalize_batch
     from transforms.twin import AssetTwin
 
     twins: dict[str, AssetTwin] = {}
-    for _topic, key, value, arrival in read_workload(str(workload)):
-        asset = key.decode()
-        if asset not in twins and len(twins) >= assets:
-            continue
-        r = normalize_message(value, now_ms=arrival)
-        twin = twins.get(asset)
-        if twin is None:
-            twin = twins[asset] = AssetTwin(asset, r["asset_type"], window_ms=int(
-                BENCH_WINDOW_S * 1000), detector=BENCH_DETECTOR)
-        twin.add(r)
+    for chunk in read_chunks(str(workload)):
+        blocks, _ = normalize_batch([m[2] for m in chunk], [m[3] for m in chunk])
+        for block in blocks.values():
+            for asset, b in block.by_asset().items():
+                twin = twins.get(asset)
+                if twin is None:
+                    if len(twins) >= assets:
+                        continue
+                    twin = twins[asset] = AssetTwin(asset, b.asset_type, window_ms=int(
+                        BENCH_WINDOW_S * 1000), detector=BENCH_DETECTOR)
+                twin.add_block(b)
     return int(sum(len(pickle.dumps(t)) for t in twins.values()) / max(len(twins), 1))
 
 

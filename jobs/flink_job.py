@@ -145,6 +145,8 @@ def run_local(args: argparse.Namespace) -> dict[str, Any]:
 
     opts = options_from_args(args)
     out = Path(opts.out_dir)
+    if opts.checkpoint_dir is None:  # the mini-cluster's in-memory default caps at 5 MB
+        opts.checkpoint_dir = str(out / "_checkpoints")
     if "files" in opts.sinks:
         out.mkdir(parents=True, exist_ok=True)
         for stale in out.glob("*/*.jsonl"):

@@ -57,6 +57,10 @@ class FlinkJobOptions:
     # engine
     parallelism: int | None = None
     checkpoint_interval_ms: int = 10_000
+    # where checkpoints go (a file:// URI or path); None: the cluster's setting. The local
+    # mini-cluster's default keeps them in the JobManager's memory, capped at 5 MB: a
+    # thousand twins do not fit, so `twin flink run` always sets one.
+    checkpoint_dir: str | None = None
     watermark_delay_ms: int = 30_000  # engine watermark: arrival time minus this
     idleness_ms: int = 30_000
     python_executable: str = field(default_factory=lambda: sys.executable)
@@ -91,6 +95,11 @@ def environment(opts: FlinkJobOptions):
     if opts.jars:
         conf.set_string("pipeline.jars", ";".join(Path(j).resolve().as_uri() for j in opts.jars))
     conf.set_string("pipeline.name", opts.job_name)
+    if opts.checkpoint_dir:
+        uri = (opts.checkpoint_dir if "://" in opts.checkpoint_dir
+               else Path(opts.checkpoint_dir).resolve().as_uri())
+        conf.set_string("execution.checkpointing.storage", "filesystem")
+        conf.set_string("execution.checkpointing.dir", uri)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     if opts.parallelism:
         env.set_parallelism(opts.parallelism)
