@@ -23,6 +23,7 @@ from pyflink.common import Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag
 from pyflink.datastream.state import ValueStateDescriptor
 
+from pipelines.flink.sources import END_OF_INPUT
 from transforms.deadletter import dead_letter
 from transforms.errors import InvalidReading
 from transforms.normalize import normalize_message
@@ -50,6 +51,9 @@ class NormalizeFunction(KeyedProcessFunction):
 
     def process_element(self, msg, ctx: KeyedProcessFunction.Context):
         source, key, value, arrival_ms = msg
+        if source == END_OF_INPUT:  # not data: the bounded source's last word per asset
+            yield {"asset_id": key.decode(), END_OF_INPUT: True}
+            return
         now = arrival_ms if arrival_ms is not None else int(time.time() * 1000)
         kwargs = {"decode": self.serde.decode} if self.serde is not None else {}
         try:
@@ -160,6 +164,14 @@ class TwinFunction(KeyedProcessFunction):
             self.timer_state.update(deadline)
 
     def process_element(self, reading, ctx: KeyedProcessFunction.Context):
+        if reading.get(END_OF_INPUT):  # bounded input ended: close every open window
+            twin = self._twin(ctx.get_current_key())
+            if twin is None:
+                return
+            outputs = twin.flush()
+            self._save(twin, outputs, None)
+            yield from self._emit(outputs, ctx, twin)
+            return
         twin = self._twin(ctx.get_current_key(), reading)
         outputs = twin.add(reading)
         self._save(twin, outputs, reading)

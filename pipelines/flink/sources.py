@@ -25,6 +25,10 @@ from transforms.simulator import Fleet, FleetConfig
 RAW = Types.PICKLED_BYTE_ARRAY()
 
 
+# ``source`` of the per-asset marker after a bounded simulator's last message
+END_OF_INPUT = "end-of-input"
+
+
 class FleetChunks(FlatMapFunction):
     """Chunk number -> that chunk's messages, in arrival order.
 
@@ -48,8 +52,18 @@ class FleetChunks(FlatMapFunction):
                 return batch
 
     def flat_map(self, c: int):
+        last = None
         for m in self._chunk(int(c)):
+            last = m.arrival_ms
             yield m.topic, m.key, m.value, m.arrival_ms
+        if int(c) == Fleet(self.config).chunks - 1:
+            # the fleet ends here: tell each asset's twin to close its windows now, as
+            # ordinary elements. Left to the final (MAX) watermark's timers, the outputs
+            # of those windows were lost with ~1,000 assets: PyFlink shut the Python
+            # worker down before it had answered every timer fired at end of input.
+            end = last if last is not None else 0
+            for asset in Fleet(self.config).assets:
+                yield END_OF_INPUT, asset.asset_id.encode(), b"", end
 
 
 class ArrivalTime(TimestampAssigner):
