@@ -195,7 +195,7 @@ BENCH_DETECTOR = {"warmup": 12}  # past warm-up within the workload: every stage
 
 
 def write_workload(path: Path, assets: int, duration_s: float, interval_s: float,
-                   seed: int = 7, chunk: int = 10_000) -> dict[str, Any]:
+                   seed: int = 7, chunk: int = 50_000) -> dict[str, Any]:
     """The simulator's messages for a clean fleet, pickled in chunks of ``chunk`` tuples
     ``(topic, key, value, arrival_ms)``; returns counts."""
     import pickle

@@ -14,9 +14,10 @@ import apache_beam as beam
 from pipelines import progress
 from transforms.simulator import Fleet, FleetConfig
 
-# messages per element: the pipeline normalizes each element as columns, so larger lists
-# amortize Beam's per-element cost (like a Kafka poll's batch)
-BATCH = 10_000
+# messages per element: the pipeline normalizes each element as columns and hands each
+# asset its rows as one block, so larger lists amortize Beam's per-element cost (10,000 ->
+# 50,000: +11 % at 1,000 assets, +73 % at 5,000; ~30 MB of messages in flight)
+BATCH = 50_000
 
 
 def _simulate(_: bytes, config: FleetConfig
