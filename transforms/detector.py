@@ -235,6 +235,12 @@ class _SeriesNovelty:
             self.first = None
 
 
+def refractory_rows(rows: int, frac: float, seen: int) -> float:
+    """Series mode's refractory period after an alarm: ``rows``, or ``frac`` of the steps
+    seen once that is longer (an episode in a long series lasts longer in steps)."""
+    return max(rows, frac * seen)
+
+
 class _Art:
     """Online fuzzy-ART memory of the *shapes* of one series: is the stretch ending here one
     it has seen before? (An original compact implementation after ARTime's design.)
@@ -458,7 +464,7 @@ class _ShiftConfirm:
         var_pre = max(qr / w - (sr / w) ** 2, 0.0)
         v = abs(0.5 * math.log((var_post + self.s2) / (var_pre + self.s2)))
         fire = (i - armed < h and not busy and self.total > self.MIN_HISTORY
-                and i - self.fired >= max(self.refractory, self.refractory_frac * i)
+                and i - self.fired >= refractory_rows(self.refractory, self.refractory_frac, i)
                 and sum(self.counts[:self._bin(v)]) / self.total >= self.QUANTILE)
         return _ShiftProbe(art, armed, (sp, qp, sr, qr), v, fire)
 
@@ -740,8 +746,8 @@ class DriftAwareDetector:
         lasts longer in steps, and a young series must not lose a second event."""
         if self._last_alarm is None:
             return False
-        return self.n_seen - self._last_alarm < max(self.refractory,
-                                                     self.refractory_frac * self.n_seen)
+        return self.n_seen - self._last_alarm < refractory_rows(
+            self.refractory, self.refractory_frac, self.n_seen)
 
     def _assess_series(self, x: dict[str, float]) -> Assessment:
         views: dict[str, list[float] | None] = {}
@@ -821,7 +827,7 @@ class DriftAwareDetector:
         if self.asset_type is None:
             return self._assess_series(x)
         mean_z, noise_z, cache = self._terms(x)
-        stamp = (id(x), self.n_seen)  # learn_one reuses the terms for the same x and state
+        stamp = (x, self.n_seen)  # learn_one reuses the terms for the same x and state
         jumps = self._jumps(cache["scaled"])
         warming = self.n_seen < self.warmup
         adapting = self.adapt_left > 0 or self._adapts_to(jumps, noise_z)
@@ -859,7 +865,7 @@ class DriftAwareDetector:
         a = assessment if assessment is not None else self.assess(x)
         if self.asset_type is None:
             return self._learn_series(x, a)
-        if a.terms is not None and a.terms[0] == (id(x), self.n_seen):
+        if a.terms is not None and a.terms[0][0] is x and a.terms[0][1] == self.n_seen:
             cache = a.terms[1]
         else:
             _, _, cache = self._terms(x)

@@ -192,10 +192,10 @@ class WindowBuffer:
         n = len(ts)
         if n == 0:
             return [], [], []
-        if self._columnar_ok(ts):
+        starts = ts - ts % self.size_ms
+        if self._columnar_ok(ts, starts):
             if self._meta is None:
                 self._meta = (block.asset_ids[0], block.asset_type)
-            starts = ts - ts % self.size_ms
             order = None
             if n > 1 and not bool(np.all(starts[1:] >= starts[:-1])):
                 order = np.argsort(starts, kind="stable")
@@ -227,9 +227,9 @@ class WindowBuffer:
             closed.extend(ws)
         return late, dups, closed
 
-    def _columnar_ok(self, ts: np.ndarray) -> bool:
-        """Whether no row of ``ts`` (in arrival order) would be late or a duplicate."""
-        starts = ts - ts % self.size_ms
+    def _columnar_ok(self, ts: np.ndarray, starts: np.ndarray) -> bool:
+        """Whether no row of ``ts`` (in arrival order; ``starts`` their windows) would be
+        late or a duplicate."""
         if int(starts.min()) + self.size_ms <= self.closed_through_ms:
             return False  # a window already closed
         # the watermark each row meets: the largest time before it, minus the bound
@@ -241,9 +241,9 @@ class WindowBuffer:
         if n > 1 and not (bool(np.all(ts[1:] > ts[:-1])) or len(np.unique(ts)) == n):
             return False  # a duplicate inside the block
         if int(ts.min()) <= self.max_ts_ms:  # may repeat a time already held
-            for start in np.unique(starts).tolist():
+            for t, start in zip(ts.tolist(), starts.tolist(), strict=True):
                 bucket = self._open.get(start)
-                if bucket is not None and any(bucket.holds(t) for t in ts.tolist()):
+                if bucket is not None and bucket.holds(t):
                     return False
         return True
 

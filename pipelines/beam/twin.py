@@ -23,7 +23,6 @@ import apache_beam as beam
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.runners.worker import statecache
-from apache_beam.runners.worker.statecache import CacheAware
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import TimestampedValue
@@ -44,19 +43,16 @@ CHECKPOINT = "checkpoint"
 # (fixed): beyond ~4,000 assets twins are evicted and re-read from its state store;
 # other runners take --max_cache_memory_usage_mb.
 TWIN_CACHE_WEIGHT = 24 << 10
-_TWIN_WEIGHT = bytes(TWIN_CACHE_WEIGHT)
 
 
-class _Cached(CacheAware):
-    """The twin as the state cache holds it: weighed at a fixed size, not walked."""
+class _Cached:
+    """The twin as the state cache holds it: what ``_weigh`` recognises and weighs at
+    ``TWIN_CACHE_WEIGHT`` instead of walking it."""
 
     __slots__ = ("twin",)
 
     def __init__(self, twin: AssetTwin) -> None:
         self.twin = twin
-
-    def get_referents_for_cache(self) -> list[Any]:
-        return [_TWIN_WEIGHT]
 
     def __reduce__(self):
         return _Cached, (self.twin,)

@@ -40,6 +40,7 @@ class FleetChunks(FlatMapFunction):
         self.config = config
         self._gen = None
         self._next = 0
+        self._fleet: Fleet | None = None  # chunk count and assets (built on the worker)
 
     def _chunk(self, c: int):
         if self._gen is None or c != self._next:
@@ -56,13 +57,15 @@ class FleetChunks(FlatMapFunction):
         for m in self._chunk(int(c)):
             last = m.arrival_ms
             yield m.topic, m.key, m.value, m.arrival_ms
-        if int(c) == Fleet(self.config).chunks - 1:
+        fleet = Fleet(self.config) if self._fleet is None else self._fleet
+        self._fleet = fleet
+        if int(c) == fleet.chunks - 1:
             # the fleet ends here: tell each asset's twin to close its windows now, as
             # ordinary elements. Left to the final (MAX) watermark's timers, the outputs
             # of those windows were lost with ~1,000 assets: PyFlink shut the Python
             # worker down before it had answered every timer fired at end of input.
             end = last if last is not None else 0
-            for asset in Fleet(self.config).assets:
+            for asset in fleet.assets:
                 yield END_OF_INPUT, asset.asset_id.encode(), b"", end
 
 

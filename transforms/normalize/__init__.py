@@ -40,10 +40,13 @@ from typing import Any
 import numpy as np
 
 from schemas import wire
+from transforms.catalog import sensors_of
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.errors import InvalidReading
 from transforms.normalize import helios, kestrel, orca
+from transforms.normalize.common import GOOD, QUALITIES
 from transforms.sample import Sample
+from transforms.units import factors
 from transforms.validate import (
     DEFAULT_MAX_AGE_MS,
     DEFAULT_MAX_FUTURE_MS,
@@ -282,9 +285,6 @@ class _Plan:
 
     @staticmethod
     def of(vendor: str, asset_type: str, points: tuple) -> _Plan | None:
-        from transforms.catalog import sensors_of
-        from transforms.units import factors
-
         tags = VENDORS[vendor].TAGS.get(asset_type, {})
         sensors = {s.name: (j, s) for j, s in enumerate(sensors_of(asset_type))}
         plan = _Plan()
@@ -299,14 +299,14 @@ class _Plan:
                 a, b = factors(unit, sensor.unit)
             except InvalidReading:
                 return None
-            if quality == "good":
+            if quality == GOOD:
                 good.append(k)
                 cols.append(j)
                 scale.append(a)
                 offset.append(b)
                 low.append(sensor.low)
                 high.append(sensor.high)
-            elif quality in ("uncertain", "bad"):
+            elif quality in QUALITIES:  # uncertain or bad
                 bad_cols.append(j)
             else:
                 return None
