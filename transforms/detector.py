@@ -877,7 +877,9 @@ class DriftAwareDetector:
         # gradual drift of the operating point: reported, not adapted to
         for s in self._inputs:
             if s in scaled and warm:
-                det = self._adwin.setdefault(s, drift.ADWIN(delta=self.adwin_delta, clock=1))
+                det = self._adwin.get(s)
+                if det is None:
+                    det = self._adwin[s] = drift.ADWIN(delta=self.adwin_delta, clock=1)
                 det.update(scaled[s])
                 if det.drift_detected and s not in drifted:
                     drifted.append(s)

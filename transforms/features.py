@@ -46,16 +46,19 @@ def window_features(window: Window) -> dict[str, float]:
         return {}
     ok = ~np.isnan(x)
     if ok.all():  # the usual case: plain reductions, no NaN bookkeeping
-        n = np.full(x.shape[1], x.shape[0])
-        mean = x.mean(axis=0)
+        # ufunc reductions, as ndarray.mean/min/max compute them, without their wrappers
+        rows = x.shape[0]
+        n = np.full(x.shape[1], rows)
+        mean = np.add.reduce(x, axis=0) / rows
         xc = x - mean
-        std = np.sqrt((xc * xc).mean(axis=0))
-        lo = x.min(axis=0)
-        hi = x.max(axis=0)
-        tc = t - t.mean()
+        sq = xc * xc
+        std = np.sqrt(np.add.reduce(sq, axis=0) / rows)
+        lo = np.minimum.reduce(x, axis=0)
+        hi = np.maximum.reduce(x, axis=0)
+        tc = t - np.add.reduce(t) / rows
         var_t = float(tc @ tc)
         slope = (tc @ xc) / var_t if var_t > 0 else np.zeros(x.shape[1])
-        rvar = ((xc * xc).sum(axis=0) - slope * slope * var_t) / n
+        rvar = (np.add.reduce(sq, axis=0) - slope * slope * var_t) / n
         rstd = np.sqrt(np.maximum(rvar, 0.0))
     else:
         n = ok.sum(axis=0)
@@ -73,16 +76,24 @@ def window_features(window: Window) -> dict[str, float]:
             # spread around the trend: a ramp (thermal lag after a load change) is not noise
             rvar = (np.nansum(xc * xc, axis=0) - slope * slope * var_t) / np.maximum(n, 1)
             rstd = np.sqrt(np.maximum(rvar, 0.0))
-    out: dict[str, float] = {}
-    cols = zip(names, n.tolist(), mean.tolist(), std.tolist(), lo.tolist(), hi.tolist(),
-               slope.tolist(), rstd.tolist(), strict=True)
-    for name, nj, m, sd, a, b, sl, rs in cols:
-        if nj == 0:
-            continue
-        out[f"{name}.mean"] = m
-        out[f"{name}.std"] = sd
-        out[f"{name}.min"] = a
-        out[f"{name}.max"] = b
-        out[f"{name}.slope"] = sl
-        out[f"{name}.rstd"] = rs
-    return out
+    # one row per sensor, its statistics in STATS order, flattened against the cached keys
+    table = np.stack((mean, std, lo, hi, slope, rstd), axis=1)
+    keys = _keys(names)
+    if bool((n > 0).all()):
+        return dict(zip(keys, table.ravel().tolist(), strict=True))
+    present = np.flatnonzero(n > 0).tolist()
+    flat = table[present].ravel().tolist()
+    k = len(STATS)
+    return dict(zip([key for j in present for key in keys[j * k:(j + 1) * k]], flat,
+                    strict=True))
+
+
+_KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _keys(names: tuple[str, ...]) -> tuple[str, ...]:
+    """``'<sensor>.<stat>'`` for every sensor and statistic, sensor-major (cached)."""
+    keys = _KEYS.get(names)
+    if keys is None:
+        keys = _KEYS[names] = tuple(f"{name}.{stat}" for name in names for stat in STATS)
+    return keys

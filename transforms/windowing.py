@@ -272,3 +272,44 @@ class WindowBuffer:
     def __len__(self) -> int:
         """Number of buffered readings."""
         return sum(len(b) for b in self._open.values())
+
+    # The buffer is pickled with its twin at every engine state commit (Beam: per key
+    # and bundle). Its open windows are packed into one block (three arrays) instead of
+    # a block per part per window, each array pickled on its own: a third of the cost.
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        starts = sorted(self._open)
+        merged = [ReadingBlock.concat(self._open[s].parts) if self._open[s].parts else None
+                  for s in starts]
+        blocks = [b for b in merged if b is not None]
+        state["_open"] = (
+            starts,
+            [0 if b is None else len(b) for b in merged],
+            [None if b is None else b.dicts for b in merged],
+            [self._open[s].pending for s in starts],
+            _packed(blocks) if blocks else None,
+        )
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        starts, counts, dicts, pending, packed = state["_open"]
+        self.__dict__.update(state)
+        self._open = {}
+        at = 0
+        for start, count, d, p in zip(starts, counts, dicts, pending, strict=True):
+            bucket = self._open[start] = _Bucket()
+            if count:
+                part = packed.take(slice(at, at + count))
+                part.dicts = d
+                bucket.parts.append(part)
+                at += count
+            bucket.pending = p
+
+
+def _packed(blocks: list[ReadingBlock]) -> ReadingBlock:
+    if len(blocks) == 1:
+        b = blocks[0]
+        return ReadingBlock(b.asset_type, b.asset_ids, b.vendors, b.ts_ms, b.values, b.bad)
+    packed = ReadingBlock.concat(blocks)
+    packed.dicts = None  # kept per window
+    return packed

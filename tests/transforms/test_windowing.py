@@ -4,6 +4,7 @@ import pickle
 
 import pytest
 
+from transforms.columns import ReadingBlock
 from transforms.windowing import WindowBuffer
 
 
@@ -60,6 +61,37 @@ def test_pickle_round_trip_keeps_buffer():
     clone = pickle.loads(pickle.dumps(buf))
     (w,) = clone.flush()
     assert w.readings[0]["values"]["flow"] == 2.0
+
+
+def _columns(ts_list, x, keep_dicts):
+    block = ReadingBlock.from_readings([r(t, x + t / 1e6) for t in ts_list])
+    if not keep_dicts:
+        block.dicts = None
+    return block
+
+
+def _shape(windows):
+    return [(w.start_ms, w.end_ms, w.duplicates, w.readings) for w in windows]
+
+
+def test_pickled_buffer_packs_its_windows_and_continues_identically():
+    """Column parts (with and without their dicts), single readings and duplicate counts
+    survive the packed pickle; the clone then judges repeats and closes windows as the
+    original does."""
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=20_000, out_of_orderness_ms=0)
+    buf.add_block(_columns([1_000, 2_000, 11_000], 1.0, keep_dicts=False))
+    buf.add_block(_columns([3_000, 12_000, 21_000], 2.0, keep_dicts=True))
+    assert buf.add(r(4_000, 3.0)) == ("ok", [])
+    assert buf.add(r(2_000, 9.0))[0] == "duplicate"
+    buf.add(r(25_000, 4.0))
+    clone = pickle.loads(pickle.dumps(buf))
+    assert len(clone) == len(buf) == 8
+    for b in (buf, clone):
+        assert b.add(r(12_000, 5.0))[0] == "duplicate"  # held in a packed part
+        assert b.add(r(4_000, 5.0))[0] == "duplicate"  # held as a single reading
+        late, dups, closed = b.add_block(_columns([13_000, 35_000], 6.0, keep_dicts=False))
+        assert (late, dups) == ([], [])
+    assert _shape(clone.flush()) == _shape(buf.flush())
 
 
 def test_bad_settings_rejected():
