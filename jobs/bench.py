@@ -100,6 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
                        help="comma-separated fleet sizes (default 1000,2000,5000,10000)")
+    scale.add_argument("--sensors", default=None,
+                       help="comma-separated sensors per asset, each run at every fleet "
+                            "size (default: all 8 of the catalog's)")
     scale.add_argument("--duration", type=parse_duration, default="3m",
                        help="event time per run (default 3m)")
     scale.add_argument("--interval", type=positive_float, default=1.0,
@@ -145,6 +148,8 @@ def main(args: argparse.Namespace) -> int:
                                            if k.startswith("flink_same_as_"))
         return 0 if same else 1
     if args.bench == "scale":
+        from transforms.simulator.scenario import MAX_SENSORS
+
         try:
             sizes = [int(a) for a in args.assets.split(",") if a.strip()]
             if not sizes or min(sizes) < 1:
@@ -153,8 +158,20 @@ def main(args: argparse.Namespace) -> int:
             Console(stderr=True).print(f"[red]twin bench scale: --assets wants positive "
                                        f"integers like 1000,5000, not {args.assets!r}[/red]")
             return 2
+        sensors = None
+        if args.sensors is not None:
+            try:
+                sensors = [int(k) for k in args.sensors.split(",") if k.strip()]
+                if not sensors or not all(1 <= k <= MAX_SENSORS for k in sensors):
+                    raise ValueError
+            except ValueError:
+                Console(stderr=True).print(
+                    f"[red]twin bench scale: --sensors wants integers from 1 to "
+                    f"{MAX_SENSORS} (the catalog's sensors per asset), like 2,4,8, not "
+                    f"{args.sensors!r}[/red]", highlight=False)
+                return 2
         try:
-            report = run_scale(args.out, sizes, args.duration, args.interval)
+            report = run_scale(args.out, sizes, args.duration, args.interval, sensors)
         except BenchError as exc:
             Console(stderr=True).print(f"[red]twin bench scale: {exc}[/red]", highlight=False)
             return 2
@@ -195,9 +212,11 @@ BENCH_DETECTOR = {"warmup": 12}  # past warm-up within the workload: every stage
 
 
 def write_workload(path: Path, assets: int, duration_s: float, interval_s: float,
-                   seed: int = 7, chunk: int = 50_000) -> dict[str, Any]:
+                   seed: int = 7, chunk: int = 50_000, sensors: int | None = None
+                   ) -> dict[str, Any]:
     """The simulator's messages for a clean fleet, pickled in chunks of ``chunk`` tuples
-    ``(topic, key, value, arrival_ms)``; returns counts."""
+    ``(topic, key, value, arrival_ms)``; returns counts. ``sensors``: per asset, the first
+    that many of its type's sensors (default all)."""
     import pickle
 
     from transforms.catalog import sensors_of
@@ -205,18 +224,18 @@ def write_workload(path: Path, assets: int, duration_s: float, interval_s: float
 
     cfg = FleetConfig(assets=assets, duration_s=duration_s, interval_s=interval_s, seed=seed,
                       malformed_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
-                      out_of_order_rate=0.0, late_rate=0.0)
+                      out_of_order_rate=0.0, late_rate=0.0, sensors=sensors)
     from dataclasses import asdict
 
     Path(str(path) + ".fleet.json").write_text(json.dumps(asdict(cfg)))  # for Flink's source
     fleet = Fleet(cfg)
     n = values = 0
-    sensors = {a.asset_id: len(sensors_of(a.asset_type)) for a in fleet.assets}
+    sent = {a.asset_id: len(sensors_of(a.asset_type)[:sensors]) for a in fleet.assets}
     with open(path, "wb") as fh:
         batch: list[tuple] = []
         for m in fleet.messages():
             batch.append((m.topic, m.key, m.value, m.arrival_ms))
-            values += sensors[m.key.decode()]
+            values += sent[m.key.decode()]
             if len(batch) == chunk:
                 pickle.dump(batch, fh, protocol=5)
                 n += len(batch)
@@ -510,24 +529,30 @@ def print_throughput(report: dict[str, Any]) -> None:
 
 
 # -- scale ---------------------------------------------------------------------------------
-def run_scale(out: Path, sizes: list[int], duration_s: float, interval_s: float
-              ) -> dict[str, Any]:
-    """The twinstream stage for each fleet size: messages/s, peak RSS, state per asset;
-    writes ``scale.json`` and ``scale.png`` (messages/s and peak RSS against assets)."""
+def run_scale(out: Path, sizes: list[int], duration_s: float, interval_s: float,
+              sensors: list[int] | None = None) -> dict[str, Any]:
+    """The twinstream stage for each fleet size and sensors per asset (default: all the
+    catalog's): messages/s, µs per message, peak RSS, state per asset; writes
+    ``scale.json`` and ``scale.png`` (against assets, and against sensors when more than
+    one count is given)."""
+    from transforms.simulator.scenario import MAX_SENSORS
+
     out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for assets in sizes:
-        workload = out / "workload.pkl"
-        w = write_workload(workload, assets, duration_s, interval_s)
-        r = run_stage("twinstream", workload, out / "twinstream.predictions.jsonl")
-        runs.append({"assets": assets, "messages": w["messages"], "values": w["values"],
-                     "seconds": round(r["seconds"], 2),
-                     "messages_per_s": round(w["messages"] / r["seconds"]),
-                     "values_per_s": round(w["values"] / r["seconds"]),
-                     "peak_rss_mb": r["peak_rss_mb"],
-                     "state_bytes_per_asset": state_bytes_per_asset(workload)})
-        workload.unlink()
-        Path(str(workload) + ".fleet.json").unlink()
+    for k in sensors or [MAX_SENSORS]:
+        for assets in sizes:
+            workload = out / "workload.pkl"
+            w = write_workload(workload, assets, duration_s, interval_s, sensors=k)
+            r = run_stage("twinstream", workload, out / "twinstream.predictions.jsonl")
+            runs.append({"assets": assets, "sensors": k, "messages": w["messages"],
+                         "values": w["values"], "seconds": round(r["seconds"], 2),
+                         "messages_per_s": round(w["messages"] / r["seconds"]),
+                         "values_per_s": round(w["values"] / r["seconds"]),
+                         "us_per_message": round(r["seconds"] / w["messages"] * 1e6, 1),
+                         "peak_rss_mb": r["peak_rss_mb"],
+                         "state_bytes_per_asset": state_bytes_per_asset(workload)})
+            workload.unlink()
+            Path(str(workload) + ".fleet.json").unlink()
     report = {"duration_s": duration_s, "interval_s": interval_s, "window_s": BENCH_WINDOW_S,
               "runs": runs, "plot": str(out / "scale.png")}
     (out / "scale.json").write_text(json.dumps(report, indent=1))
@@ -542,20 +567,37 @@ def plot_scale(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     runs = report["runs"]
-    x = [r["assets"] for r in runs]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
-    ax.plot(x, [r["messages_per_s"] for r in runs], "o-", color="tab:blue",
-            label="messages/s (one core)")
-    ax.set_xlabel("assets")
-    ax.set_ylabel("messages/s", color="tab:blue")
-    ax.set_ylim(bottom=0)
-    ax2 = ax.twinx()
-    ax2.plot(x, [r["peak_rss_mb"] for r in runs], "s--", color="tab:red", label="peak RSS")
-    ax2.set_ylabel("peak RSS, MB", color="tab:red")
-    ax2.set_ylim(bottom=0)
-    ax.set_title(f"twinstream Beam pipeline, DirectRunner: {report['duration_s']:g} s of "
+    counts = sorted({r["sensors"] for r in runs})
+    sizes = sorted({r["assets"] for r in runs})
+    panels = [p for p, n in (("assets", len(sizes)), ("sensors", len(counts))) if n > 1]
+    panels = panels or ["assets"]
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 3.6), dpi=110,
+                             squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        if panel == "assets":  # messages/s and peak RSS against assets, a line per count
+            ax2 = ax.twinx()
+            for k in counts:
+                rs = [r for r in runs if r["sensors"] == k]
+                x = [r["assets"] for r in rs]
+                label = f"{k} sensors" if len(counts) > 1 else "messages/s (one core)"
+                line, = ax.plot(x, [r["messages_per_s"] for r in rs], "o-", label=label)
+                ax2.plot(x, [r["peak_rss_mb"] for r in rs], "s--", color=line.get_color(),
+                         alpha=0.6)
+            ax.set_xlabel("assets")
+            ax.set_ylabel("messages/s (solid)")
+            ax2.set_ylabel("peak RSS, MB (dashed)")
+            ax2.set_ylim(bottom=0)
+        else:  # cost per message against sensors per asset, at the smallest fleet
+            rs = [r for r in runs if r["assets"] == sizes[0]]
+            ax.plot([r["sensors"] for r in rs], [r["us_per_message"] for r in rs], "o-",
+                    color="tab:green", label=f"{sizes[0]:,} assets")
+            ax.set_xlabel("sensors per asset")
+            ax.set_ylabel("µs per message (one core)")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower left")
+    fig.suptitle(f"twinstream Beam pipeline, DirectRunner: {report['duration_s']:g} s of "
                  f"event time at {report['interval_s']:g} s", fontsize=9)
-    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -568,12 +610,13 @@ def print_scale(report: dict[str, Any]) -> None:
     table = Table(title=f"twinstream on one core: {report['duration_s']:g} s of event time, "
                         f"samples every {report['interval_s']:g} s, "
                         f"{report['window_s']:g} s windows")
-    for col in ("assets", "messages", "messages/s", "values/s", "peak RSS MB",
+    for col in ("assets", "sensors", "messages", "msg/s", "values/s", "µs/msg", "RSS MB",
                 "state B/asset"):
         table.add_column(col, justify="right")
     for r in report["runs"]:
-        table.add_row(f"{r['assets']:,}", f"{r['messages']:,}", f"{r['messages_per_s']:,}",
-                      f"{r['values_per_s']:,}", f"{r['peak_rss_mb']:,}",
+        table.add_row(f"{r['assets']:,}", str(r["sensors"]), f"{r['messages']:,}",
+                      f"{r['messages_per_s']:,}", f"{r['values_per_s']:,}",
+                      f"{r['us_per_message']:g}", f"{r['peak_rss_mb']:,}",
                       f"{r['state_bytes_per_asset']:,}")
     console = Console()
     console.print(table)

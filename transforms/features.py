@@ -45,47 +45,66 @@ def window_features(window: Window) -> dict[str, float]:
     if x.size == 0:
         return {}
     ok = ~np.isnan(x)
+    present: list[int] | None = None  # None: every sensor
     if ok.all():  # the usual case: plain reductions, no NaN bookkeeping
-        # ufunc reductions, as ndarray.mean/min/max compute them, without their wrappers
-        rows = x.shape[0]
-        n = np.full(x.shape[1], rows)
-        mean = np.add.reduce(x, axis=0) / rows
-        xc = x - mean
-        sq = xc * xc
-        std = np.sqrt(np.add.reduce(sq, axis=0) / rows)
-        lo = np.minimum.reduce(x, axis=0)
-        hi = np.maximum.reduce(x, axis=0)
-        tc = t - np.add.reduce(t) / rows
-        var_t = float(tc @ tc)
-        slope = (tc @ xc) / var_t if var_t > 0 else np.zeros(x.shape[1])
-        rvar = (np.add.reduce(sq, axis=0) - slope * slope * var_t) / n
-        rstd = np.sqrt(np.maximum(rvar, 0.0))
+        table = _plain(t, x)
     else:
-        n = ok.sum(axis=0)
-        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
-            warnings.simplefilter("ignore", RuntimeWarning)
-            mean = np.nanmean(x, axis=0)
-            std = np.nanstd(x, axis=0)
-            lo = np.nanmin(x, axis=0)
-            hi = np.nanmax(x, axis=0)
-            tt = np.where(ok, t[:, None], np.nan)
-            tc = tt - np.nanmean(tt, axis=0)
-            xc = x - mean
-            var_t = np.nansum(tc * tc, axis=0)
-            slope = np.where(var_t > 0, np.nansum(tc * xc, axis=0) / var_t, 0.0)
-            # spread around the trend: a ramp (thermal lag after a load change) is not noise
-            rvar = (np.nansum(xc * xc, axis=0) - slope * slope * var_t) / np.maximum(n, 1)
-            rstd = np.sqrt(np.maximum(rvar, 0.0))
+        full = ok.all(axis=0)
+        if not bool((ok.any(axis=0) & ~full).any()):  # sensors in every reading or none
+            present = np.flatnonzero(full).tolist()
+            if not present:
+                return {}
+            table = _plain(t, x[:, present])
+        else:
+            table, n = _nan_aware(t, x, ok)
+            if not bool((n > 0).all()):
+                present = np.flatnonzero(n > 0).tolist()
+                table = table[present]
     # one row per sensor, its statistics in STATS order, flattened against the cached keys
-    table = np.stack((mean, std, lo, hi, slope, rstd), axis=1)
     keys = _keys(names)
-    if bool((n > 0).all()):
-        return dict(zip(keys, table.ravel().tolist(), strict=True))
-    present = np.flatnonzero(n > 0).tolist()
-    flat = table[present].ravel().tolist()
-    k = len(STATS)
-    return dict(zip([key for j in present for key in keys[j * k:(j + 1) * k]], flat,
-                    strict=True))
+    if present is not None:
+        k = len(STATS)
+        keys = [key for j in present for key in keys[j * k:(j + 1) * k]]
+    return dict(zip(keys, table.ravel().tolist(), strict=True))
+
+
+def _plain(t: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """STATS per column of ``x`` (no NaN), one row per column. ufunc reductions, as
+    ``ndarray.mean/min/max`` compute them, without their wrappers; the values
+    :func:`_nan_aware` gives such columns, to rounding."""
+    rows = x.shape[0]
+    mean = np.add.reduce(x, axis=0) / rows
+    xc = x - mean
+    sq = xc * xc
+    ss = np.add.reduce(sq, axis=0)
+    std = np.sqrt(ss / rows)
+    lo = np.minimum.reduce(x, axis=0)
+    hi = np.maximum.reduce(x, axis=0)
+    tc = t - np.add.reduce(t) / rows
+    var_t = float(tc @ tc)
+    slope = (tc @ xc) / var_t if var_t > 0 else np.zeros(x.shape[1])
+    # spread around the trend: a ramp (thermal lag after a load change) is not noise
+    rstd = np.sqrt(np.maximum((ss - slope * slope * var_t) / rows, 0.0))
+    return np.stack((mean, std, lo, hi, slope, rstd), axis=1)
+
+
+def _nan_aware(t: np.ndarray, x: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """STATS per column of ``x`` over its non-NaN values, and their counts."""
+    n = ok.sum(axis=0)
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean = np.nanmean(x, axis=0)
+        std = np.nanstd(x, axis=0)
+        lo = np.nanmin(x, axis=0)
+        hi = np.nanmax(x, axis=0)
+        tt = np.where(ok, t[:, None], np.nan)
+        tc = tt - np.nanmean(tt, axis=0)
+        xc = x - mean
+        var_t = np.nansum(tc * tc, axis=0)
+        slope = np.where(var_t > 0, np.nansum(tc * xc, axis=0) / var_t, 0.0)
+        rvar = (np.nansum(xc * xc, axis=0) - slope * slope * var_t) / np.maximum(n, 1)
+        rstd = np.sqrt(np.maximum(rvar, 0.0))
+    return np.stack((mean, std, lo, hi, slope, rstd), axis=1), n
 
 
 _KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}

@@ -45,14 +45,34 @@ def test_unknown_stage_is_an_error(tmp_path, capsys):
     assert "unknown stage(s) ['warp']" in capsys.readouterr().err
 
 
+def test_workload_sends_the_first_sensors_of_each_asset_when_asked(tmp_path):
+    from transforms.normalize import normalize_message
+
+    path = tmp_path / "w.pkl"
+    counts = write_workload(path, assets=3, duration_s=10, interval_s=1.0, sensors=3)
+    msgs = list(read_workload(str(path)))
+    assert counts["sensors_per_asset"] == 3.0 and counts["values"] == 3 * len(msgs) == 90
+    for m in msgs:
+        r = normalize_message(m[2], now_ms=m[3])
+        first = {"pump": ["flow", "discharge_pressure", "suction_pressure"],
+                 "motor": ["speed", "current", "voltage"]}[r["asset_type"]]
+        assert sorted(r["values"]) == sorted(first)
+
+
 def test_bench_scale_writes_table_and_plot(tmp_path, capsys):
-    rc = main(["bench", "scale", "--assets", "2,4", "--duration", "3m", "--out",
-               str(tmp_path), "--json"])
+    rc = main(["bench", "scale", "--assets", "2,4", "--sensors", "2,8", "--duration", "3m",
+               "--out", str(tmp_path), "--json"])
     report = json.loads(capsys.readouterr().out)
     assert rc == 0
-    assert [r["assets"] for r in report["runs"]] == [2, 4]
-    assert [r["messages"] for r in report["runs"]] == [2 * 180, 4 * 180]
+    assert [(r["sensors"], r["assets"]) for r in report["runs"]] == [(2, 2), (2, 4), (8, 2),
+                                                                    (8, 4)]
+    assert [r["messages"] for r in report["runs"]] == [2 * 180, 4 * 180] * 2
+    assert [r["values"] for r in report["runs"]] == [2 * 360, 2 * 720, 8 * 360, 8 * 720]
     assert all(r["messages_per_s"] > 0 and r["peak_rss_mb"] > 0 for r in report["runs"])
+    assert all(r["us_per_message"] == pytest.approx(1e6 / r["messages_per_s"], rel=0.01)
+               for r in report["runs"])
+    # fewer sensors, smaller twins (fewer models and window columns)
+    assert report["runs"][0]["state_bytes_per_asset"] < report["runs"][2]["state_bytes_per_asset"]
     png = (tmp_path / "scale.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5_000
     assert json.loads((tmp_path / "scale.json").read_text()) == report
@@ -61,6 +81,8 @@ def test_bench_scale_writes_table_and_plot(tmp_path, capsys):
 def test_bench_scale_rejects_bad_sizes(tmp_path, capsys):
     assert main(["bench", "scale", "--assets", "ten", "--out", str(tmp_path)]) == 2
     assert "positive integers" in capsys.readouterr().err
+    assert main(["bench", "scale", "--sensors", "4,9", "--out", str(tmp_path)]) == 2
+    assert "integers from 1 to 8" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -145,7 +145,7 @@ class Fleet:
 
     def _sample(self, a: AssetSpec, t: np.ndarray, values: dict[str, np.ndarray], fates,
                 i: int) -> Sample:
-        names = [s.name for s in sensors_of(a.asset_type)]
+        names = [s.name for s in sensors_of(a.asset_type)][:self.config.sensors]
         quality = {}
         if fates.quality[i]:
             flagged = names[int(fates.which[i] * len(names))]

@@ -10,6 +10,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from transforms.catalog import ASSET_TYPES
 from transforms.normalize import VENDORS
 
 HOUR_MS = 3_600_000
@@ -38,6 +39,7 @@ SYMPTOM: dict[str, dict[str, str]] = {
     "winding_insulation": {"motor": "winding_temp"},
 }
 REGIMES: tuple[str, ...] = ("load_step", "ambient_shift")
+MAX_SENSORS = min(len(sensors) for sensors in ASSET_TYPES.values())
 MIN_FAULT_MINUTES = 30  # shorter episodes are not worth simulating: no time to act
 
 
@@ -60,6 +62,10 @@ class FleetConfig:
         Share of assets that get one labelled fault / one unlabelled regime change.
     malformed_rate, dropout_rate, duplicate_rate, out_of_order_rate, late_rate
         Per-sample probability of each transport defect.
+    sensors
+        Sensors each asset sends: the first ``sensors`` of its type in catalog order
+        (``None``: all of them). A benchmark knob (``twin bench scale --sensors``): the
+        physics is unchanged, the other sensors are simply not sent.
     """
 
     assets: int = 12
@@ -74,6 +80,7 @@ class FleetConfig:
     duplicate_rate: float = 0.003
     out_of_order_rate: float = 0.01
     late_rate: float = 0.002
+    sensors: int | None = None
 
     def __post_init__(self) -> None:
         if self.assets < 1:
@@ -87,6 +94,9 @@ class FleetConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+        if self.sensors is not None and not 1 <= self.sensors <= MAX_SENSORS:
+            raise ValueError(f"sensors must be in [1, {MAX_SENSORS}] (the catalog's sensors "
+                             f"per asset type), got {self.sensors}")
         defects = (self.malformed_rate + self.dropout_rate + self.duplicate_rate
                    + self.out_of_order_rate + self.late_rate)
         if defects > 1.0:

@@ -141,6 +141,9 @@ def test_config_is_validated():
         FleetConfig(malformed_rate=1.5)
     with pytest.raises(ValueError, match="add up"):
         FleetConfig(malformed_rate=0.6, dropout_rate=0.6)
+    for k in (0, 9):
+        with pytest.raises(ValueError, match=r"sensors must be in \[1, 8\]"):
+            FleetConfig(sensors=k)
 
 
 def test_true_values_stay_within_the_catalog_ranges():
