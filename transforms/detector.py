@@ -162,14 +162,26 @@ class _SeriesNovelty:
     - ``smooth``: |z| of a slow smoothing of the value (a sustained shift hidden in noise).
 
     The evidence of a value is its *record ratios*: each view's strangeness over the largest
-    that view has ever produced on this series. A ratio above 1 is a value stranger than
-    anything seen before, whatever the series' noise, tails or units, so one scale serves
-    every series. After a change the new extreme is the record: the same change does not
-    alarm twice, and the fast views re-centre within tens of steps.
+    that view has ever produced on this series, raised by the view's margin. A ratio above 1
+    is a value clearly stranger than anything seen before, whatever the series' noise,
+    tails or units, so one scale serves every series. After a change the new extreme is the
+    record: the same change does not alarm twice, and the fast views re-centre within tens
+    of steps.
+
+    Margins: a z view must beat its record by ``RECORD_MARGIN`` over the square root of
+    the values it averages (25 % for ``level`` and ``local``, one value each; 4 % for
+    ``smooth``, ~39 values). A record of a single heavy-tailed value is broken by a
+    sliver again and again as history grows (a spiky or bursty series' noise, not a
+    change); a record of an average moves less, so a smaller excess already counts. On NAB
+    this drops a fifth of the false positives (301 -> 236 at the scorer's threshold) for
+    no window lost (72.3 -> 75.1 standard). ``rarity`` has no margin: a level never
+    visited beats the last such record only by the slow growth of the history (a ratio
+    of ~1.01), and that is its whole signal.
     """
 
     VIEWS = ("level", "local", "rarity", "smooth")
     NEIGHBOUR = 0.5  # weight of the two adjacent bins in a bin's count
+    RECORD_MARGIN = 0.25  # a z view beats its record by this over sqrt(values averaged)
 
     def __init__(self, warmup: int, slow: float = 0.001, fast: float = 0.02,
                  smooth: float = 0.05, bins: int = 20) -> None:
@@ -182,6 +194,9 @@ class _SeriesNovelty:
         self.hist: dict[int, float] = {}
         self.total = 0.0
         self.records = [0.0] * len(self.VIEWS)
+        averaged = (2.0 - smooth) / smooth  # effective values in the exponential smoothing
+        self.margins = (1.0 + self.RECORD_MARGIN, 1.0 + self.RECORD_MARGIN, 1.0,
+                        1.0 + self.RECORD_MARGIN / math.sqrt(averaged))
 
     def _bin(self, x: float) -> int:
         return math.floor((x - self.lo) / self.width)
@@ -199,11 +214,12 @@ class _SeriesNovelty:
                 abs(self.slow.z(sm, floor))]
 
     def ratios(self, views: list[float]) -> tuple[float, float, int]:
-        """Largest and second-largest record ratio, and the view of the largest."""
+        """Largest and second-largest record ratio (with the views' margins), and the view
+        of the largest."""
         best = second = 0.0
         arg = 0
-        for k, (v, rec) in enumerate(zip(views, self.records, strict=True)):
-            r = v / rec if rec > 0 else 0.0
+        for k, (v, rec, m) in enumerate(zip(views, self.records, self.margins, strict=True)):
+            r = v / (rec * m) if rec > 0 else 0.0
             if r > best:
                 best, second, arg = r, best, k
             elif r > second:
@@ -504,7 +520,8 @@ class DriftAwareDetector:
     - **Series mode** (``asset_type=None``): one step is one row ``{column: value}`` of any
       numeric columns (``twin replay``, the NAB benchmark). Each column is judged against its
       own history (:class:`_SeriesNovelty`: record ratios ``r`` of four views). ``r > 1``
-      (stranger than anything seen in some view) is an alarm, ``is_anomaly``, scored in
+      (clearly stranger than anything seen in some view: a z view must beat its record by
+      a margin) is an alarm, ``is_anomaly``, scored in
       (0.5, 1) by its evidence: how far the record falls (log r), whether a second view is
       near its own record, and how many plain z the value is from the slow and fast levels;
       a weak, uncorroborated record scores just above 0.5, so a stricter consumer can cut
@@ -520,7 +537,7 @@ class DriftAwareDetector:
       It speaks only while the record views are silent and outside their refractory
       period, scores ``SHIFT_SCORE`` (0.99, an alarm, contributor ``<column>.shift``) and
       has its own refractory period (the same rule); it does not start the record views'.
-      On NAB it adds 2 points (70.3 -> 72.3 standard) for ~10 us per row and column. A
+      On NAB it adds 3.5 points (71.6 -> 75.1 standard) for ~10 us per row and column. A
       drift (a change of a column's mean, River ``ADWIN``) is reported as a change point
       and, like a regime change in asset mode, is not an anomaly by itself.
 

@@ -79,7 +79,9 @@ def test_step_alarms_at_its_first_row_unless_in_a_refractory_period():
     feed(det, noise(600, seed=11))
     assert not det._quiet()  # precondition: no alarm in the last 50 steps of this seed
     (a, _), *_ = feed(det, noise(5, seed=7, level=16.0))
-    assert a.is_anomaly and a.score > 0.9 and a.contributors[0] == "value.level"
+    # a new level: far from the slow level, and in a bin never visited (with the record
+    # margins of the z views the bin's rarity may be the larger ratio)
+    assert a.is_anomaly and a.score > 0.9 and a.contributors[0] in ("value.level", "value.rarity")
     # seed 6 has a noise alarm 6 steps before the step: a step less than
     # quiet_override (2x) beyond the records is then held back by the refractory period
     det = DriftAwareDetector(None, **SERIES_CONFIG)
