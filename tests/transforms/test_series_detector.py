@@ -168,3 +168,24 @@ def test_pattern_change_channel_pickles_mid_stream_and_scores_before_learning():
         assert clone.learn_one(x, c) == det.learn_one(x, a)
         fired += "value.shift" in a.contributors
     assert fired  # the round trip carried the channel through an alarm
+
+
+def test_records_must_be_beaten_by_the_views_margin():
+    """A z view alarms only past its record times its margin (25 % for one value, 25 %/√39
+    for the ~39-value smoothed level); the rarity of a bin never visited needs no margin,
+    of a bin already visited the full 25 %."""
+    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    feed(det, noise(400, seed=11))
+    nov = det._series["value"]
+    nov.records = [4.0, 4.0, 6.0, 2.0]
+    seen = 10.0  # the mean's bin: visited many times
+    assert nov._count(seen) >= 1.0
+    level = nov.ratios([4.0 * 1.2, 0.0, 0.0, 0.0], seen)  # beats the record by 20 %
+    assert abs(level[0] - 1.2 / 1.25) < 1e-12 and level[2] == 0
+    assert nov.ratios([4.0 * 1.3, 0.0, 0.0, 0.0], seen)[0] > 1.0
+    smooth = nov.ratios([0.0, 0.0, 0.0, 2.0 * 1.05], seen)  # 5 % > 25 % / sqrt(39) = 4 %
+    assert smooth[0] > 1.0 and smooth[2] == 3
+    assert nov.ratios([0.0, 0.0, 6.0 * 1.1, 0.0], seen)[0] < 1.0  # visited: needs 25 %
+    never = 1e6  # far outside anything seen: a bin never visited
+    assert nov._count(never) == 0.0
+    assert nov.ratios([0.0, 0.0, 6.0 * 1.01, 0.0], never)[0] > 1.0  # no margin
