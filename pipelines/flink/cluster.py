@@ -247,6 +247,19 @@ class FlinkCluster:
     def jobmanager_pids(self) -> list[int]:
         return self._pids(JM_CLASS)
 
+    def _jobmanager_alive(self) -> bool:
+        """The JobManager's JVM runs, or the process Flink's daemon script started for it
+        (its pid file) is still alive: right after the script returns, that process may
+        not have exec'd ``java`` yet, so its command line does not name the JVM's class."""
+        if self.jobmanager_pids():
+            return True
+        try:
+            pids = [int(p) for p in (self.pid_dir / f"flink-{IDENT}-standalonesession.pid")
+                    .read_text().split()]
+        except (OSError, ValueError):
+            return False
+        return any(pid_alive(p) for p in pids)
+
     def taskmanager_pids(self) -> list[int]:
         """The live TaskManager JVMs of this run folder (found by their command line)."""
         return self._pids(TM_CLASS)
@@ -320,7 +333,7 @@ class FlinkCluster:
         deadline = time.monotonic() + timeout_s
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
-            if not self.jobmanager_pids():
+            if not self._jobmanager_alive():
                 raise FlinkClusterError(f"the JobManager exited; see {self._jm_log()}")
             try:
                 last = self.overview()

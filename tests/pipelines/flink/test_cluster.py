@@ -161,6 +161,27 @@ def test_generated_conf_is_loopback_with_our_ports_and_python(tmp_path):
     assert env["PATH"].split(os.pathsep)[0] == str(Path(sys.executable).parent)
 
 
+def test_jobmanager_counts_as_alive_while_its_daemon_process_has_not_exec_d_java(tmp_path):
+    """Right after ``jobmanager.sh start`` returns, the process it started may still be the
+    shell that will exec ``java``: its pid file, not its command line, says it is alive."""
+    import subprocess
+
+    c = fc.FlinkCluster(tmp_path / "run")
+    assert not c._jobmanager_alive()  # no pid file, no JVM
+    c.pid_dir.mkdir(parents=True)
+    pid_file = c.pid_dir / f"flink-{fc.IDENT}-standalonesession.pid"
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pid_file.write_text(f"{stand_in.pid}\n")
+        assert c.jobmanager_pids() == [] and c._jobmanager_alive()
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert not c._jobmanager_alive()  # the process is gone: the JobManager exited
+    pid_file.write_text("garbage\n")
+    assert not c._jobmanager_alive()
+
+
 def test_parse_job_id():
     out = "Job has been submitted with JobID 8e7703f570b0e4e78313f7d5dc37fef8\n"
     assert fc.parse_job_id(out) == "8e7703f570b0e4e78313f7d5dc37fef8"
