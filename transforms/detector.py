@@ -94,7 +94,13 @@ class Assessment:
 
 
 class _RLS:
-    """Recursive least squares with exponential forgetting (one target)."""
+    """Recursive least squares with exponential forgetting (one target).
+
+    Pickled as one array (weights, then covariance rows): engines pickle every twin at
+    each state commit, and each array and instance dict costs more than its numbers.
+    """
+
+    __slots__ = ("w", "P")
 
     def __init__(self, dim: int, delta: float = 100.0, ridge: float = 1.0) -> None:
         # prior covariance: a free intercept, slopes shrunk towards zero (inputs are scaled
@@ -102,6 +108,13 @@ class _RLS:
         self.w = np.zeros(dim)
         self.P = np.eye(dim) / ridge
         self.P[0, 0] = delta
+
+    def __reduce__(self):
+        return _rls_from, (np.concatenate((self.w, self.P.ravel())),)
+
+    def __setstate__(self, state) -> None:  # a pickle from before __slots__ (a dict)
+        for k, v in (state[1] if isinstance(state, tuple) else state).items():
+            setattr(self, k, v)
 
     def predict(self, u: np.ndarray) -> float:
         return float(self.w @ u)
@@ -114,10 +127,19 @@ class _RLS:
         Pu = self.P @ u
         k = Pu / (lam + u @ Pu)
         self.w += k * (y - self.w @ u)
-        self.P = (self.P - np.outer(k, Pu)) / lam
+        self.P = (self.P - k[:, None] * Pu) / lam  # np.outer's values, without its wrapper
         # keep P symmetric and bounded (numerical hygiene for long runs)
         self.P = 0.5 * (self.P + self.P.T)
-        np.clip(self.P, -1e6, 1e6, out=self.P)
+        np.minimum(self.P, 1e6, out=self.P)  # np.clip's values, at a third of its cost
+        np.maximum(self.P, -1e6, out=self.P)
+
+
+def _rls_from(packed: np.ndarray) -> _RLS:
+    dim = int(round((-1 + math.sqrt(1 + 4 * len(packed))) / 2))  # dim + dim**2 numbers
+    model = _RLS.__new__(_RLS)
+    model.w = packed[:dim].copy()
+    model.P = packed[dim:].reshape(dim, dim).copy()
+    return model
 
 
 # Series mode's one configuration (``twin replay``, the NAB benchmark, any table): 150
@@ -713,24 +735,31 @@ class DriftAwareDetector:
         mean_z: dict[str, float] = {}
         noise_z: dict[str, float] = {}
         designs = {}
+        resid = {}  # target -> residual of the current model (learn_one reuses it)
         for s in self._targets:
             if s not in scaled:
                 continue
             u = self._design(scaled, avg, s)
             designs[s] = u
             model = self._models.get(s)
-            if model is not None and s in self._r2:
-                # predictive spread: residual noise, widened where the model extrapolates
-                r = scaled[s] - model.predict(u)
-                var = max(self._r2[s], 1e-4) * (1.0 + min(model.leverage(u), 1e6))
-                mean_z[s] = r / math.sqrt(var)
+            if model is not None:
+                r = resid[s] = scaled[s] - model.predict(u)
+                if s in self._r2:
+                    # predictive spread: residual noise, widened where the model extrapolates
+                    var = max(self._r2[s], 1e-4) * (1.0 + min(model.leverage(u), 1e6))
+                    mean_z[s] = r / math.sqrt(var)
+        spreads = {}
         for s in self._sensors:
             ls = self._log_spread(x, s, means)
-            if ls is not None and s in self._noise_var:
+            if ls is None:
+                continue
+            spreads[s] = ls
+            if s in self._noise_var:
                 sd = math.sqrt(max(self._noise_var[s], 0.01))
                 noise_z[s] = (ls - self._noise_mean[s]) / sd
         return mean_z, noise_z, {"means": means, "scaled": scaled, "designs": designs,
-                                 "avg": avg, "noise_z": noise_z}
+                                 "avg": avg, "noise_z": noise_z, "resid": resid,
+                                 "spreads": spreads}
 
     def _jumps(self, scaled: dict[str, float]) -> list[str]:
         if self._prev is None:
@@ -897,6 +926,7 @@ class DriftAwareDetector:
         else:
             _, _, cache = self._terms(x)
         means, scaled, designs = cache["means"], cache["scaled"], cache["designs"]
+        resid = cache["resid"]
         warm = self.n_seen >= self.warmup
         drifted = list(a.drift_sensors) if warm else []
         if warm and self.adapt_left == 0 and self._adapts_to(drifted, cache["noise_z"]):
@@ -925,7 +955,7 @@ class DriftAwareDetector:
                 model = self._models.get(s)
                 if model is None:
                     model = self._models[s] = _RLS(len(u))
-                r = scaled[s] - model.predict(u)
+                r = resid[s] if s in resid else scaled[s] - model.predict(u)
                 if s in self._r2:
                     if not adapting:  # robust: a creeping fault must not widen the band
                         r2 = min(r * r, RESID_CLIP**2 * self._r2[s]) if warm else r * r
@@ -934,10 +964,7 @@ class DriftAwareDetector:
                     self._r2[s] = r * r + 0.01
                 model.update(u, scaled[s], lam)
             if not adapting or not warm:
-                for s in self._sensors:
-                    ls = self._log_spread(x, s, means)
-                    if ls is None:
-                        continue
+                for s, ls in cache["spreads"].items():  # the sensors' order, as in _terms
                     if s not in self._noise_mean:
                         self._noise_mean[s], self._noise_var[s] = ls, 0.25
                     else:
@@ -952,8 +979,10 @@ class DriftAwareDetector:
                     self._step_var[s] = d2 if v is None else (1 - fade) * v + fade * d2
         if not warm:  # frozen afterwards: models live in these units
             self._scaler.learn_one(means)
-        self._prev = self._scaled(means)
-        self._avg = self._averaged(self._prev)
+            self._prev = self._scaled(means)
+            self._avg = self._averaged(self._prev)
+        else:  # the scaler did not move: _terms already scaled and averaged these means
+            self._prev, self._avg = scaled, cache["avg"]
         self._ambient_avg = self._ambient_lagged(x)
         self.n_seen += 1
         if self.adapt_left > 0:

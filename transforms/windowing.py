@@ -274,42 +274,53 @@ class WindowBuffer:
         return sum(len(b) for b in self._open.values())
 
     # The buffer is pickled with its twin at every engine state commit (Beam: per key
-    # and bundle). Its open windows are packed into one block (three arrays) instead of
-    # a block per part per window, each array pickled on its own: a third of the cost.
+    # and bundle). Its open windows are packed into one set of columns (three arrays, and
+    # the asset id and vendor once when every row has the same) instead of a block per
+    # part per window, each array pickled on its own.
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         starts = sorted(self._open)
-        merged = [ReadingBlock.concat(self._open[s].parts) if self._open[s].parts else None
-                  for s in starts]
-        blocks = [b for b in merged if b is not None]
-        state["_open"] = (
-            starts,
-            [0 if b is None else len(b) for b in merged],
-            [None if b is None else b.dicts for b in merged],
-            [self._open[s].pending for s in starts],
-            _packed(blocks) if blocks else None,
-        )
+        parts: list[ReadingBlock] = []
+        counts, dicts = [], []
+        for s in starts:
+            held = self._open[s].parts
+            parts.extend(held)
+            counts.append(sum([len(p.ts_ms) for p in held]))
+            dicts.append([d for p in held for d in p.dicts]
+                         if held and all(p.dicts is not None for p in held) else None)
+        packed = None
+        if parts:
+            packed = (parts[0].asset_type,
+                      _once([a for p in parts for a in p.asset_ids]),
+                      _once([v for p in parts for v in p.vendors]),
+                      np.concatenate([p.ts_ms for p in parts]),
+                      np.concatenate([p.values for p in parts]),
+                      np.concatenate([p.bad for p in parts]))
+        state["_open"] = (starts, counts, dicts, [self._open[s].pending for s in starts],
+                          packed)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         starts, counts, dicts, pending, packed = state["_open"]
         self.__dict__.update(state)
         self._open = {}
+        if isinstance(packed, ReadingBlock):  # pickled before ids were packed: still read
+            packed = (packed.asset_type, packed.asset_ids, packed.vendors, packed.ts_ms,
+                      packed.values, packed.bad)
         at = 0
         for start, count, d, p in zip(starts, counts, dicts, pending, strict=True):
             bucket = self._open[start] = _Bucket()
             if count:
-                part = packed.take(slice(at, at + count))
-                part.dicts = d
-                bucket.parts.append(part)
+                asset_type, ids, vendors, ts, values, bad = packed
+                rows = slice(at, at + count)
+                bucket.parts.append(ReadingBlock(
+                    asset_type, [ids] * count if type(ids) is str else ids[rows],
+                    [vendors] * count if type(vendors) is str else vendors[rows],
+                    ts[rows], values[rows], bad[rows], d))
                 at += count
             bucket.pending = p
 
 
-def _packed(blocks: list[ReadingBlock]) -> ReadingBlock:
-    if len(blocks) == 1:
-        b = blocks[0]
-        return ReadingBlock(b.asset_type, b.asset_ids, b.vendors, b.ts_ms, b.values, b.bad)
-    packed = ReadingBlock.concat(blocks)
-    packed.dicts = None  # kept per window
-    return packed
+def _once(items: list[str]) -> str | list[str]:
+    """``items``, or its one value when every item is the same."""
+    return items[0] if items.count(items[0]) == len(items) else items

@@ -94,6 +94,35 @@ def test_pickled_buffer_packs_its_windows_and_continues_identically():
     assert _shape(clone.flush()) == _shape(buf.flush())
 
 
+def test_pickled_buffer_keeps_each_rows_id_and_vendor_when_they_differ():
+    """Ids and vendors are packed once when every row has the same; otherwise per row."""
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=20_000, out_of_orderness_ms=0)
+    block = _columns([1_000, 2_000, 11_000], 1.0, keep_dicts=False)
+    block.vendors = ["helios", "orca", "helios"]
+    buf.add_block(block)
+    buf.add_block(_columns([12_000, 21_000], 2.0, keep_dicts=False))
+    clone = pickle.loads(pickle.dumps(buf))
+    got = [(w.start_ms, [(x.asset_ids, x.vendors) for x in [w.block]]) for w in clone.flush()]
+    want = [(w.start_ms, [(x.asset_ids, x.vendors) for x in [w.block]]) for w in buf.flush()]
+    assert got == want
+    assert want[0] == (0, [(["a", "a"], ["helios", "orca"])])
+
+
+def test_buffer_pickled_in_the_previous_format_is_still_read():
+    """State files written before ids were packed hold the windows as one ReadingBlock."""
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=20_000, out_of_orderness_ms=0)
+    buf.add_block(_columns([1_000, 2_000, 11_000], 1.0, keep_dicts=False))
+    buf.add(r(4_000, 3.0))
+    state = buf.__getstate__()
+    starts, counts, dicts, pending, (asset_type, ids, vendors, ts, values, bad) = state["_open"]
+    n = len(ts)
+    state["_open"] = (starts, counts, dicts, pending, ReadingBlock(
+        asset_type, [ids] * n, [vendors] * n, ts, values, bad))
+    old = WindowBuffer.__new__(WindowBuffer)
+    old.__setstate__(state)
+    assert _shape(old.flush()) == _shape(buf.flush())
+
+
 def test_bad_settings_rejected():
     with pytest.raises(ValueError):
         WindowBuffer(size_ms=0)
