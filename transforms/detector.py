@@ -127,11 +127,15 @@ class _RLS:
         Pu = self.P @ u
         k = Pu / (lam + u @ Pu)
         self.w += k * (y - self.w @ u)
-        self.P = (self.P - k[:, None] * Pu) / lam  # np.outer's values, without its wrapper
-        # keep P symmetric and bounded (numerical hygiene for long runs)
-        self.P = 0.5 * (self.P + self.P.T)
-        np.minimum(self.P, 1e6, out=self.P)  # np.clip's values, at a third of its cost
-        np.maximum(self.P, -1e6, out=self.P)
+        P = self.P - k[:, None] * Pu  # np.outer's values, without its wrapper
+        P /= lam
+        # keep P symmetric and bounded (numerical hygiene for long runs); in place where
+        # the values are those of 0.5 * (P + P.T) and np.clip
+        sym = P + P.T
+        sym *= 0.5
+        np.minimum(sym, 1e6, out=sym)
+        np.maximum(sym, -1e6, out=sym)
+        self.P = sym
 
 
 def _rls_from(packed: np.ndarray) -> _RLS:
