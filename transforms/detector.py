@@ -151,6 +151,21 @@ def _rls_from(packed: np.ndarray) -> _RLS:
 # pattern-change channel's settings are the class constants of _ShiftConfirm and _Art.
 SERIES_CONFIG = {"warmup": 150}
 
+class _Suffixed(dict):
+    """``name -> name + suffix``, made once per name: asset mode reads a window's features
+    by catalog sensor names (a bounded set) many times per window."""
+
+    def __init__(self, suffix: str) -> None:
+        super().__init__()
+        self.suffix = suffix
+
+    def __missing__(self, name: str) -> str:
+        key = self[name] = name + self.suffix
+        return key
+
+
+_MEAN, _STD, _RSTD = _Suffixed(".mean"), _Suffixed(".std"), _Suffixed(".rstd")
+
 SHIFT_SCORE = 0.99  # series mode: the score of a confirmed pattern change (an alarm)
 RESID_CLIP = 2.0  # residuals beyond this many spreads count as this many in the spread
 
@@ -681,16 +696,15 @@ class DriftAwareDetector:
     # -- features -> model inputs -------------------------------------------------------
     def _ambient_lagged(self, x: dict[str, float]) -> float | None:
         """Ambient as the machine's thermal mass feels it: its exponential average."""
-        now = x.get(f"{self._ambient}.mean") if self._ambient else None
+        now = x.get(_MEAN[self._ambient]) if self._ambient else None
         if now is None:
             return None
         old = self._ambient_avg if self._ambient_avg is not None else now
         return (1 - self.ambient_alpha) * old + self.ambient_alpha * now
 
-    def _means(self, x: dict[str, float]) -> dict[str, float]:
+    def _means(self, x: dict[str, float], ambient: float | None) -> dict[str, float]:
         """Window means, temperatures as their rise over (lagged) ambient when it is known."""
-        means = {s: x[f"{s}.mean"] for s in self._sensors if f"{s}.mean" in x}
-        ambient = self._ambient_lagged(x)
+        means = {s: x[k] for s in self._sensors if (k := _MEAN[s]) in x}
         if ambient is not None:
             for s in self._rises:
                 if s in means:
@@ -724,16 +738,19 @@ class DriftAwareDetector:
         return np.array(row)
 
     def _log_spread(self, x: dict[str, float], s: str, means: dict[str, float]) -> float | None:
-        std = x.get(f"{s}.rstd", x.get(f"{s}.std"))
+        k = _RSTD[s]
+        std = x[k] if k in x else x.get(_STD[s])
         if std is None:
             return None
-        floor = 1e-9 * max(abs(x.get(f"{s}.mean", means.get(s, 0.0))), 1e-3)
+        k = _MEAN[s]
+        floor = 1e-9 * max(abs(x[k] if k in x else means.get(s, 0.0)), 1e-3)
         return math.log(std + floor)
 
     # -- scoring ------------------------------------------------------------------------
     def _terms(self, x: dict[str, float]) -> tuple[dict[str, float], dict[str, float], dict]:
         """z-scores of mean residuals and of noise levels, plus cached intermediates."""
-        means = self._means(x)
+        ambient = self._ambient_lagged(x)
+        means = self._means(x, ambient)
         scaled = self._scaled(means)
         avg = self._averaged(scaled)
         mean_z: dict[str, float] = {}
@@ -763,7 +780,7 @@ class DriftAwareDetector:
                 noise_z[s] = (ls - self._noise_mean[s]) / sd
         return mean_z, noise_z, {"means": means, "scaled": scaled, "designs": designs,
                                  "avg": avg, "noise_z": noise_z, "resid": resid,
-                                 "spreads": spreads}
+                                 "spreads": spreads, "ambient": ambient}
 
     def _jumps(self, scaled: dict[str, float]) -> list[str]:
         if self._prev is None:
@@ -891,9 +908,9 @@ class DriftAwareDetector:
         jumps = self._jumps(cache["scaled"])
         warming = self.n_seen < self.warmup
         adapting = self.adapt_left > 0 or self._adapts_to(jumps, noise_z)
-        terms = {f"{k}.std": v for k, v in noise_z.items()}
+        terms = {_STD[k]: v for k, v in noise_z.items()}
         if not adapting:
-            terms.update({f"{k}.mean": v for k, v in mean_z.items()})
+            terms.update({_MEAN[k]: v for k, v in mean_z.items()})
         if warming or not terms:
             return Assessment(0.0, False, True, bool(jumps), jumps, terms=(stamp, cache))
         ranked = sorted(terms, key=lambda k: -abs(terms[k]))
@@ -987,7 +1004,7 @@ class DriftAwareDetector:
             self._avg = self._averaged(self._prev)
         else:  # the scaler did not move: _terms already scaled and averaged these means
             self._prev, self._avg = scaled, cache["avg"]
-        self._ambient_avg = self._ambient_lagged(x)
+        self._ambient_avg = cache["ambient"]
         self.n_seen += 1
         if self.adapt_left > 0:
             self.adapt_left -= 1
