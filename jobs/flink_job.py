@@ -59,6 +59,10 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
     e.add_argument("--idleness", type=parse_duration, default="30s",
                    help="a source split quiet this long stops holding back the "
                         "watermark (default 30s)")
+    e.add_argument("--state-cache-size", type=positive_int, default=30_000,
+                   help="keyed-state values each Python worker keeps unpickled, three per "
+                        "asset (default 30000: 10,000 assets a worker; Flink's own default, "
+                        "1000, makes every reading fetch its twin from the JVM beyond ~330)")
     e.add_argument("--kafka-jars", default=None,
                    help="the Kafka connector jars, os.pathsep-separated (default: those "
                         "`make setup` fetched)")
@@ -82,7 +86,7 @@ def options_from_args(args: argparse.Namespace):
         parallelism=args.parallelism,
         checkpoint_interval_ms=int(args.checkpoint_interval * 1000),
         watermark_delay_ms=int(args.watermark_delay * 1000),
-        idleness_ms=int(args.idleness * 1000),
+        idleness_ms=int(args.idleness * 1000), state_cache_size=args.state_cache_size,
         twin_kwargs=twin_kwargs_from(args), job_name=args.job_name, group_id=args.group_id)
     if args.source == "simulator":
         opts.fleet = asdict(fleet_config_from(args))
