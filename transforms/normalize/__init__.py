@@ -232,7 +232,7 @@ def normalize_batch(
         extra.setdefault(reading["asset_type"], []).append((i, reading))
 
     blocks: dict[str, ReadingBlock] = {}
-    for asset_type in {*rows, *extra}:
+    for asset_type in [*rows, *(t for t in extra if t not in rows)]:  # first-seen order
         meta = rows.get(asset_type, [])
         values = out_values.get(asset_type)
         bad = out_bad.get(asset_type)

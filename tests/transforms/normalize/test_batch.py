@@ -77,3 +77,15 @@ def test_clock_decides_per_message():
 def test_lengths_must_match():
     with pytest.raises(ValueError, match="clocks"):
         normalize_batch([b""], [])
+
+
+def test_blocks_come_in_the_order_their_asset_types_first_appear():
+    """Whatever the hash seed (a set used to decide it), so runs are reproducible."""
+    from transforms.catalog import ASSET_TYPES
+
+    types = sorted(ASSET_TYPES, reverse=True)
+    payloads = [encode_message("orca", typical(t, f"{t}-1")) for t in types]
+    payloads += [encode_message("helios", typical(t, f"{t}-2")) for t in reversed(types)]
+    blocks, rejects = normalize_batch(payloads, [NOW_MS] * len(payloads))
+    assert rejects == [] and list(blocks) == types
+    assert [len(b) for b in blocks.values()] == [2] * len(types)
