@@ -150,21 +150,15 @@ def main(args: argparse.Namespace) -> int:
     if args.bench == "scale":
         from transforms.simulator.scenario import MAX_SENSORS
 
-        try:
-            sizes = [int(a) for a in args.assets.split(",") if a.strip()]
-            if not sizes or min(sizes) < 1:
-                raise ValueError
-        except ValueError:
+        sizes = _int_list(args.assets, 1, None)
+        if sizes is None:
             Console(stderr=True).print(f"[red]twin bench scale: --assets wants positive "
                                        f"integers like 1000,5000, not {args.assets!r}[/red]")
             return 2
         sensors = None
         if args.sensors is not None:
-            try:
-                sensors = [int(k) for k in args.sensors.split(",") if k.strip()]
-                if not sensors or not all(1 <= k <= MAX_SENSORS for k in sensors):
-                    raise ValueError
-            except ValueError:
+            sensors = _int_list(args.sensors, 1, MAX_SENSORS)
+            if sensors is None:
                 Console(stderr=True).print(
                     f"[red]twin bench scale: --sensors wants integers from 1 to "
                     f"{MAX_SENSORS} (the catalog's sensors per asset), like 2,4,8, not "
@@ -209,6 +203,17 @@ def main(args: argparse.Namespace) -> int:
 # -- throughput ----------------------------------------------------------------------------
 BENCH_WINDOW_S = 10.0
 BENCH_DETECTOR = {"warmup": 12}  # past warm-up within the workload: every stage scores
+
+
+def _int_list(text: str, low: int, high: int | None) -> list[int] | None:
+    """Comma-separated integers, each in ``[low, high]``; ``None`` if any is not (or none
+    is given)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        return None
+    ok = values and all(low <= v and (high is None or v <= high) for v in values)
+    return values if ok else None
 
 
 def write_workload(path: Path, assets: int, duration_s: float, interval_s: float,

@@ -72,6 +72,7 @@ import numpy as np
 from river import drift, preprocessing
 
 from transforms.catalog import EXOGENOUS_SENSORS, PROCESS_SENSORS, sensors_of
+from transforms.features import FEATURE_KEY
 
 
 @dataclass
@@ -112,8 +113,8 @@ class _RLS:
     def __reduce__(self):
         return _rls_from, (np.concatenate((self.w, self.P.ravel())),)
 
-    def __setstate__(self, state) -> None:  # a pickle from before __slots__ (a dict)
-        for k, v in (state[1] if isinstance(state, tuple) else state).items():
+    def __setstate__(self, state: dict) -> None:  # a pickle from before __slots__
+        for k, v in state.items():
             setattr(self, k, v)
 
     def predict(self, u: np.ndarray) -> float:
@@ -151,20 +152,7 @@ def _rls_from(packed: np.ndarray) -> _RLS:
 # pattern-change channel's settings are the class constants of _ShiftConfirm and _Art.
 SERIES_CONFIG = {"warmup": 150}
 
-class _Suffixed(dict):
-    """``name -> name + suffix``, made once per name: asset mode reads a window's features
-    by catalog sensor names (a bounded set) many times per window."""
-
-    def __init__(self, suffix: str) -> None:
-        super().__init__()
-        self.suffix = suffix
-
-    def __missing__(self, name: str) -> str:
-        key = self[name] = name + self.suffix
-        return key
-
-
-_MEAN, _STD, _RSTD = _Suffixed(".mean"), _Suffixed(".std"), _Suffixed(".rstd")
+_MEAN, _STD, _RSTD = FEATURE_KEY["mean"], FEATURE_KEY["std"], FEATURE_KEY["rstd"]
 
 SHIFT_SCORE = 0.99  # series mode: the score of a confirmed pattern change (an alarm)
 RESID_CLIP = 2.0  # residuals beyond this many spreads count as this many in the spread

@@ -107,6 +107,22 @@ def _nan_aware(t: np.ndarray, x: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray
     return np.stack((mean, std, lo, hi, slope, rstd), axis=1), n
 
 
+class _Suffixed(dict):
+    """``name -> '<name>.<stat>'``, made once per name: the twin and the detector read a
+    window's features by catalog sensor names (a bounded set) many times per window."""
+
+    def __init__(self, stat: str) -> None:
+        super().__init__()
+        self.suffix = "." + stat
+
+    def __missing__(self, name: str) -> str:
+        key = self[name] = name + self.suffix
+        return key
+
+
+# the feature key of a sensor's statistic: FEATURE_KEY["mean"]["flow"] == "flow.mean"
+FEATURE_KEY: dict[str, _Suffixed] = {stat: _Suffixed(stat) for stat in STATS}
+
 _KEYS: dict[tuple[str, ...], tuple[str, ...]] = {}
 
 
@@ -114,5 +130,6 @@ def _keys(names: tuple[str, ...]) -> tuple[str, ...]:
     """``'<sensor>.<stat>'`` for every sensor and statistic, sensor-major (cached)."""
     keys = _KEYS.get(names)
     if keys is None:
-        keys = _KEYS[names] = tuple(f"{name}.{stat}" for name in names for stat in STATS)
+        keys = _KEYS[names] = tuple(FEATURE_KEY[stat][name] for name in names
+                                    for stat in STATS)
     return keys

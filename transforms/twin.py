@@ -15,7 +15,7 @@ from typing import Any
 
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.detector import DriftAwareDetector
-from transforms.features import window_features
+from transforms.features import FEATURE_KEY, window_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
 from transforms.windowing import Window, WindowBuffer
@@ -24,17 +24,6 @@ FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
     "features", "prediction", "action", "state", "late", "duplicate",
 )
 Output = tuple[str, dict[str, Any]]
-
-_MEAN_KEYS: dict[str, tuple[tuple[str, str], ...]] = {}
-
-
-def _mean_keys(asset_type: str) -> tuple[tuple[str, str], ...]:
-    """``(sensor, '<sensor>.mean')`` in catalog order (the features' order), cached."""
-    keys = _MEAN_KEYS.get(asset_type)
-    if keys is None:
-        keys = _MEAN_KEYS[asset_type] = tuple((s, f"{s}.mean") for s in sensor_names(asset_type))
-    return keys
-
 
 class AssetTwin:
     """Everything the twin knows about one asset.
@@ -179,7 +168,8 @@ class AssetTwin:
                 self.policy.setpoint * self.nominal[self.policy.setpoint_name])
         return {
             "asset_id": self.asset_id, "asset_type": self.asset_type, "ts_ms": w.end_ms,
-            "values": {s: feats[k] for s, k in _mean_keys(self.asset_type) if k in feats},
+            "values": {s: feats[k] for s in sensor_names(self.asset_type)
+                       if (k := FEATURE_KEY["mean"][s]) in feats},
             "health_index": pred["health_index"], "anomaly_score": pred["anomaly_score"],
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,

@@ -307,11 +307,12 @@ class WindowBuffer:
         if isinstance(packed, ReadingBlock):  # pickled before ids were packed: still read
             packed = (packed.asset_type, packed.asset_ids, packed.vendors, packed.ts_ms,
                       packed.values, packed.bad)
+        if packed is not None:
+            asset_type, ids, vendors, ts, values, bad = packed
         at = 0
         for start, count, d, p in zip(starts, counts, dicts, pending, strict=True):
             bucket = self._open[start] = _Bucket()
             if count:
-                asset_type, ids, vendors, ts, values, bad = packed
                 rows = slice(at, at + count)
                 bucket.parts.append(ReadingBlock(
                     asset_type, [ids] * count if type(ids) is str else ids[rows],

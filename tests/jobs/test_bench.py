@@ -81,6 +81,8 @@ def test_bench_scale_writes_table_and_plot(tmp_path, capsys):
 def test_bench_scale_rejects_bad_sizes(tmp_path, capsys):
     assert main(["bench", "scale", "--assets", "ten", "--out", str(tmp_path)]) == 2
     assert "positive integers" in capsys.readouterr().err
+    assert main(["bench", "scale", "--assets", "5,0", "--out", str(tmp_path)]) == 2
+    assert "positive integers" in capsys.readouterr().err
     assert main(["bench", "scale", "--sensors", "4,9", "--out", str(tmp_path)]) == 2
     assert "integers from 1 to 8" in capsys.readouterr().err
 
