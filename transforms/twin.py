@@ -106,6 +106,9 @@ class AssetTwin:
     def next_deadline_ms(self) -> int | None:
         return self.buffer.next_deadline_ms()
 
+    def last_deadline_ms(self) -> int | None:
+        return self.buffer.last_deadline_ms()
+
     # -- one window ---------------------------------------------------------------------
     def _on_window(self, w: Window) -> list[Output]:
         feats = window_features(w)

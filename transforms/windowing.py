@@ -149,6 +149,12 @@ class WindowBuffer:
             return None
         return min(self._open) + self.size_ms + self.allowed_lateness_ms
 
+    def last_deadline_ms(self) -> int | None:
+        """Watermark at which the newest open window closes, and with it every other."""
+        if not self._open:
+            return None
+        return max(self._open) + self.size_ms + self.allowed_lateness_ms
+
     def add(self, reading: dict[str, Any]) -> tuple[str, list[Window]]:
         """Add one canonical reading.
 

@@ -1,10 +1,14 @@
 """Beam binding of the per-asset twin: a stateful DoFn keyed by asset id.
 
-``TwinFn`` keeps one :class:`~transforms.twin.AssetTwin` per key in ``TWIN_STATE`` and an
-event-time timer at the earliest open window's deadline (end + allowed lateness): the
-runner's watermark closes windows of quiet assets, the data watermark inside the twin
-closes the rest. All maths is in ``transforms``; this file only reads state, calls, writes
-state and emits, tagging outputs by kind.
+``TwinFn`` keeps one :class:`~transforms.twin.AssetTwin` per key in ``TWIN_STATE`` and
+two event-time timers, at the earliest and at the newest open window's deadline (end +
+allowed lateness): the runner's watermark closes windows of quiet assets, the data
+watermark inside the twin closes the rest. The second timer matters when the watermark
+jumps (the end of a bounded input: to +inf): every open window then closes in one firing
+and one state write, not one firing, one state write and one twin pickle per window (the
+runner fires timers set in a handler only in its next round). All maths is in
+``transforms``; this file only reads state, calls, writes state and emits, tagging outputs
+by kind.
 
 Bounded runs that continue later (``twin run --source kafka``) use *checkpoint* mode: the
 end-of-input timer does not close the open windows but emits each twin, pickled, to the
@@ -79,6 +83,7 @@ class TwinFn(beam.DoFn):
 
     TWIN_STATE = ReadModifyWriteStateSpec("twin", PickleCoder())
     CLOSE_TIMER = TimerSpec("close", TimeDomain.WATERMARK)
+    LAST_TIMER = TimerSpec("last", TimeDomain.WATERMARK)
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  checkpoint: bool = False, initial_path: str | None = None) -> None:
@@ -95,7 +100,7 @@ class TwinFn(beam.DoFn):
         self.anomalies = Metrics.counter("twin", "anomalies")
         self.drift_events = Metrics.counter("twin", "drift_events")
 
-    def _emit(self, outputs, timer, twin: AssetTwin):
+    def _emit(self, outputs, timer, last, twin: AssetTwin):
         for tag, record in outputs:
             if tag in self.counters:
                 self.counters[tag].inc()
@@ -116,6 +121,10 @@ class TwinFn(beam.DoFn):
             deadline = max(twin.buffer.max_ts_ms, 0)
         if deadline is not None:
             timer.set(deadline / 1000.0)
+        if not self.checkpoint:  # (checkpoint mode hands the twin over once, at the end)
+            newest = twin.last_deadline_ms()
+            if newest is not None and newest != deadline:
+                last.set(newest / 1000.0)
 
     def setup(self) -> None:
         if self.initial_path:
@@ -128,6 +137,7 @@ class TwinFn(beam.DoFn):
         element: tuple[str, dict[str, Any]],
         state=beam.DoFn.StateParam(TWIN_STATE),
         timer=beam.DoFn.TimerParam(CLOSE_TIMER),
+        last=beam.DoFn.TimerParam(LAST_TIMER),
     ):
         asset_id, readings = element  # one reading (dict) or a block of this asset's
         block = readings if isinstance(readings, ReadingBlock) else None
@@ -139,7 +149,7 @@ class TwinFn(beam.DoFn):
             twin = AssetTwin(asset_id, asset_type, **self.twin_kwargs)
         outputs = twin.add_block(block) if block is not None else twin.add(readings)
         state.write(_Cached(twin))
-        yield from self._emit(outputs, timer, twin)
+        yield from self._emit(outputs, timer, last, twin)
 
     @on_timer(CLOSE_TIMER)
     def on_close(
@@ -147,7 +157,22 @@ class TwinFn(beam.DoFn):
         fire_ts=beam.DoFn.TimestampParam,
         state=beam.DoFn.StateParam(TWIN_STATE),
         timer=beam.DoFn.TimerParam(CLOSE_TIMER),
+        last=beam.DoFn.TimerParam(LAST_TIMER),
     ):
+        yield from self._fired(fire_ts, state, timer, last)
+
+    @on_timer(LAST_TIMER)
+    def on_last(
+        self,
+        fire_ts=beam.DoFn.TimestampParam,
+        state=beam.DoFn.StateParam(TWIN_STATE),
+        timer=beam.DoFn.TimerParam(CLOSE_TIMER),
+        last=beam.DoFn.TimerParam(LAST_TIMER),
+    ):
+        yield from self._fired(fire_ts, state, timer, last)
+
+    def _fired(self, fire_ts, state, timer, last):
+        """The watermark passed ``fire_ts``: close what that closes (both timers)."""
         twin = _read(state)
         if twin is None:
             return
@@ -155,8 +180,10 @@ class TwinFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(CHECKPOINT, (twin.asset_id, pickle.dumps(twin)))
             return
         outputs = twin.advance(int(fire_ts.micros // 1000))
+        if not outputs:  # the other timer closed these windows already: nothing changed
+            return
         state.write(_Cached(twin))
-        yield from self._emit(outputs, timer, twin)
+        yield from self._emit(outputs, timer, last, twin)
 
 
 def _keyed(element):

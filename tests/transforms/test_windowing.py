@@ -48,11 +48,21 @@ def test_late_after_window_closed_and_duplicates_counted():
 def test_engine_watermark_closes_quiet_key_and_deadline():
     buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=5_000, out_of_orderness_ms=0)
     buf.add(r(3_000))
-    assert buf.next_deadline_ms() == 15_000
+    assert buf.next_deadline_ms() == buf.last_deadline_ms() == 15_000
     assert buf.advance(14_999) == []
     (w,) = buf.advance(15_000)
     assert (w.start_ms, w.end_ms) == (0, 10_000)
-    assert buf.next_deadline_ms() is None
+    assert buf.next_deadline_ms() is None and buf.last_deadline_ms() is None
+
+
+def test_last_deadline_closes_every_open_window():
+    buf = WindowBuffer(size_ms=10_000, allowed_lateness_ms=50_000, out_of_orderness_ms=0)
+    for t in (3_000, 12_000, 27_000, 31_000):
+        assert buf.add(r(t)) == ("ok", [])
+    assert (buf.next_deadline_ms(), buf.last_deadline_ms()) == (60_000, 90_000)
+    closed = buf.advance(buf.last_deadline_ms())
+    assert [w.start_ms for w in closed] == [0, 10_000, 20_000, 30_000]
+    assert buf.last_deadline_ms() is None
 
 
 def test_pickle_round_trip_keeps_buffer():

@@ -75,3 +75,26 @@ def test_bounded_batch_run_flushes_every_window():
         outs = p | beam.Create(readings) | RunTwins(TWIN)
         counts = outs["features"] | beam.Map(lambda f: (f["window_start_ms"], f["count"]))
         assert_that(counts, equal_to([(0, 6), (60_000, 6), (120_000, 1)]))
+
+
+def test_end_of_input_closes_every_open_window_in_one_state_write(monkeypatch):
+    """When the watermark jumps past many open windows (here: the end of a bounded input,
+    no window closed by data), they close in order, in one timer firing and one state
+    write per asset: not one firing, state write and twin pickle per window."""
+    import pipelines.beam.twin as twin_fn
+
+    pickles = []
+    reduce = twin_fn._Cached.__reduce__
+    monkeypatch.setattr(twin_fn._Cached, "__reduce__",
+                        lambda self: pickles.append(self.twin.asset_id) or reduce(self))
+    # lateness of 20 windows: none of the 10 windows closes while data comes in
+    twin = {**TWIN, "allowed_lateness_ms": 20 * WINDOW}
+    readings = [reading(a, t * 10_000) for t in range(60) for a in ("p1", "p2")]
+    with TestPipeline() as p:
+        outs = p | beam.Create(readings) | RunTwins(twin)
+        states = outs["state"] | beam.Map(lambda s: (s["asset_id"], s["windows_seen"],
+                                                     s["ts_ms"]))
+        assert_that(states, equal_to([(a, i + 1, (i + 1) * WINDOW)
+                                      for a in ("p1", "p2") for i in range(10)]))
+    # one write after the data, one after the watermark closed all ten windows
+    assert sorted(pickles) == ["p1", "p1", "p2", "p2"]
