@@ -152,6 +152,7 @@ class TwinFn(beam.DoFn):
         yield from self._emit(outputs, timer, last, twin)
 
     @on_timer(CLOSE_TIMER)
+    @on_timer(LAST_TIMER)
     def on_close(
         self,
         fire_ts=beam.DoFn.TimestampParam,
@@ -159,20 +160,7 @@ class TwinFn(beam.DoFn):
         timer=beam.DoFn.TimerParam(CLOSE_TIMER),
         last=beam.DoFn.TimerParam(LAST_TIMER),
     ):
-        yield from self._fired(fire_ts, state, timer, last)
-
-    @on_timer(LAST_TIMER)
-    def on_last(
-        self,
-        fire_ts=beam.DoFn.TimestampParam,
-        state=beam.DoFn.StateParam(TWIN_STATE),
-        timer=beam.DoFn.TimerParam(CLOSE_TIMER),
-        last=beam.DoFn.TimerParam(LAST_TIMER),
-    ):
-        yield from self._fired(fire_ts, state, timer, last)
-
-    def _fired(self, fire_ts, state, timer, last):
-        """The watermark passed ``fire_ts``: close what that closes (both timers)."""
+        """Either timer: the watermark passed ``fire_ts``; close what that closes."""
         twin = _read(state)
         if twin is None:
             return
