@@ -286,9 +286,11 @@ def _run_beam(workload: str, out: str, transform, batched: bool = False) -> dict
     import time
 
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
 
-    opts = PipelineOptions(["--direct_num_workers=1", "--direct_running_mode=in_memory"])
+    from pipelines.beam.runner import apply_state_cache, direct_options
+
+    opts = direct_options()  # (b) and (c) alike
+    apply_state_cache(opts)
     t0 = time.perf_counter()
     with beam.Pipeline(options=opts) as p:
         read = read_chunks if batched else read_workload  # lists, as the twin's sources give

@@ -35,6 +35,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from jobs.options import add_fleet_args, add_twin_args, fleet_config_from, twin_kwargs_from
 from pipelines import progress
 from pipelines.beam.pipeline import ProcessMessages, WriteOutputs
+from pipelines.beam.runner import apply_state_cache, direct_options
 from pipelines.beam.sources import ReadSimulator
 from transforms.simulator import Fleet
 
@@ -123,11 +124,12 @@ def _with_progress(total: int, fn, enabled: bool):
 def _options(beam_args: list[str]) -> PipelineOptions:
     if any(a.startswith("--runner") for a in beam_args):
         return PipelineOptions(beam_args)
-    return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1",
-                            "--direct_running_mode=in_memory", *beam_args])
+    return direct_options(*beam_args)
 
 
 def _execute(build, options: PipelineOptions, expected: int, show: bool):
+    apply_state_cache(options)
+
     def execute():
         p = beam.Pipeline(options=options)
         build(p)
@@ -277,6 +279,7 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
     plan = plan_partitions(cfg, topics, args.group_id, bounded=False)
     options = _options(beam_args)
     options.view_as(StandardOptions).streaming = True
+    apply_state_cache(options)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
     outputs = (

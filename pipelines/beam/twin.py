@@ -43,9 +43,9 @@ CHECKPOINT = "checkpoint"
 # Beam measures every value it caches with objsize, on every state write and clear, and
 # each such call first walks the globals of every loaded module (~1 ms here): that was
 # 45 % of the pipeline's time. Twins are weighed at this fixed size instead (`_weigh`);
-# every other cached value is measured as Beam does. The DirectRunner's cache is 100 MB
-# (fixed): beyond ~4,000 assets twins are evicted and re-read from its state store;
-# other runners take --max_cache_memory_usage_mb.
+# every other cached value is measured as Beam does. The cache's size is
+# --max_cache_memory_usage_mb, on the DirectRunner too (pipelines.beam.runner: 1,000 MB,
+# ~40,000 twins, by default; Beam's own DirectRunner cache is 100 MB, ~4,000 twins).
 TWIN_CACHE_WEIGHT = 24 << 10
 
 
