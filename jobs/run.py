@@ -122,14 +122,17 @@ def _with_progress(total: int, fn, enabled: bool):
 
 
 def _options(beam_args: list[str]) -> PipelineOptions:
+    """The run's pipeline options (the DirectRunner unless ``--runner`` says otherwise),
+    its state cache sized from them."""
     if any(a.startswith("--runner") for a in beam_args):
-        return PipelineOptions(beam_args)
-    return direct_options(*beam_args)
+        options = PipelineOptions(beam_args)
+    else:
+        options = direct_options(*beam_args)
+    apply_state_cache(options)
+    return options
 
 
 def _execute(build, options: PipelineOptions, expected: int, show: bool):
-    apply_state_cache(options)
-
     def execute():
         p = beam.Pipeline(options=options)
         build(p)
@@ -279,7 +282,6 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
     plan = plan_partitions(cfg, topics, args.group_id, bounded=False)
     options = _options(beam_args)
     options.view_as(StandardOptions).streaming = True
-    apply_state_cache(options)
     t0 = time.perf_counter()
     p = beam.Pipeline(options=options)
     outputs = (

@@ -25,6 +25,7 @@ FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
 )
 Output = tuple[str, dict[str, Any]]
 
+
 class AssetTwin:
     """Everything the twin knows about one asset.
 
