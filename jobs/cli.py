@@ -39,6 +39,7 @@ def _print_metrics(metrics: dict, console: Console) -> None:
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from jobs.run import run
+    from pipelines.beam.runner import BeamOptionsError
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
@@ -46,7 +47,8 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     console = Console()
     try:
         summary = run(args, beam_args)
-    except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError) as exc:
+    except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
+            BeamOptionsError) as exc:
         Console(stderr=True).print(f"[red]twin run: {exc}[/red]", highlight=False)
         return 2
     _print_summary(summary, console)

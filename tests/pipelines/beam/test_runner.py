@@ -7,7 +7,13 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import worker_handlers
 
-from pipelines.beam.runner import DIRECT_CACHE_MB, apply_state_cache, direct_options
+from jobs.cli import main
+from pipelines.beam.runner import (
+    DIRECT_CACHE_MB,
+    BeamOptionsError,
+    apply_state_cache,
+    direct_options,
+)
 
 
 @pytest.fixture
@@ -42,8 +48,17 @@ def test_the_flag_wins(cache_sizes):
     assert apply_state_cache(direct_options("--max_cache_memory_usage_mb=250")) == 250
     run(direct_options())
     assert set(cache_sizes) == {250 << 20}
-    with pytest.raises(ValueError, match="must be >= 0"):
+    with pytest.raises(BeamOptionsError, match="must be >= 0"):
         apply_state_cache(direct_options("--max_cache_memory_usage_mb=-1"))
+
+
+def test_twin_run_refuses_a_negative_cache_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--assets", "1", "--duration", "1m", "--out", str(out),
+                 "--no-progress", "--", "--max_cache_memory_usage_mb=-1"]) == 2
+    err = capsys.readouterr().err
+    assert "twin run: --max_cache_memory_usage_mb must be >= 0, got -1" in err
+    assert "Traceback" not in err
 
 
 def test_other_runners_and_no_flag_leave_beam_alone(cache_sizes):
