@@ -45,6 +45,7 @@ from transforms.columns import ReadingBlock, sensor_names
 from transforms.errors import InvalidReading
 from transforms.normalize import helios, kestrel, orca
 from transforms.normalize.common import GOOD, QUALITIES
+from transforms.normalize.frames import Template, Templates
 from transforms.sample import Sample
 from transforms.units import factors
 from transforms.validate import (
@@ -139,8 +140,11 @@ def normalize_batch(
     e.g. a schema registry outage must fail instead). Every message is in exactly one of
     the two, and each is judged exactly as :func:`normalize_message` judges it alone.
 
-    How: each message is decoded and its vendor envelope read (``module.envelope``:
-    identity, time, raw points); the points' mapping, unit conversion and validation are
+    How: a message that fits a frame template its device's earlier frames taught
+    (:mod:`transforms.normalize.frames`: Helios' binary frames) is read as columns with
+    the other frames of its device, without decoding it alone; every other message is
+    decoded and its vendor envelope read (``module.envelope``: identity, time, raw
+    points). The points' mapping, unit conversion and validation are
     then done for all messages at once, grouped by *layout* (vendor, asset type and the
     sequence of tag, unit and quality: an asset's device sends the same one every time),
     as numpy arithmetic. A message that fails or even might fail any check is not
@@ -153,12 +157,18 @@ def normalize_batch(
         raise ValueError(f"{n} payloads but {len(now_ms)} clocks")
     slow: list[int] = []
     groups: dict[tuple, _Group] = {}
-    rows: dict[str, list[tuple[int, str, str, int]]] = {}  # type -> (msg, asset, vendor, ts)
+    rows: dict[str, _Rows] = {}  # asset type -> its accepted messages, as columns
+    todo: Sequence[int] = range(n)
+    frames = _FRAMES if decode is wire.decode else None  # templates know the repo's ids
+    if frames is not None:
+        todo = _read_frames(frames, payloads, now_ms, max_bytes, max_future_ms, max_age_ms,
+                            groups, rows)
     known_ids = _KNOWN_IDS
-    for i in range(n):
+    for i in todo:
         now = now_ms[i]
         try:
-            name, record = decode(payloads[i], max_bytes)
+            payload = payloads[i]
+            name, record = decode(payload, max_bytes)
             module = _BY_SCHEMA[name]
             asset_id, asset_type, ts, points = module.envelope(record)
             tags, values, units, qualities = zip(*points)  # a 4-tuple per point, else slow
@@ -174,49 +184,51 @@ def normalize_batch(
             take = group.plan.take
             if take is not None:
                 values = [values[j] for j in take]
+            if frames is not None:  # this device's next frames can be read as columns
+                frames.learn(payload, name, record, module)
         except Exception:  # noqa: BLE001 - explained by the one-message path below
             slow.append(i)
             continue
         per_type = rows.get(asset_type)
         if per_type is None:
-            per_type = rows[asset_type] = []
-        group.rows.append((asset_type, len(per_type)))
+            per_type = rows[asset_type] = _Rows()
+        group.rows.append(len(per_type.msgs))
         group.values.append(values)
         group.msgs.append(i)
-        per_type.append((i, asset_id, module.VENDOR, ts))
+        per_type.msgs.append(i)
+        per_type.ids.append(asset_id)
+        per_type.vendors.append(module.VENDOR)
+        per_type.ts.append(ts)
 
     # columns per asset type, filled group by group
-    out_values = {t: np.full((len(r), len(sensor_names(t))), np.nan) for t, r in rows.items()}
-    out_bad = {t: np.zeros((len(r), len(sensor_names(t))), dtype=bool) for t, r in rows.items()}
-    dropped: dict[str, list[int]] = {}
+    out_values = {t: np.full((len(r.msgs), len(sensor_names(t))), np.nan)
+                  for t, r in rows.items()}
+    out_bad = {t: np.zeros((len(r.msgs), len(sensor_names(t))), dtype=bool)
+               for t, r in rows.items()}
+    dropped: dict[str, list[np.ndarray]] = {}
     for group in groups.values():
-        if not group.rows:
-            continue
         plan = group.plan
-        asset_type = group.rows[0][0]
-        idx = np.fromiter((r for _, r in group.rows), dtype=np.intp, count=len(group.rows))
-        ok = np.ones(len(idx), dtype=bool)
-        if plan.good.size:
+        asset_type = group.layout[1]
+        parts = list(group.fast)  # (rows, msgs, values) read as columns
+        if group.rows:  # those read one by one
+            idx = np.fromiter(group.rows, dtype=np.intp, count=len(group.rows))
             try:
                 if not set(map(type, chain.from_iterable(group.values))) <= _NUMBER:
                     raise TypeError("not all numbers")
-                raw = np.array(group.values, dtype=np.float64)
+                parts.append((idx, group.msgs, np.array(group.values, dtype=np.float64)))
             except (TypeError, ValueError, OverflowError):  # None, str, bool, huge int
-                raw = None
-            if raw is None:
-                ok[:] = False
-            else:
-                si = raw * plan.scale + plan.offset
-                with np.errstate(invalid="ignore"):
-                    ok &= np.all((si >= plan.low) & (si <= plan.high), axis=1)  # NaN fails
-                good_idx = idx[ok]
-                out_values[asset_type][good_idx[:, None], plan.cols] = si[ok]
-        if plan.bad_cols.size:
-            out_bad[asset_type][idx[:, None], plan.bad_cols] = True
-        if not ok.all():
-            bad_rows = idx[~ok].tolist()
-            dropped.setdefault(asset_type, []).extend(bad_rows)
-            slow.extend(group.msgs[k] for k in np.flatnonzero(~ok).tolist())
+                dropped.setdefault(asset_type, []).append(idx)
+                slow.extend(group.msgs)
+        for idx, msgs, raw in parts:
+            si = raw * plan.scale + plan.offset
+            with np.errstate(invalid="ignore"):
+                ok = np.all((si >= plan.low) & (si <= plan.high), axis=1)  # NaN fails
+            out_values[asset_type][idx[ok][:, None], plan.cols] = si[ok]
+            if plan.bad_cols.size:
+                out_bad[asset_type][idx[:, None], plan.bad_cols] = True
+            if not ok.all():
+                dropped.setdefault(asset_type, []).append(idx[~ok])
+                slow.extend(msgs[k] for k in np.flatnonzero(~ok).tolist())
 
     # the one-message path: names the reason, or (never expected) accepts
     rejects: list[tuple[int, Exception]] = []
@@ -232,39 +244,110 @@ def normalize_batch(
         extra.setdefault(reading["asset_type"], []).append((i, reading))
 
     blocks: dict[str, ReadingBlock] = {}
-    for asset_type in [*rows, *(t for t in extra if t not in rows)]:  # first-seen order
-        meta = rows.get(asset_type, [])
-        values = out_values.get(asset_type)
-        bad = out_bad.get(asset_type)
-        msgs = [m for m, _, _, _ in meta]
+    first = {t: min(r.msgs) for t, r in rows.items()}
+    for t, more in extra.items():
+        first[t] = min(first.get(t, n), more[0][0])
+    for asset_type in sorted(first, key=first.__getitem__):  # first-seen order
+        meta = rows.get(asset_type)
         block = None
-        if meta:
-            keep = None
+        msgs: list[int] = []
+        if meta is not None:
+            msgs = meta.msgs
+            block = ReadingBlock(asset_type, meta.ids, meta.vendors,
+                                 np.array(meta.ts, dtype=np.int64),
+                                 out_values[asset_type], out_bad[asset_type])
             if asset_type in dropped:
-                keep = np.ones(len(meta), dtype=bool)
-                keep[dropped[asset_type]] = False
-            ts = np.fromiter((t for _, _, _, t in meta), dtype=np.int64, count=len(meta))
-            block = ReadingBlock(asset_type, [a for _, a, _, _ in meta],
-                                 [v for _, _, v, _ in meta], ts, values, bad)
-            if keep is not None:
+                keep = np.ones(len(msgs), dtype=bool)
+                keep[np.concatenate(dropped[asset_type])] = False
                 block = block.take(np.flatnonzero(keep))
                 msgs = [m for m, k in zip(msgs, keep.tolist(), strict=True) if k]
-        if asset_type in extra:  # put them back in message order
+        if asset_type in extra:
             more = ReadingBlock.from_readings([r for _, r in extra[asset_type]])
             more.dicts = None
-            allmsgs = msgs + [m for m, _ in extra[asset_type]]
+            msgs = msgs + [m for m, _ in extra[asset_type]]
             block = more if block is None or not len(block) else ReadingBlock.concat(
                 [block, more])
-            block = block.take(np.argsort(np.asarray(allmsgs), kind="stable"))
         if block is not None and len(block):
+            order = np.asarray(msgs, dtype=np.int64)
+            if len(order) > 1 and not (order[1:] > order[:-1]).all():  # message order
+                block = block.take(np.argsort(order, kind="stable"))
             blocks[asset_type] = block
     if len(_KNOWN_IDS) > 100_000:
         _KNOWN_IDS.clear()
     return blocks, sorted(rejects, key=lambda r: r[0])
 
 
+def _read_frames(frames: Templates, payloads: Sequence[bytes], now_ms: Sequence[int],
+                 max_bytes: int, max_future_ms: int, max_age_ms: int,
+                 groups: dict[tuple, _Group], rows: dict[str, _Rows]) -> list[int]:
+    """Read the messages that fit a learned frame template as columns (see
+    :mod:`transforms.normalize.frames`) into ``groups`` and ``rows``; return the indices
+    of all others, in order, for the one-by-one decode."""
+    todo: list[int] = []
+    pending: dict[int, tuple[Template, list[int]]] = {}
+    match = frames.match
+    for i, payload in enumerate(payloads):
+        t = match(payload) if len(payload) <= max_bytes else None
+        if t is None:
+            todo.append(i)
+            continue
+        entry = pending.get(id(t))
+        if entry is None:
+            pending[id(t)] = (t, [i])
+        else:
+            entry[1].append(i)
+    if not pending:
+        return todo
+    for t, msgs in pending.values():
+        if VENDORS[t.vendor].envelope is not t.envelope:  # the adapter was replaced
+            frames.forget(t)
+            todo.extend(msgs)
+            continue
+        ok, ts, values = t.read([payloads[i] for i in msgs])
+        now = np.fromiter((now_ms[i] for i in msgs), dtype=np.int64, count=len(msgs))
+        ok &= (ts >= now - max_age_ms) & (ts <= now + max_future_ms)
+        group = groups.get(t.layout)
+        if group is None:
+            group = groups[t.layout] = _Group(t.layout)
+        if group.plan is None:  # (a template's layout had a plan when it was learned)
+            ok[:] = False
+        if not ok.all():  # not this device's frame after all, or too old or new
+            todo.extend(m for m, good in zip(msgs, ok.tolist(), strict=True) if not good)
+            keep = np.flatnonzero(ok)
+            msgs = [msgs[k] for k in keep.tolist()]
+            ts, values = ts[keep], values[keep]
+        if not msgs:
+            continue
+        per_type = rows.get(t.asset_type)
+        if per_type is None:
+            per_type = rows[t.asset_type] = _Rows()
+        start = len(per_type.msgs)
+        per_type.msgs.extend(msgs)
+        per_type.ids.extend([t.asset_id] * len(msgs))
+        per_type.vendors.extend([t.vendor] * len(msgs))
+        per_type.ts.extend(ts.tolist())
+        take = group.plan.take
+        group.fast.append((np.arange(start, start + len(msgs)), msgs,
+                           values if take is None else values[:, take]))
+    todo.sort()
+    return todo
+
+
+class _Rows:
+    """The accepted messages of one asset type in a batch, as columns."""
+
+    __slots__ = ("msgs", "ids", "vendors", "ts")
+
+    def __init__(self) -> None:
+        self.msgs: list[int] = []
+        self.ids: list[str] = []
+        self.vendors: list[str] = []
+        self.ts: list[int] = []
+
+
 _NUMBER = frozenset((float, int))
 _KNOWN_IDS: set[str] = set()  # asset ids already found valid (bounded, see above)
+_FRAMES = Templates()  # devices' frame templates, kept across batches (bounded)
 # layout -> its plan, kept across batches: a plan takes ~0.7 ms (unit conversions) and a
 # device sends the same layout for as long as it runs
 _PLANS: dict[tuple, _Plan | None] = {}
@@ -327,11 +410,14 @@ class _Plan:
 
 
 class _Group:
-    """The messages of one layout in a batch."""
+    """The messages of one layout in a batch: read one by one (``rows`` of their asset
+    type, ``values``, ``msgs``) and read as columns (``fast``: row indices, messages and
+    a value matrix per frame template)."""
 
-    __slots__ = ("plan", "rows", "values", "msgs")
+    __slots__ = ("layout", "plan", "rows", "values", "msgs", "fast")
 
     def __init__(self, layout: tuple) -> None:
+        self.layout = layout
         try:
             self.plan = _PLANS[layout]
         except KeyError:
@@ -343,6 +429,7 @@ class _Group:
             if len(_PLANS) >= 10_000:  # bounded: a flood of odd layouts cannot grow it
                 _PLANS.clear()
             _PLANS[layout] = self.plan
-        self.rows: list[tuple[str, int]] = []
+        self.rows: list[int] = []
         self.values: list[Sequence[Any]] = []
         self.msgs: list[int] = []
+        self.fast: list[tuple[np.ndarray, list[int], np.ndarray]] = []
