@@ -44,6 +44,15 @@ def test_prefix_ends_at_the_first_number_through_null_branches():
     assert read(b"\x04ab" + b"\x02\x06" + b"\x01" + b"\x00" * 8) == 4
     assert read(b"\x04a") is None  # ends inside the string
     assert read(b"\x03ab") is None  # a negative length
+    # no number before the union's null branch is followed by an array: no prefix here
+    late = {"type": "record", "name": "L", "fields": [
+        {"name": "maybe", "type": ["null", "long"]},
+        {"name": "xs", "type": {"type": "array", "items": "double"}}]}
+    assert prefix_reader(late)(b"\x02\x06\x00") == 1
+    assert prefix_reader(late)(b"\x00\x00") is None
+    # a record that starts with an array has no prefix at all: no reader
+    assert prefix_reader({"type": "record", "name": "A", "fields": [
+        {"name": "xs", "type": {"type": "array", "items": "double"}}]}) is None
 
 
 def test_arrays_in_blocks_with_byte_sizes_are_walked():

@@ -136,10 +136,13 @@ class Templates:
         schema = raw(name)
         reader = self._readers.get(sid)
         if reader is None:
-            reader = self._readers[sid] = prefix_reader(schema)
+            reader = prefix_reader(schema)
+            if reader is None:  # no record of this schema has an identity prefix
+                self._refuse(sid)
+                return None
+            self._readers[sid] = reader
         end = reader(frame, HEADER.size)
-        if end is None:
-            self._refuse(sid)
+        if end is None:  # this frame's prefix runs past its numbers: no template for it
             return None
         key = (len(frame), frame[:end])
         old = self._by_key.get(key, False)
