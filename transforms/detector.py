@@ -97,8 +97,11 @@ class Assessment:
 class _RLS:
     """Recursive least squares with exponential forgetting (one target).
 
-    Pickled as one array (weights, then covariance rows): engines pickle every twin at
-    each state commit, and each array and instance dict costs more than its numbers.
+    The covariance ``P`` depends only on the inputs and the forgetting, not on the
+    target: models of one asset fed the same inputs hold the same ``P``, and share one
+    array (never changed in place), so an update's gain and next covariance are computed
+    once for all of them (:meth:`step`). Pickled as weights and covariance, so a pickle
+    of the detector keeps one copy of a shared covariance.
     """
 
     __slots__ = ("w", "P")
@@ -111,11 +114,19 @@ class _RLS:
         self.P[0, 0] = delta
 
     def __reduce__(self):
-        return _rls_from, (np.concatenate((self.w, self.P.ravel())),)
+        return _rls_from, (self.w, self.P)
 
     def __setstate__(self, state: dict) -> None:  # a pickle from before __slots__
         for k, v in state.items():
             setattr(self, k, v)
+
+    def sibling(self) -> _RLS:
+        """A new model of another target that shares this one's covariance (valid while
+        this one's weights are still the prior's, zero: both then hold the same state)."""
+        model = _RLS.__new__(_RLS)
+        model.w = np.zeros(len(self.w))
+        model.P = self.P
+        return model
 
     def predict(self, u: np.ndarray) -> float:
         return float(self.w @ u)
@@ -124,10 +135,11 @@ class _RLS:
         """``u' P u``: how far ``u`` lies from what the model has seen (extrapolation)."""
         return float(u @ self.P @ u)
 
-    def update(self, u: np.ndarray, y: float, lam: float) -> None:
+    def step(self, u: np.ndarray, lam: float) -> tuple[np.ndarray, np.ndarray]:
+        """The gain and the next covariance of an update with input ``u``: the same for
+        every model holding this ``P``."""
         Pu = self.P @ u
         k = Pu / (lam + u @ Pu)
-        self.w += k * (y - self.w @ u)
         P = self.P - k[:, None] * Pu  # np.outer's values, without its wrapper
         P /= lam
         # keep P symmetric and bounded (numerical hygiene for long runs); in place where
@@ -136,12 +148,27 @@ class _RLS:
         sym *= 0.5
         np.minimum(sym, 1e6, out=sym)
         np.maximum(sym, -1e6, out=sym)
-        self.P = sym
+        return k, sym
+
+    def update(self, u: np.ndarray, y: float, lam: float,
+               step: tuple[np.ndarray, np.ndarray] | None = None
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Learn ``y`` at ``u``; ``step``: :meth:`step` of this ``P``, ``u`` and ``lam``
+        if already computed (for a model sharing ``P``). Returns the step taken."""
+        k, P = step if step is not None else self.step(u, lam)
+        self.w += k * (y - self.w @ u)
+        self.P = P
+        return k, P
 
 
-def _rls_from(packed: np.ndarray) -> _RLS:
-    dim = int(round((-1 + math.sqrt(1 + 4 * len(packed))) / 2))  # dim + dim**2 numbers
+def _rls_from(w: np.ndarray, P: np.ndarray | None = None) -> _RLS:
+    """A pickled model: weights and covariance, or (older pickles) one packed array."""
     model = _RLS.__new__(_RLS)
+    if P is not None:
+        model.w, model.P = w, P
+        return model
+    packed = w
+    dim = int(round((-1 + math.sqrt(1 + 4 * len(packed))) / 2))  # dim + dim**2 numbers
     model.w = packed[:dim].copy()
     model.P = packed[dim:].reshape(dim, dim).copy()
     return model
@@ -681,6 +708,16 @@ class DriftAwareDetector:
         self._ambient_avg: float | None = None
         self._adwin: dict[str, drift.ADWIN] = {}
 
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # a pickle from before covariances were shared holds equal copies: share them again
+        models = list(self._models.values())
+        for i, m in enumerate(models):
+            twin = next((o for o in models[:i] if o.P is not m.P and o.P.shape == m.P.shape
+                         and np.array_equal(o.P, m.P)), None)
+            if twin is not None:
+                m.P = twin.P
+
     # -- features -> model inputs -------------------------------------------------------
     def _ambient_lagged(self, x: dict[str, float]) -> float | None:
         """Ambient as the machine's thermal mass feels it: its exponential average."""
@@ -716,13 +753,15 @@ class DriftAwareDetector:
                                                                       strict=True)]
         return out
 
-    def _design(self, scaled: dict[str, float], avg: dict[str, list[float]], target: str):
+    def _design(self, scaled: dict[str, float], avg: dict[str, list[float]]) -> np.ndarray:
+        """The residual models' input: intercept, then each regressor and its averages.
+        One for every target (targets are never regressors: a regressor is a process
+        sensor, a target is not)."""
         row = [1.0]
         for s in self._regressors:
-            if s != target:
-                x = scaled.get(s, 0.0)
-                row.append(x)
-                row.extend(avg.get(s) or [x] * len(self.lag_alphas))
+            x = scaled.get(s, 0.0)
+            row.append(x)
+            row.extend(avg.get(s) or [x] * len(self.lag_alphas))
         return np.array(row)
 
     def _log_spread(self, x: dict[str, float], s: str, means: dict[str, float]) -> float | None:
@@ -743,19 +782,24 @@ class DriftAwareDetector:
         avg = self._averaged(scaled)
         mean_z: dict[str, float] = {}
         noise_z: dict[str, float] = {}
-        designs = {}
+        designs = {}  # target -> its input (one array for all)
         resid = {}  # target -> residual of the current model (learn_one reuses it)
+        u = None
+        shared_P = leverage = None  # models sharing a covariance share its leverage
         for s in self._targets:
             if s not in scaled:
                 continue
-            u = self._design(scaled, avg, s)
+            if u is None:
+                u = self._design(scaled, avg)
             designs[s] = u
             model = self._models.get(s)
             if model is not None:
                 r = resid[s] = scaled[s] - model.predict(u)
                 if s in self._r2:
+                    if model.P is not shared_P:
+                        shared_P, leverage = model.P, model.leverage(u)
                     # predictive spread: residual noise, widened where the model extrapolates
-                    var = max(self._r2[s], 1e-4) * (1.0 + min(model.leverage(u), 1e6))
+                    var = max(self._r2[s], 1e-4) * (1.0 + min(leverage, 1e6))
                     mean_z[s] = r / math.sqrt(var)
         spreads = {}
         for s in self._sensors:
@@ -960,10 +1004,14 @@ class DriftAwareDetector:
         fade_r = fade if warm else max(fade, 1.0 / max(1, self.n_seen - self.warmup // 2 + 1))
         fade_n = fade if warm else max(fade, 1.0 / (self.n_seen + 1))
         if gate_open:
+            first = None  # models first learning now start as one (a shared covariance)
             for s, u in designs.items():
-                model = self._models.get(s)
-                if model is None:
-                    model = self._models[s] = _RLS(len(u))
+                if s not in self._models:
+                    model = self._models[s] = _RLS(len(u)) if first is None else first.sibling()
+                    first = first or model
+            steps: list[tuple] = []  # (covariance, input, step) taken this window
+            for s, u in designs.items():
+                model = self._models[s]
                 r = resid[s] if s in resid else scaled[s] - model.predict(u)
                 if s in self._r2:
                     if not adapting:  # robust: a creeping fault must not widen the band
@@ -971,7 +1019,9 @@ class DriftAwareDetector:
                         self._r2[s] = (1 - fade_r) * self._r2[s] + fade_r * r2
                 elif self.n_seen >= self.warmup // 2:  # once the model has a first fit
                     self._r2[s] = r * r + 0.01
-                model.update(u, scaled[s], lam)
+                step = next((st for P, v, st in steps if P is model.P and v is u), None)
+                P = model.P
+                steps.append((P, u, model.update(u, scaled[s], lam, step)))
             if not adapting or not warm:
                 for s, ls in cache["spreads"].items():  # the sensors' order, as in _terms
                     if s not in self._noise_mean:

@@ -20,3 +20,19 @@ def pump_features(rng: random.Random, load: float = 0.6, vib: float = 0.004,
         f[k + ".mean"] = v * (1 + rng.gauss(0, noise / 10))
         f[k + ".std"] = abs(v) * noise * (1 + rng.gauss(0, 0.2))
     return f
+
+
+def motor_features(rng: random.Random, load: float = 0.6, vib: float = 0.003,
+                   noise: float = 0.02, ambient: float = 293.0) -> dict[str, float]:
+    """One window of induction-motor features whose means follow the load."""
+    load = load + rng.gauss(0, 0.02)
+    means = {
+        "speed": 157.0 - 3.0 * load, "current": 20 + 60 * load, "voltage": 400.0,
+        "winding_temp": ambient + 30 + 40 * load, "bearing_temp": ambient + 20 + 15 * load,
+        "vibration": vib, "torque": 200 * load, "ambient_temp": ambient,
+    }
+    f = {}
+    for k, v in means.items():
+        f[k + ".mean"] = v * (1 + rng.gauss(0, noise / 10))
+        f[k + ".std"] = abs(v) * noise * (1 + rng.gauss(0, 0.2))
+    return f

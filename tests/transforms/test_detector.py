@@ -6,6 +6,7 @@ import inspect
 import pickle
 import random
 
+import numpy as np
 import pytest
 
 import transforms.detector as detector_module
@@ -71,7 +72,7 @@ def test_learning_from_an_assessment_equals_learning_from_a_stale_one(cls):
     assert adapted and a._models and a._r2 and a._noise_mean  # every path was taken
 
 
-def test_regression_models_pickle_as_one_array_and_old_pickles_still_load():
+def test_regression_models_pickle_and_old_pickles_still_load():
     det, _ = trained(detector_module.DriftAwareDetector)
     model = next(iter(det._models.values()))
     clone = pickle.loads(pickle.dumps(model))
@@ -80,6 +81,75 @@ def test_regression_models_pickle_as_one_array_and_old_pickles_still_load():
     old = detector_module._RLS.__new__(detector_module._RLS)  # as a pickle with a __dict__
     old.__setstate__({"w": model.w.copy(), "P": model.P.copy()})
     assert (old.w == model.w).all() and (old.P == model.P).all()
+    # as pickled before covariances were shared: one packed array
+    packed = detector_module._rls_from(np.concatenate((model.w, model.P.ravel())))
+    assert (packed.w == model.w).all() and (packed.P == model.P).all()
+
+
+def _unshared(monkeypatch) -> None:
+    """Every residual model on its own covariance, updated on its own (the reference)."""
+    monkeypatch.setattr(detector_module._RLS, "sibling",
+                        lambda self: detector_module._RLS(len(self.w)))
+
+
+@pytest.mark.parametrize("asset_type", ["pump", "motor"])
+def test_models_sharing_a_covariance_learn_exactly_as_separate_models(asset_type,
+                                                                      monkeypatch):
+    """The targets' models start on one covariance and update it once per window; a
+    window missing a target splits that model off. Scores, drift reports, weights and
+    covariances are bit for bit those of one model per target, and a pickle keeps
+    the sharing (old pickles, with a copy each, share again on load)."""
+    from tests.transforms.synthetic import motor_features
+
+    def stream():
+        rng = random.Random(3)
+        make = pump_features if asset_type == "pump" else motor_features
+        for i in range(150):
+            x = make(rng, load=0.6 if i < 90 else 0.85)
+            if i == 120:  # one target's sensor missing in one window
+                x = {k: v for k, v in x.items() if not k.startswith("vibration.")}
+            yield i, x
+
+    shared = detector_module.DriftAwareDetector(asset_type, warmup=30)
+    sharing_before_split = []
+    seen = []
+    for i, x in stream():
+        a = shared.assess(x)
+        seen.append((a.score, a.is_anomaly, tuple(shared.learn_one(x, a))))
+        if i == 119:
+            ps = [m.P for m in shared._models.values()]
+            sharing_before_split = [p is ps[0] for p in ps]
+    models = shared._models
+    assert len(models) >= 2 and all(sharing_before_split)
+    assert models["vibration"].P is not models["bearing_temp"].P  # split at window 120
+
+    with monkeypatch.context() as m:
+        _unshared(m)
+        alone = detector_module.DriftAwareDetector(asset_type, warmup=30)
+        expected = []
+        for _, x in stream():
+            a = alone.assess(x)
+            expected.append((a.score, a.is_anomaly, tuple(alone.learn_one(x, a))))
+    assert seen == expected
+    assert len({id(m.P) for m in alone._models.values()}) == len(alone._models)
+    for name, model in alone._models.items():
+        assert (models[name].w == model.w).all() and (models[name].P == model.P).all()
+
+    # a pickle keeps one covariance for the models sharing it
+    fresh = detector_module.DriftAwareDetector(asset_type, warmup=30)
+    for _, x in list(stream())[:60]:
+        fresh.learn_one(x)
+    clone = pickle.loads(pickle.dumps(fresh))
+    assert len({id(m.P) for m in clone._models.values()}) == 1
+    assert all((clone._models[k].w == v.w).all() for k, v in fresh._models.items())
+    # ... and a detector pickled with a covariance per model shares it again on load
+    with monkeypatch.context() as m:
+        m.setattr(detector_module._RLS, "__reduce__", lambda self: (
+            detector_module._rls_from, (np.concatenate((self.w, self.P.ravel())),)))
+        old = pickle.dumps(fresh)
+    loaded = pickle.loads(old)
+    assert len({id(m.P) for m in loaded._models.values()}) == 1
+    assert all((loaded._models[k].P == v.P).all() for k, v in fresh._models.items())
 
 
 @pytest.mark.parametrize("cls", DETECTORS)
