@@ -70,22 +70,36 @@ def window_features(window: Window) -> dict[str, float]:
 
 def _plain(t: np.ndarray, x: np.ndarray) -> np.ndarray:
     """STATS per column of ``x`` (no NaN), one row per column. ufunc reductions, as
-    ``ndarray.mean/min/max`` compute them, without their wrappers; the values
-    :func:`_nan_aware` gives such columns, to rounding."""
+    ``ndarray.mean/min/max`` compute them, without their wrappers, written into one table
+    (a dozen small numpy calls are most of a window's cost: no temporaries, no stack);
+    the values :func:`_nan_aware` gives such columns, to rounding."""
     rows = x.shape[0]
-    mean = np.add.reduce(x, axis=0) / rows
+    table = np.empty((len(STATS), x.shape[1]))
+    mean, std, lo, hi, slope, rstd = table  # rows of the table, in STATS order
+    np.add.reduce(x, axis=0, out=mean)
+    mean /= rows
     xc = x - mean
-    sq = xc * xc
-    ss = np.add.reduce(sq, axis=0)
-    std = np.sqrt(ss / rows)
-    lo = np.minimum.reduce(x, axis=0)
-    hi = np.maximum.reduce(x, axis=0)
+    ss = np.add.reduce(np.multiply(xc, xc), axis=0)
+    np.divide(ss, rows, out=std)
+    np.sqrt(std, out=std)
+    np.minimum.reduce(x, axis=0, out=lo)
+    np.maximum.reduce(x, axis=0, out=hi)
     tc = t - np.add.reduce(t) / rows
     var_t = float(tc @ tc)
-    slope = (tc @ xc) / var_t if var_t > 0 else np.zeros(x.shape[1])
-    # spread around the trend: a ramp (thermal lag after a load change) is not noise
-    rstd = np.sqrt(np.maximum((ss - slope * slope * var_t) / rows, 0.0))
-    return np.stack((mean, std, lo, hi, slope, rstd), axis=1)
+    if var_t > 0:
+        np.matmul(tc, xc, out=slope)
+        slope /= var_t
+    else:
+        slope[:] = 0.0
+    # spread around the trend: a ramp (thermal lag after a load change) is not noise;
+    # sqrt(max((ss - slope * slope * var_t) / rows, 0)), in place
+    np.multiply(slope, slope, out=rstd)
+    rstd *= var_t
+    np.subtract(ss, rstd, out=rstd)
+    rstd /= rows
+    np.maximum(rstd, 0.0, out=rstd)
+    np.sqrt(rstd, out=rstd)
+    return table.T
 
 
 def _nan_aware(t: np.ndarray, x: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
