@@ -37,8 +37,9 @@ speed, weather); they move apart when something breaks. So the detector does not
    ``learn_below``: a developing fault is not learned as the new normal.
 
 Score before learn: :meth:`score_one` never changes state; :meth:`learn_one` does.
-Cost: a few hundred floating-point operations per target per window (one RLS update of
-``2k+1`` weights for ``k`` process sensors), independent of the readings per window.
+Cost per window, independent of the readings in it: one RLS covariance update of
+``1 + 3k`` inputs for ``k`` regressors (each with its two lagged averages), shared by all
+targets (the covariance depends only on the inputs), and a weight update per target.
 
 >>> import random
 >>> rng = random.Random(1)
