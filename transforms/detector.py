@@ -30,7 +30,8 @@ speed, weather); they move apart when something breaks. So the detector does not
    forgetting while mean residuals are left out of the score, so a regime change re-fits
    the model instead of paging anyone. Noise terms stay in, so a fault arriving with the
    jump (cavitation drops suction pressure) still shows. A gradual drift of the operating
-   point (River ``ADWIN`` per process mean) and any drift of the weather are reported,
+   point (River ``ADWIN`` per process mean, checked every ``adwin_clock`` windows) and any
+   drift of the weather are reported,
    not adapted to: the residual models already explain operating-point moves, and
    re-learning on every slow wander would teach them a slowly developing fault.
 7. **Learning gate**: outside adaptation, models learn only from windows that score below
@@ -39,7 +40,9 @@ speed, weather); they move apart when something breaks. So the detector does not
 Score before learn: :meth:`score_one` never changes state; :meth:`learn_one` does.
 Cost per window, independent of the readings in it: one RLS covariance update of
 ``1 + 3k`` inputs for ``k`` regressors (each with its two lagged averages), shared by all
-targets (the covariance depends only on the inputs), and a weight update per target.
+targets (the covariance depends only on the inputs), a weight update per target, and an
+ADWIN update per process sensor (whose check for a change, which grows with the history,
+runs every ``adwin_clock`` windows).
 
 >>> import random
 >>> rng = random.Random(1)
@@ -631,6 +634,12 @@ class DriftAwareDetector:
         A process mean moving more than this many usual steps in one window is a jump.
     adwin_delta
         Confidence of the ADWIN gradual-drift detectors.
+    adwin_clock
+        Windows between the ADWIN detectors' checks for a change (River's default, 32).
+        A check walks every bucket of the detector's history, ~40 us per process sensor
+        after a few hours, five or six sensors a window: checking every window made ADWIN
+        ~70 % of a long-running detector's time. Updating stays per window; a gradual
+        drift is reported up to ``adwin_clock - 1`` windows later, in fewer windows.
     lag_alphas
         Weights of the newest window in the exponential averages of the process inputs
         that stand for thermal lag (``0.4, 0.15``: time constants of about two and six
@@ -657,6 +666,7 @@ class DriftAwareDetector:
         learn_below: float = 0.99,
         jump_z: float = 8.0,
         adwin_delta: float = 0.0001,
+        adwin_clock: int = 32,
         lag_alphas: tuple[float, ...] = (0.4, 0.15),
         ambient_alpha: float = 0.25,
         refractory: int = 50,
@@ -676,6 +686,7 @@ class DriftAwareDetector:
         self.learn_below = learn_below
         self.jump_z = jump_z
         self.adwin_delta = adwin_delta
+        self.adwin_clock = adwin_clock
         self.lag_alphas = lag_alphas
         self.ambient_alpha = ambient_alpha
         # learned state, built on first use
@@ -711,6 +722,9 @@ class DriftAwareDetector:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
+        # a pickle from before adwin_clock: its drift detectors check every window; keep
+        # that (their own clock is in their pickles) for any it creates from now on too
+        self.__dict__.setdefault("adwin_clock", 1)
         # a pickle from before covariances were shared holds equal copies: share them again
         models = list(self._models.values())
         for i, m in enumerate(models):
@@ -990,7 +1004,8 @@ class DriftAwareDetector:
             if s in scaled and warm:
                 det = self._adwin.get(s)
                 if det is None:
-                    det = self._adwin[s] = drift.ADWIN(delta=self.adwin_delta, clock=1)
+                    det = self._adwin[s] = drift.ADWIN(delta=self.adwin_delta,
+                                                       clock=self.adwin_clock)
                 det.update(scaled[s])
                 if det.drift_detected and s not in drifted:
                     drifted.append(s)

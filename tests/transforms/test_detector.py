@@ -208,3 +208,43 @@ def test_stuck_sensor_alarms(cls):
     x["discharge_pressure.std"] = 0.0
     a = det.assess(x)
     assert a.is_anomaly and a.contributors[0] == "discharge_pressure.std"
+
+
+@pytest.mark.parametrize("cls", DETECTORS)
+def test_gradual_drift_is_reported_at_the_adwin_cadence(cls):
+    """A slow ramp of the load (far below a jump) is reported by ADWIN per process mean,
+    which checks for a change every ``adwin_clock`` windows: the same drift, reported at
+    most a cadence later and in fewer windows than checking every window."""
+    process = {"flow", "discharge_pressure", "suction_pressure", "motor_current", "speed"}
+
+    def gradual_reports(clock: int) -> list[tuple[int, list[str]]]:
+        rng = random.Random(11)
+        det = cls("pump", warmup=30, adwin_clock=clock)
+        out = []
+        for i in range(400):
+            load = 0.6 if i < 100 else min(0.9, 0.6 + 0.002 * (i - 100))
+            x = pump_features(rng, load=load)
+            a = det.assess(x)
+            drifted = det.learn_one(x, a)
+            if drifted and not a.drift_sensors:  # ADWIN's report, not a jump
+                out.append((i, drifted))
+        return out
+
+    every, cadenced = gradual_reports(1), gradual_reports(32)
+    assert every and cadenced
+    assert every[0][0] >= 100, "nothing drifts before the ramp"
+    # ADWIN learns from the first warm window (30) on and checks at every 32nd update
+    assert all((i - 30 + 1) % 32 == 0 for i, _ in cadenced)
+    assert every[0][0] <= cadenced[0][0] < every[0][0] + 32
+    assert len(cadenced) < len(every)
+    assert all(set(sensors) <= process for _, sensors in every + cadenced)
+
+
+def test_a_detector_pickled_before_adwin_clock_keeps_checking_every_window():
+    det, rng = trained(detector_module.DriftAwareDetector, n=40)
+    state = dict(det.__dict__)
+    del state["adwin_clock"]  # what a pickle from before the setting holds
+    old = detector_module.DriftAwareDetector.__new__(detector_module.DriftAwareDetector)
+    old.__setstate__(state)
+    assert old.adwin_clock == 1
+    assert detector_module.DriftAwareDetector("pump").adwin_clock == 32
