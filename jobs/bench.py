@@ -1,4 +1,5 @@
-"""``twin bench``: throughput side by side; ``twin bench nab``: detection quality.
+"""``twin bench``: throughput side by side (``scale``, ``history``: how it grows);
+``twin bench nab``: detection quality.
 
 ``twin bench`` (throughput) runs, each stage in its own child process on one core, over
 one workload written once to a file (the simulator's Confluent-framed Avro vendor
@@ -15,6 +16,10 @@ messages, clean, ``--assets`` x ``--duration`` at ``--interval``):
 and prints messages/s and sensor values/s of each, ``speedup_vs_naive`` = (c)/(b),
 ``fraction_of_decode_limit`` = (c)/(a), each stage's peak memory, the twin's pickled state
 per asset, and whether (b) and (c) produced the same predictions.
+
+``twin bench scale``: stage (c) at several fleet sizes and sensor counts (a table and a
+plot). ``twin bench history``: a small fleet for days of event time through the twins in
+this process, their cost per window and state per asset as their history grows.
 
 ``twin bench nab``: every NAB data file is replayed with ``twin replay``'s one
 configuration (the detector never sees the labels), then ``../shared/bench/nab_score.py``
@@ -95,7 +100,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("out") / "bench",
                    help="work folder (default out/bench)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    sub = p.add_subparsers(dest="bench", required=False, metavar="{nab}")
+    sub = p.add_subparsers(dest="bench", required=False, metavar="{scale,history,nab}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -110,6 +115,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     scale.add_argument("--out", type=Path, default=Path("out") / "bench-scale",
                        help="where scale.json and scale.png go (default out/bench-scale)")
     scale.add_argument("--json", action="store_true", help="print the report as JSON")
+    hist = sub.add_parser("history", help="the twins' per-window cost and state size as "
+                                           "their history grows (hours of event time)")
+    hist.add_argument("--assets", type=positive_int, default=20,
+                      help="fleet size (default 20)")
+    hist.add_argument("--duration", type=parse_duration, default="24h",
+                      help="event time (default 24h)")
+    hist.add_argument("--interval", type=positive_float, default=10.0,
+                      help="seconds between samples (default 10)")
+    hist.add_argument("--window", type=parse_duration, default="60s",
+                      help="event-time window (default 60s, the twin's default)")
+    hist.add_argument("--json", action="store_true", help="print the report as JSON")
     nab = sub.add_parser("nab", help="replay and score the Numenta Anomaly Benchmark")
     nab.add_argument("--nab-root", type=Path, default=SHARED_BENCH / "nab",
                      help="folder with data/ and labels/ (default ../shared/bench/nab)")
@@ -173,6 +189,13 @@ def main(args: argparse.Namespace) -> int:
             print(json.dumps(report, indent=1))
         else:
             print_scale(report)
+        return 0
+    if args.bench == "history":
+        report = run_history(args.assets, args.duration, args.interval, args.window)
+        if args.json:
+            print(json.dumps(report, indent=1))
+        else:
+            print_history(report)
         return 0
     try:
         report = run_nab(args.nab_root, args.scorer, args.out, args.workers)
@@ -628,3 +651,96 @@ def print_scale(report: dict[str, Any]) -> None:
     console = Console()
     console.print(table)
     console.print(f"plot: {report['plot']}", highlight=False)
+
+
+# -- history -------------------------------------------------------------------------------
+HISTORY_MARKS_H = (1, 6, 24, 24 * 7)  # where the summary's spans of event time end (hours)
+
+
+def run_history(assets: int, duration_s: float, interval_s: float, window_s: float,
+                seed: int = 7) -> dict[str, Any]:
+    """The twins' cost per window and pickled size per asset as their history grows.
+
+    A clean fleet's messages go through :func:`~transforms.normalize.normalize_batch` and
+    :class:`~transforms.twin.AssetTwin` in this process, no engine (a window's work is the
+    same in every engine: features, detector, health, policy, records). Each call of a
+    twin is timed and its time shared among the windows it closed (a call that closes
+    none only buffers: not counted), summarized per span of event time (the first hour,
+    up to 6 h, up to a day, ...). A twin's cost per window is not constant: some of its
+    models keep statistics of its whole history.
+    """
+    import time
+
+    from transforms.normalize import normalize_batch
+    from transforms.simulator import Fleet, FleetConfig
+    from transforms.twin import FEATURES, AssetTwin
+
+    log: list[tuple[int, float]] = []  # (window end, seconds)
+
+    def timed(call, *args):
+        t = time.perf_counter()
+        outputs = call(*args)
+        seconds = time.perf_counter() - t
+        ends = [r["window_end_ms"] for tag, r in outputs if tag == FEATURES]
+        log.extend((e, seconds / len(ends)) for e in ends)
+
+    cfg = FleetConfig(assets=assets, duration_s=duration_s, interval_s=interval_s, seed=seed,
+                      malformed_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
+                      out_of_order_rate=0.0, late_rate=0.0)
+    ends_s = [h * 3600 for h in HISTORY_MARKS_H if h * 3600 < duration_s] + [duration_s]
+    sizes: list[int] = []  # mean pickled twin at each span end
+    twins: dict[str, Any] = {}
+    window_ms = int(window_s * 1000)
+    t0 = time.perf_counter()
+    for _, chunk in Fleet(cfg).message_chunks():
+        blocks, _ = normalize_batch([m.value for m in chunk], [m.arrival_ms for m in chunk])
+        for block in blocks.values():
+            for asset, b in block.by_asset().items():
+                twin = twins.get(asset)
+                if twin is None:
+                    twin = twins[asset] = AssetTwin(asset, b.asset_type,
+                                                    window_ms=window_ms)
+                timed(twin.add_block, b)
+        reached_s = (chunk[-1].arrival_ms - cfg.start_ms) / 1000 if chunk else 0
+        while len(sizes) < len(ends_s) - 1 and reached_s >= ends_s[len(sizes)]:
+            sizes.append(_mean_pickle(twins.values()))
+    for twin in twins.values():
+        timed(twin.flush)
+    while len(sizes) < len(ends_s):  # (marks the last messages did not quite reach)
+        sizes.append(_mean_pickle(twins.values()))
+    seconds = time.perf_counter() - t0
+    spans, start = [], 0.0
+    for end, size in zip(ends_s, sizes, strict=True):
+        lo, hi = cfg.start_ms + start * 1000, cfg.start_ms + end * 1000
+        cost = [s for e, s in log if lo < e <= hi]
+        spans.append({"from_h": round(start / 3600, 2), "to_h": round(end / 3600, 2),
+                      "windows": len(cost),
+                      "us_per_window": round(sum(cost) / len(cost) * 1e6, 1) if cost else None,
+                      "state_bytes_per_asset": size})
+        start = end
+    return {"assets": assets, "duration_s": duration_s, "interval_s": interval_s,
+            "window_s": window_s, "windows": len(log), "seconds": round(seconds, 1),
+            "spans": spans}
+
+
+def _mean_pickle(twins) -> int:
+    import pickle
+
+    twins = list(twins)
+    return int(sum(len(pickle.dumps(t)) for t in twins) / max(len(twins), 1))
+
+
+def print_history(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"the twins' work per window as history grows: {report['assets']} "
+                        f"assets, {report['interval_s']:g} s samples, "
+                        f"{report['window_s']:g} s windows, one process, no engine")
+    for col in ("event time", "windows", "µs per window", "state per asset (at the end)"):
+        table.add_column(col, justify="left" if col == "event time" else "right")
+    for s in report["spans"]:
+        table.add_row(f"{s['from_h']:g}–{s['to_h']:g} h", f"{s['windows']:,}",
+                      "" if s["us_per_window"] is None else f"{s['us_per_window']:,}",
+                      f"{s['state_bytes_per_asset']:,} B")
+    Console().print(table)

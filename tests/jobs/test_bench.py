@@ -96,3 +96,17 @@ def test_flink_closes_every_window_of_a_thousand_assets_at_end_of_input(tmp_path
     report = json.loads(capsys.readouterr().out)
     assert rc == 0
     assert report["predictions"] == {"flink": 12_000, "flink_same_as_naive": True}
+
+
+def test_bench_history_times_every_window_once_per_span_of_event_time(capsys):
+    assert main(["bench", "history", "--assets", "2", "--duration", "2h", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    spans = report["spans"]
+    assert [(s["from_h"], s["to_h"]) for s in spans] == [(0, 1), (1, 2)]
+    # 60 s windows: an hour is 60 windows per asset, each timed once (the last one, at
+    # 2 h, closed by the flush at the end)
+    assert [s["windows"] for s in spans] == [120, 120]
+    assert report["windows"] == 240
+    assert all(s["us_per_window"] > 0 for s in spans)
+    # a twin holds its models and open windows: kilobytes, not bytes or megabytes
+    assert all(2_000 < s["state_bytes_per_asset"] < 100_000 for s in spans)
