@@ -239,6 +239,26 @@ def _int_list(text: str, low: int, high: int | None) -> list[int] | None:
     return values if ok else None
 
 
+def _clean_fleet(assets: int, duration_s: float, interval_s: float, seed: int,
+                 sensors: int | None = None):
+    """A ``FleetConfig`` whose messages are all valid, on time and sent once."""
+    from transforms.simulator import FleetConfig
+
+    return FleetConfig(assets=assets, duration_s=duration_s, interval_s=interval_s, seed=seed,
+                       malformed_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
+                       out_of_order_rate=0.0, late_rate=0.0, sensors=sensors)
+
+
+def _asset_blocks(values: list[bytes], nows: list[int]):
+    """``(asset_id, ReadingBlock)`` of a batch of messages, as the Beam pipeline hands them
+    to its twins (:func:`~transforms.normalize.normalize_batch`, then per asset)."""
+    from transforms.normalize import normalize_batch
+
+    blocks, _ = normalize_batch(values, nows)
+    for block in blocks.values():
+        yield from block.by_asset().items()
+
+
 def write_workload(path: Path, assets: int, duration_s: float, interval_s: float,
                    seed: int = 7, chunk: int = 50_000, sensors: int | None = None
                    ) -> dict[str, Any]:
@@ -248,11 +268,9 @@ def write_workload(path: Path, assets: int, duration_s: float, interval_s: float
     import pickle
 
     from transforms.catalog import sensors_of
-    from transforms.simulator import Fleet, FleetConfig
+    from transforms.simulator import Fleet
 
-    cfg = FleetConfig(assets=assets, duration_s=duration_s, interval_s=interval_s, seed=seed,
-                      malformed_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
-                      out_of_order_rate=0.0, late_rate=0.0, sensors=sensors)
+    cfg = _clean_fleet(assets, duration_s, interval_s, seed, sensors)
     from dataclasses import asdict
 
     Path(str(path) + ".fleet.json").write_text(json.dumps(asdict(cfg)))  # for Flink's source
@@ -467,24 +485,19 @@ def state_bytes_per_asset(workload: Path, assets: int = 20) -> int:
     """Mean pickled size of :class:`~transforms.twin.AssetTwin` (what the engines store per
     asset: model state plus the open windows' readings) after the workload, for the
     first ``assets`` assets, fed as the Beam pipeline feeds them (column blocks)."""
-    import pickle
-
-    from transforms.normalize import normalize_batch
     from transforms.twin import AssetTwin
 
     twins: dict[str, AssetTwin] = {}
     for chunk in read_chunks(str(workload)):
-        blocks, _ = normalize_batch([m[2] for m in chunk], [m[3] for m in chunk])
-        for block in blocks.values():
-            for asset, b in block.by_asset().items():
-                twin = twins.get(asset)
-                if twin is None:
-                    if len(twins) >= assets:
-                        continue
-                    twin = twins[asset] = AssetTwin(asset, b.asset_type, window_ms=int(
-                        BENCH_WINDOW_S * 1000), detector=BENCH_DETECTOR)
-                twin.add_block(b)
-    return int(sum(len(pickle.dumps(t)) for t in twins.values()) / max(len(twins), 1))
+        for asset, b in _asset_blocks([m[2] for m in chunk], [m[3] for m in chunk]):
+            twin = twins.get(asset)
+            if twin is None:
+                if len(twins) >= assets:
+                    continue
+                twin = twins[asset] = AssetTwin(asset, b.asset_type, window_ms=int(
+                    BENCH_WINDOW_S * 1000), detector=BENCH_DETECTOR)
+            twin.add_block(b)
+    return _mean_pickle(twins.values())
 
 
 def run_throughput(out: Path, assets: int, duration_s: float, interval_s: float,
@@ -671,8 +684,7 @@ def run_history(assets: int, duration_s: float, interval_s: float, window_s: flo
     """
     import time
 
-    from transforms.normalize import normalize_batch
-    from transforms.simulator import Fleet, FleetConfig
+    from transforms.simulator import Fleet
     from transforms.twin import FEATURES, AssetTwin
 
     log: list[tuple[int, float]] = []  # (window end, seconds)
@@ -684,23 +696,18 @@ def run_history(assets: int, duration_s: float, interval_s: float, window_s: flo
         ends = [r["window_end_ms"] for tag, r in outputs if tag == FEATURES]
         log.extend((e, seconds / len(ends)) for e in ends)
 
-    cfg = FleetConfig(assets=assets, duration_s=duration_s, interval_s=interval_s, seed=seed,
-                      malformed_rate=0.0, dropout_rate=0.0, duplicate_rate=0.0,
-                      out_of_order_rate=0.0, late_rate=0.0)
+    cfg = _clean_fleet(assets, duration_s, interval_s, seed)
     ends_s = [h * 3600 for h in HISTORY_MARKS_H if h * 3600 < duration_s] + [duration_s]
     sizes: list[int] = []  # mean pickled twin at each span end
     twins: dict[str, Any] = {}
     window_ms = int(window_s * 1000)
     t0 = time.perf_counter()
     for _, chunk in Fleet(cfg).message_chunks():
-        blocks, _ = normalize_batch([m.value for m in chunk], [m.arrival_ms for m in chunk])
-        for block in blocks.values():
-            for asset, b in block.by_asset().items():
-                twin = twins.get(asset)
-                if twin is None:
-                    twin = twins[asset] = AssetTwin(asset, b.asset_type,
-                                                    window_ms=window_ms)
-                timed(twin.add_block, b)
+        for asset, b in _asset_blocks([m.value for m in chunk], [m.arrival_ms for m in chunk]):
+            twin = twins.get(asset)
+            if twin is None:
+                twin = twins[asset] = AssetTwin(asset, b.asset_type, window_ms=window_ms)
+            timed(twin.add_block, b)
         reached_s = (chunk[-1].arrival_ms - cfg.start_ms) / 1000 if chunk else 0
         while len(sizes) < len(ends_s) - 1 and reached_s >= ends_s[len(sizes)]:
             sizes.append(_mean_pickle(twins.values()))
@@ -724,6 +731,7 @@ def run_history(assets: int, duration_s: float, interval_s: float, window_s: flo
 
 
 def _mean_pickle(twins) -> int:
+    """Mean pickled size of the twins (what an engine stores per asset)."""
     import pickle
 
     twins = list(twins)
