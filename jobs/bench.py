@@ -87,7 +87,7 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from jobs.options import parse_duration, positive_float, positive_int
+    from jobs.options import parse_duration, positive_float, positive_int, window_duration
 
     p.add_argument("--assets", type=positive_int, default=1000,
                    help="throughput workload: assets (default 1000)")
@@ -123,7 +123,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="event time (default 24h)")
     hist.add_argument("--interval", type=positive_float, default=10.0,
                       help="seconds between samples (default 10)")
-    hist.add_argument("--window", type=parse_duration, default="60s",
+    hist.add_argument("--window", type=window_duration, default="60s",
                       help="event-time window (default 60s, the twin's default)")
     hist.add_argument("--json", action="store_true", help="print the report as JSON")
     nab = sub.add_parser("nab", help="replay and score the Numenta Anomaly Benchmark")

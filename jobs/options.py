@@ -27,6 +27,14 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def window_duration(text: str) -> float:
+    """A window length: a duration of at least one millisecond (windows are whole ms)."""
+    seconds = parse_duration(text)
+    if seconds < 0.001:
+        raise argparse.ArgumentTypeError(f"a window must be at least 1 ms: {text!r}")
+    return seconds
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -76,7 +84,7 @@ def fleet_config_from(args: argparse.Namespace, now_ms: int | None = None):
 
 def add_twin_args(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("twin")
-    g.add_argument("--window", type=parse_duration, default="60s",
+    g.add_argument("--window", type=window_duration, default="60s",
                    help="event-time window length (default 60s)")
     g.add_argument("--allowed-lateness", type=parse_duration, default="60s",
                    help="how long a window accepts late readings (default 60s)")

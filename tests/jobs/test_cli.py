@@ -85,6 +85,14 @@ def test_duration_parsing_and_errors():
         main(["evaluate", "/nonexistent/run"])
 
 
+@pytest.mark.parametrize("argv", [["run"], ["sweep"], ["bench", "history"]])
+def test_a_window_under_a_millisecond_is_a_usage_error_not_a_traceback(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([*argv, "--window", "0.0001"])
+    assert exc.value.code == 2
+    assert "a window must be at least 1 ms: '0.0001'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_beam_pipeline_agrees_with_the_in_process_reference(run_dir):
     """Same fleet through Beam and through pipelines.local: same predictions and actions."""
