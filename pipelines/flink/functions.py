@@ -1,13 +1,14 @@
 """PyFlink bindings of the twin: the same ``transforms`` the Beam pipeline calls.
 
-- :class:`NormalizeFunction` (a ``KeyedProcessFunction`` keyed by message key): raw
+- :class:`NormalizeFunction` (a ``ProcessFunction``, chained to the source): raw
   message -> canonical reading, or a dead letter on the :data:`DEAD_LETTERS` side output
   (with the reason and the original bytes; a bug becomes an ``internal_error`` dead
   letter, never a lost message).
 - :class:`TwinFunction` (a ``KeyedProcessFunction`` keyed by asset id): one
-  :class:`~transforms.twin.AssetTwin` per key in keyed state (pickled), an event-time
-  timer at the earliest open window's deadline, predictions on the main output and actions,
-  state, features and late readings on side outputs.
+  :class:`~transforms.twin.AssetTwin` per key, live in memory and in keyed state as a
+  snapshot plus a log of what it took since, an event-time timer at the earliest open
+  window's deadline, predictions on the main output and actions, state, features and
+  late readings on side outputs.
 
 Everything here is plain Python executed in Flink's Python workers; nothing imports
 ``apache_beam``.
@@ -20,7 +21,7 @@ import time
 from typing import Any
 
 from pyflink.common import Types
-from pyflink.datastream import KeyedProcessFunction, OutputTag
+from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
 from pipelines.flink.sources import END_OF_INPUT
@@ -34,7 +35,7 @@ DEAD_LETTERS = OutputTag("dead_letters", PICKLED)
 SIDE = {tag: OutputTag(tag, PICKLED) for tag in (ACTION, STATE, FEATURES, LATE)}
 
 
-class NormalizeFunction(KeyedProcessFunction):
+class NormalizeFunction(ProcessFunction):
     """``(source, key, value, arrival_ms)`` -> reading | dead letter (side output).
 
     ``source`` says where the message came from (``topic/partition@offset`` for Kafka),
@@ -49,7 +50,7 @@ class NormalizeFunction(KeyedProcessFunction):
         self.max_age_ms = max_age_ms
         self.serde = serde
 
-    def process_element(self, msg, ctx: KeyedProcessFunction.Context):
+    def process_element(self, msg, ctx: ProcessFunction.Context):
         source, key, value, arrival_ms = msg
         if source == END_OF_INPUT:  # not data: the bounded source's last word per asset
             yield {"asset_id": key.decode(), END_OF_INPUT: True}
@@ -76,23 +77,41 @@ class NormalizeFunction(KeyedProcessFunction):
         yield reading
 
 
+ADVANCE = "advance"  # a log entry of TwinFunction's: the watermark closed windows at this time
+
+
+def replay(twin: AssetTwin, log) -> AssetTwin:
+    """``twin`` after the logged inputs (readings, and ``{ADVANCE: ts}`` for windows the
+    watermark closed), outputs discarded: they were emitted before the log was
+    checkpointed. :class:`AssetTwin` is deterministic, so this is the twin that took them."""
+    for entry in log:
+        if ADVANCE in entry:
+            twin.advance(entry[ADVANCE])
+        else:
+            twin.add(entry)
+    return twin
+
+
 class TwinFunction(KeyedProcessFunction):
     """Readings keyed by asset id -> predictions (main output) and side outputs.
 
-    State per asset, made for speed (pickling a twin costs ~13x a reading's processing):
+    The live twin of each asset, and its registered timer, are kept in memory between
+    calls; keyed state is what a restore (a new worker, empty memory) rebuilds them from,
+    made for speed (pickling a twin costs ~13x a reading's processing, and every state
+    read that misses the worker's cache waits for the JVM):
 
-    - ``twin``: the pickled :class:`~transforms.twin.AssetTwin`, written only when a window
-      closes (its models changed), i.e. once per window rather than once per reading;
-    - ``pending``: the readings added since (a ``ListState`` append per reading, cheap);
-    - ``timer``: the one registered event-time timer.
-
-    The live twin of each asset is kept in memory between calls; after a restore (a new
-    worker, empty memory) it is rebuilt from ``twin`` by re-adding ``pending``, which gives
-    the same object because :meth:`~transforms.twin.AssetTwin.add` is deterministic.
+    - ``twin``: a pickled :class:`~transforms.twin.AssetTwin`, a snapshot;
+    - ``pending``: what the twin took since, in order (a ``ListState`` append each, cheap):
+      readings, and ``{ADVANCE: ts}`` when the watermark closed windows. A restore
+      replays them on the snapshot (:func:`replay`). A new snapshot replaces both once
+      ``snapshot_every`` entries are logged, and at the end of a bounded input;
+    - ``timer``: the one registered event-time timer, read once per restore.
     """
 
-    def __init__(self, twin_kwargs: dict[str, Any] | None = None) -> None:
+    def __init__(self, twin_kwargs: dict[str, Any] | None = None,
+                 snapshot_every: int = 50) -> None:
         self.twin_kwargs = twin_kwargs or {}
+        self.snapshot_every = snapshot_every
 
     def open(self, runtime_context) -> None:
         from pyflink.datastream.state import ListStateDescriptor
@@ -101,6 +120,8 @@ class TwinFunction(KeyedProcessFunction):
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", PICKLED))
         self.timer_state = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
         self.live: dict[str, AssetTwin] = {}
+        self.logged: dict[str, int] = {}  # entries in ``pending`` per live twin
+        self.timers: dict[str, int | None] = {}  # the registered timer per live twin
         group = runtime_context.get_metrics_group().add_group("twin")
         self.counters = {name: group.counter(name) for name in (
             "windows", "predictions", "anomalies", "drift_events", "late_readings",
@@ -111,25 +132,31 @@ class TwinFunction(KeyedProcessFunction):
         if twin is not None:
             return twin
         blob = self.twin_state.value()
+        log = list(self.pending.get() or ())  # restored: replay since the snapshot
         if blob is not None:
             twin = pickle.loads(blob)
-        elif reading is not None:
-            twin = AssetTwin(reading["asset_id"], reading["asset_type"], **self.twin_kwargs)
-        else:
-            return None
-        for earlier in self.pending.get() or ():  # restored: replay since the last window
-            twin.add(earlier)
-        self.live[asset_id] = twin
+        else:  # a new asset, or one whose first readings are all in the log
+            first = next((e for e in log if ADVANCE not in e), reading)
+            if first is None:
+                return None
+            twin = AssetTwin(first["asset_id"], first["asset_type"], **self.twin_kwargs)
+        self.live[asset_id] = replay(twin, log)
+        self.logged[asset_id] = len(log)
+        self.timers[asset_id] = self.timer_state.value()
         return twin
 
-    def _save(self, twin: AssetTwin, outputs, reading: dict[str, Any] | None) -> None:
-        if any(tag == FEATURES for tag, _ in outputs):  # a window closed: models changed
-            self.twin_state.update(pickle.dumps(twin, protocol=pickle.HIGHEST_PROTOCOL))
-            self.pending.clear()
-        elif reading is not None:
-            self.pending.add(reading)
+    def _save(self, asset_id: str, twin: AssetTwin, entry: dict[str, Any] | None) -> None:
+        """Record what the twin took: ``entry`` logged, or (``None``, or the log is long) a
+        new snapshot."""
+        if entry is not None and self.logged[asset_id] < self.snapshot_every:
+            self.pending.add(entry)
+            self.logged[asset_id] += 1
+            return
+        self.twin_state.update(pickle.dumps(twin, protocol=pickle.HIGHEST_PROTOCOL))
+        self.pending.clear()
+        self.logged[asset_id] = 0
 
-    def _emit(self, outputs, ctx, twin: AssetTwin):
+    def _emit(self, outputs, ctx, asset_id: str, twin: AssetTwin):
         for tag, record in outputs:
             if tag == DUPLICATE:
                 self.counters["duplicate_readings"].inc()
@@ -147,11 +174,11 @@ class TwinFunction(KeyedProcessFunction):
                 elif tag == ACTION:
                     self.counters["actions"].inc()
                 yield SIDE[tag], record
-        self._set_timer(ctx, twin.next_deadline_ms())
+        self._set_timer(ctx, asset_id, twin.next_deadline_ms())
 
-    def _set_timer(self, ctx, deadline: int | None) -> None:
+    def _set_timer(self, ctx, asset_id: str, deadline: int | None) -> None:
         """One timer per asset, at the earliest open window's deadline."""
-        current = self.timer_state.value()
+        current = self.timers[asset_id]
         if current == deadline:
             return
         timers = ctx.timer_service()
@@ -162,27 +189,31 @@ class TwinFunction(KeyedProcessFunction):
         else:
             timers.register_event_time_timer(deadline)
             self.timer_state.update(deadline)
+        self.timers[asset_id] = deadline
 
     def process_element(self, reading, ctx: KeyedProcessFunction.Context):
+        asset_id = ctx.get_current_key()
         if reading.get(END_OF_INPUT):  # bounded input ended: close every open window
-            twin = self._twin(ctx.get_current_key())
+            twin = self._twin(asset_id)
             if twin is None:
                 return
             outputs = twin.flush()
-            self._save(twin, outputs, None)
-            yield from self._emit(outputs, ctx, twin)
+            self._save(asset_id, twin, None)
+            yield from self._emit(outputs, ctx, asset_id, twin)
             return
-        twin = self._twin(ctx.get_current_key(), reading)
+        twin = self._twin(asset_id, reading)
         outputs = twin.add(reading)
-        self._save(twin, outputs, reading)
-        yield from self._emit(outputs, ctx, twin)
+        self._save(asset_id, twin, reading)
+        yield from self._emit(outputs, ctx, asset_id, twin)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):
-        self.timer_state.clear()  # this timer fired
-        twin = self._twin(ctx.get_current_key())
+        asset_id = ctx.get_current_key()
+        twin = self._twin(asset_id)
         if twin is None:
             return
+        self.timer_state.clear()  # this timer fired
+        self.timers[asset_id] = None
         outputs = twin.advance(int(timestamp))
-        if any(tag == FEATURES for tag, _ in outputs):
-            self._save(twin, outputs, None)
-        yield from self._emit(outputs, ctx, twin)
+        if outputs:  # windows closed: the twin changed
+            self._save(asset_id, twin, {ADVANCE: int(timestamp)})
+        yield from self._emit(outputs, ctx, asset_id, twin)
