@@ -69,8 +69,8 @@ class FlinkJobOptions:
     state_cache_size: int = 30_000
     idleness_ms: int = 30_000
     # how long a Python worker's bundle may last. Each bundle ends with one state write per
-    # asset it touched, a round trip to the JVM each: at Flink's default, 1 s, those were
-    # ~40 % of the job's time with 1,000 assets (1,860 msg/s; 3,843 at 5 s, same outputs).
+    # asset it touched, a round trip to the JVM each (1,000 assets, one core: 1,860 msg/s
+    # at Flink's default, 1 s; 3,843 at 5 s, the same outputs).
     # The price is latency: a bundle's outputs and the watermark after it leave when it
     # ends (and at every checkpoint), up to this much later.
     bundle_time_ms: int = 5_000
