@@ -63,11 +63,11 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                    help="keyed-state values each Python worker keeps unpickled, three per "
                         "asset (default 30000: 10,000 assets a worker; Flink's own default, "
                         "1000, makes every reading fetch its twin from the JVM beyond ~330)")
-    e.add_argument("--bundle-time", type=parse_duration, default="5s",
-                   help="the longest a Python worker's bundle lasts: longer bundles write "
-                        "state less often (each ends with a state write per asset it "
-                        "touched) but hold outputs and the watermark back up to this much "
-                        "(default 5s; Flink's own, 1s, halves the job's throughput)")
+    e.add_argument("--bundle-size", type=positive_int, default=100_000,
+                   help="the most elements a Python worker's bundle holds (a bundle also "
+                        "ends after 1 s): each ends with a state write per asset it touched "
+                        "(default 100000; Flink's own, 1000, halves the job's throughput "
+                        "with 1,000 assets)")
     e.add_argument("--kafka-jars", default=None,
                    help="the Kafka connector jars, os.pathsep-separated (default: those "
                         "`make setup` fetched)")
@@ -92,7 +92,7 @@ def options_from_args(args: argparse.Namespace):
         checkpoint_interval_ms=int(args.checkpoint_interval * 1000),
         watermark_delay_ms=int(args.watermark_delay * 1000),
         idleness_ms=int(args.idleness * 1000), state_cache_size=args.state_cache_size,
-        bundle_time_ms=max(1, int(args.bundle_time * 1000)),
+        bundle_size=args.bundle_size,
         twin_kwargs=twin_kwargs_from(args), job_name=args.job_name, group_id=args.group_id)
     if args.source == "simulator":
         opts.fleet = asdict(fleet_config_from(args))

@@ -29,8 +29,8 @@ def test_state_cache_size_must_be_positive():
         _opts("--state-cache-size", "0")
 
 
-def test_bundle_time_defaults_to_five_seconds_and_the_flag_reaches_the_job_options():
-    assert _opts().bundle_time_ms == 5_000
-    assert _opts("--bundle-time", "1.5s").bundle_time_ms == 1_500
+def test_bundle_size_defaults_to_a_hundred_thousand_and_the_flag_reaches_the_job_options():
+    assert _opts().bundle_size == 100_000
+    assert _opts("--bundle-size", "5000").bundle_size == 5_000
     with pytest.raises(SystemExit):
-        _opts("--bundle-time", "0")
+        _opts("--bundle-size", "0")
