@@ -108,8 +108,8 @@ def _events(seed: int = 3):
     and the backlog is late."""
     rng = random.Random(seed)
     rows = []
-    for asset in ("p1", "p2"):
-        for r in readings(30, fault_from=20, seed=hash(asset) % 7):
+    for asset, data_seed in (("p1", 1), ("p2", 2)):
+        for r in readings(30, fault_from=20, seed=data_seed):
             arrival = r["ts_ms"] + rng.uniform(0, 15_000)
             if asset == "p2" and 600_000 <= r["ts_ms"] < 900_000:
                 arrival = 1_100_000 + r["ts_ms"] / 1000  # the backlog, in its order
