@@ -17,6 +17,7 @@ handful of numpy calls per window whatever the sensor and reading counts.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -41,25 +42,56 @@ def window_features(window: Window) -> dict[str, float]:
     ``slope`` is the least-squares trend in SI units per second (0 with one reading);
     ``rstd`` the standard deviation of the residuals around that trend.
     """
-    t, x, names = window_matrix(window)
-    if x.size == 0:
-        return {}
-    ok = ~np.isnan(x)
-    present: list[int] | None = None  # None: every sensor
-    if ok.all():  # the usual case: plain reductions, no NaN bookkeeping
-        table = _plain(t, x)
-    else:
-        full = ok.all(axis=0)
-        if not bool((ok.any(axis=0) & ~full).any()):  # sensors in every reading or none
-            present = np.flatnonzero(full).tolist()
-            if not present:
-                return {}
-            table = _plain(t, x[:, present])
+    return windows_features([window])[0]
+
+
+def windows_features(windows: Sequence[Window]) -> list[dict[str, float]]:
+    """:func:`window_features` of each window, in order.
+
+    Windows of one shape (sensor names and reading count, no value missing: the usual
+    case) are computed as one stack, a handful of numpy calls for all of them (~1.5 us a
+    window at 50 windows against ~16 alone), bit for bit what each gives alone: every
+    reduction runs over the readings in the same order whatever the stack's height.
+    """
+    out: list[dict[str, float]] = [{}] * len(windows)
+    stacks: dict[tuple[tuple[str, ...], int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
+    for i, w in enumerate(windows):
+        t, x, names = window_matrix(w)
+        if x.size == 0:
+            continue
+        ok = ~np.isnan(x)
+        if ok.all():  # the usual case: plain reductions, no NaN bookkeeping
+            stacks.setdefault((names, x.shape[0]), []).append((i, t, x))
         else:
-            table, n = _nan_aware(t, x, ok)
-            if not bool((n > 0).all()):
-                present = np.flatnonzero(n > 0).tolist()
-                table = table[present]
+            out[i] = _partial(t, x, ok, names)
+    for (names, _), held in stacks.items():
+        if len(held) == 1:
+            _, t, x = held[0]
+            rows = _plain(t, x).T.reshape(1, -1)
+        else:
+            table = _plain(np.stack([h[1] for h in held]), np.stack([h[2] for h in held]))
+            rows = table.transpose(1, 2, 0).reshape(len(held), -1)
+        keys = _keys(names)
+        for (i, _, _), row in zip(held, rows.tolist(), strict=True):
+            out[i] = dict(zip(keys, row, strict=True))
+    return out
+
+
+def _partial(t: np.ndarray, x: np.ndarray, ok: np.ndarray, names: tuple[str, ...]
+             ) -> dict[str, float]:
+    """A window with values missing: the statistics of the sensors that have any."""
+    full = ok.all(axis=0)
+    if not bool((ok.any(axis=0) & ~full).any()):  # sensors in every reading or none
+        present = np.flatnonzero(full).tolist()
+        if not present:
+            return {}
+        table = _plain(t, x[:, present]).T
+    else:
+        table, n = _nan_aware(t, x, ok)
+        present = None
+        if not bool((n > 0).all()):
+            present = np.flatnonzero(n > 0).tolist()
+            table = table[present]
     # one row per sensor, its statistics in STATS order, flattened against the cached keys
     keys = _keys(names)
     if present is not None:
@@ -69,28 +101,33 @@ def window_features(window: Window) -> dict[str, float]:
 
 
 def _plain(t: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """STATS per column of ``x`` (no NaN), one row per column. ufunc reductions, as
-    ``ndarray.mean/min/max`` compute them, without their wrappers, written into one table
-    (a dozen small numpy calls are most of a window's cost: no temporaries, no stack);
-    the values :func:`_nan_aware` gives such columns, to rounding."""
-    rows = x.shape[0]
-    table = np.empty((len(STATS), x.shape[1]))
-    mean, std, lo, hi, slope, rstd = table  # rows of the table, in STATS order
-    np.add.reduce(x, axis=0, out=mean)
+    """STATS of each column of ``x`` (no NaN) over its readings: ``t`` ``(..., rows)``
+    seconds, ``x`` ``(..., rows, sensors)``; returns ``(len(STATS), ..., sensors)``. One
+    window or a stack of windows of one shape; the values :func:`_nan_aware` gives such
+    columns, to rounding. Every reduction over the readings is a ufunc reduce along that
+    axis, never BLAS (whose summation order depends on the shapes), so a window's
+    statistics are the same bits alone and in any stack. Written into one table: a dozen
+    small numpy calls are most of a window's cost (no temporaries, no stack)."""
+    rows = x.shape[-2]
+    table = np.empty((len(STATS), *x.shape[:-2], x.shape[-1]))
+    mean, std, lo, hi, slope, rstd = table  # in STATS order
+    np.add.reduce(x, axis=-2, out=mean)
     mean /= rows
-    xc = x - mean
-    ss = np.add.reduce(np.multiply(xc, xc), axis=0)
+    xc = x - mean[..., None, :]
+    sq = np.multiply(xc, xc)
+    ss = np.add.reduce(sq, axis=-2)
     np.divide(ss, rows, out=std)
     np.sqrt(std, out=std)
-    np.minimum.reduce(x, axis=0, out=lo)
-    np.maximum.reduce(x, axis=0, out=hi)
-    tc = t - np.add.reduce(t) / rows
-    var_t = float(tc @ tc)
-    if var_t > 0:
-        np.matmul(tc, xc, out=slope)
+    np.minimum.reduce(x, axis=-2, out=lo)
+    np.maximum.reduce(x, axis=-2, out=hi)
+    tc = t - (np.add.reduce(t, axis=-1) / rows)[..., None]
+    var_t = np.add.reduce(np.multiply(tc, tc), axis=-1)[..., None]
+    np.multiply(xc, tc[..., None], out=sq)
+    np.add.reduce(sq, axis=-2, out=slope)
+    if var_t.min() > 0:
         slope /= var_t
-    else:
-        slope[:] = 0.0
+    else:  # one reading, or all at one time: no trend
+        slope[...] = np.where(var_t > 0, slope / np.where(var_t > 0, var_t, 1.0), 0.0)
     # spread around the trend: a ramp (thermal lag after a load change) is not noise;
     # sqrt(max((ss - slope * slope * var_t) / rows, 0)), in place
     np.multiply(slope, slope, out=rstd)
@@ -99,7 +136,7 @@ def _plain(t: np.ndarray, x: np.ndarray) -> np.ndarray:
     rstd /= rows
     np.maximum(rstd, 0.0, out=rstd)
     np.sqrt(rstd, out=rstd)
-    return table.T
+    return table
 
 
 def _nan_aware(t: np.ndarray, x: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
