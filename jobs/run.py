@@ -32,12 +32,19 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs.options import add_fleet_args, add_twin_args, fleet_config_from, twin_kwargs_from
+from jobs.options import (
+    add_fleet_args,
+    add_twin_args,
+    fleet_config_from,
+    positive_int,
+    twin_kwargs_from,
+)
 from pipelines import progress
 from pipelines.beam.pipeline import ProcessMessages, WriteOutputs
 from pipelines.beam.runner import apply_state_cache, direct_options
 from pipelines.beam.sources import ReadSimulator
 from transforms.simulator import Fleet
+from transforms.twin import DEFAULT_SHARDS
 
 COUNTERS = (
     "readings_in", "readings_valid", "dead_letters", "late_readings", "duplicate_readings",
@@ -49,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fleet_args(parser)
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument("--shards", type=positive_int, default=DEFAULT_SHARDS,
+                        help=f"state keys the twins are spread over (default "
+                             f"{DEFAULT_SHARDS}): a "
+                             "runner runs at most this many twin workers, and each "
+                             "shard's assets are computed together")
     parser.add_argument("--source", choices=("simulator", "kafka"), default="simulator",
                         help="simulator (default): the built-in fleet; kafka: the raw "
                              "topics up to their end offsets now, continuing from the "
@@ -174,7 +186,8 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         outputs = (
             p
             | "ReadSimulator" >> ReadSimulator(config)
-            | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args))
+            | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
+                                                   shards=args.shards)
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
 
@@ -243,7 +256,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             | "ReadKafka" >> ReadFromKafka(cfg, plan)
             | "ProcessMessages" >> ProcessMessages(
                 twin_kwargs=twin_kwargs_from(args), normalize_kwargs={"serde": serde},
-                initial_path=initial, checkpoint=True)
+                initial_path=initial, checkpoint=True, shards=args.shards)
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
         outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
@@ -289,7 +302,8 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
         | "ReadKafka" >> ReadFromKafka(cfg, plan, unbounded=True,
                                        max_out_of_orderness_ms=int(args.out_of_orderness * 1000))
         | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
-                                               normalize_kwargs={"serde": serde})
+                                               normalize_kwargs={"serde": serde},
+                                               shards=args.shards)
     )
     outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
     result = p.run()

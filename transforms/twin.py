@@ -1,8 +1,10 @@
 """The digital twin of one asset: windows -> features -> detector -> health -> policy -> state.
 
-:class:`AssetTwin` is the one object an engine keeps per asset (Beam: a
-``ReadModifyWriteStateSpec``; Flink: a ``ValueState``). It is plain Python, picklable, and
-returns what it emits, so engine bindings stay thin: read state, call, write state, emit.
+:class:`AssetTwin` is everything known about one asset. It is plain Python, picklable,
+and returns what it emits, so engine bindings stay thin: read state, call, write state,
+emit. Flink keeps one per asset key (snapshot plus log); Beam keeps a :class:`TwinShard`,
+the twins of many assets, per shard key, so one call closes and computes many assets'
+windows together (:func:`close_windows`); either way each twin's outputs are the same.
 
 Outputs are ``(tag, record)`` pairs; tags are :data:`FEATURES`, :data:`PREDICTION`,
 :data:`ACTION`, :data:`STATE` and :data:`LATE`, and records match the Avro schemas in
@@ -11,11 +13,13 @@ Outputs are ``(tag, record)`` pairs; tags are :data:`FEATURES`, :data:`PREDICTIO
 
 from __future__ import annotations
 
+import zlib
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.detector import DriftAwareDetector
-from transforms.features import FEATURE_KEY, window_features
+from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
 from transforms.windowing import Window, WindowBuffer
@@ -24,6 +28,9 @@ FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
     "features", "prediction", "action", "state", "late", "duplicate",
 )
 Output = tuple[str, dict[str, Any]]
+# Shards of a fleet (an engine's state keys, :class:`TwinShard`): enough for a runner's
+# parallelism, few enough that a shard's call holds many assets' windows (~16 of 1,000).
+DEFAULT_SHARDS = 64
 
 
 class AssetTwin:
@@ -72,37 +79,22 @@ class AssetTwin:
     # -- engine entry points ------------------------------------------------------------
     def add(self, reading: dict[str, Any]) -> list[Output]:
         """Take one canonical reading; returns outputs of any windows it closed."""
-        status, closed = self.buffer.add(reading)
-        if status == "late":
-            return [(LATE, reading)]
-        out: list[Output] = [(DUPLICATE, reading)] if status == "duplicate" else []
-        for w in closed:
-            out.extend(self._on_window(w))
-        return out
+        out, closed = self.take(reading)
+        return out + self.close(closed)
 
     def add_block(self, block: ReadingBlock) -> list[Output]:
         """Take this asset's readings as columns (arrival order): the same outputs as
         :meth:`add` on each row, in one step when the block is in event-time order."""
-        late, dups, closed = self.buffer.add_block(block)
-        out: list[Output] = [(LATE, r) for r in late]
-        out.extend((DUPLICATE, r) for r in dups)
-        for w in closed:
-            out.extend(self._on_window(w))
-        return out
+        out, closed = self.take_block(block)
+        return out + self.close(closed)
 
     def advance(self, watermark_ms: int) -> list[Output]:
         """The engine's watermark moved: close what it closes."""
-        out: list[Output] = []
-        for w in self.buffer.advance(watermark_ms):
-            out.extend(self._on_window(w))
-        return out
+        return self.close(self.buffer.advance(watermark_ms))
 
     def flush(self) -> list[Output]:
         """End of a bounded input: close every open window."""
-        out: list[Output] = []
-        for w in self.buffer.flush():
-            out.extend(self._on_window(w))
-        return out
+        return self.close(self.buffer.flush())
 
     def next_deadline_ms(self) -> int | None:
         return self.buffer.next_deadline_ms()
@@ -110,9 +102,28 @@ class AssetTwin:
     def last_deadline_ms(self) -> int | None:
         return self.buffer.last_deadline_ms()
 
+    # -- the two halves of add: buffer, then close ----------------------------------------
+    def take(self, reading: dict[str, Any]) -> tuple[list[Output], list[Window]]:
+        """Buffer one reading: its own outputs (late, duplicate) and the windows it
+        closed, not yet scored (:meth:`close`)."""
+        status, closed = self.buffer.add(reading)
+        if status == "late":
+            return [(LATE, reading)], []
+        return ([(DUPLICATE, reading)] if status == "duplicate" else []), closed
+
+    def take_block(self, block: ReadingBlock) -> tuple[list[Output], list[Window]]:
+        """:meth:`take` for a block of this asset's readings."""
+        late, dups, closed = self.buffer.add_block(block)
+        out: list[Output] = [(LATE, r) for r in late]
+        out.extend((DUPLICATE, r) for r in dups)
+        return out, closed
+
+    def close(self, windows: list[Window]) -> list[Output]:
+        """Score closed windows, in order: their features, predictions, actions, state."""
+        return close_windows([(self, windows)]) if windows else []
+
     # -- one window ---------------------------------------------------------------------
-    def _on_window(self, w: Window) -> list[Output]:
-        feats = window_features(w)
+    def _on_window(self, w: Window, feats: dict[str, float]) -> list[Output]:
         out: list[Output] = [(FEATURES, {
             "asset_id": w.asset_id, "asset_type": w.asset_type,
             "window_start_ms": w.start_ms, "window_end_ms": w.end_ms,
@@ -179,3 +190,99 @@ class AssetTwin:
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
             "last_drift_ms": self.last_drift_ms,
         }
+
+
+def close_windows(closed: list[tuple[AssetTwin, list[Window]]]) -> list[Output]:
+    """Score the closed windows of one or many twins, each twin's in order.
+
+    Every window's features are computed first, in stacks (:func:`~transforms.features.
+    windows_features`, the same bits as one by one), then each twin scores its windows:
+    a twin's outputs are the ones it gives alone.
+    """
+    feats = iter(windows_features([w for _, ws in closed for w in ws]))
+    out: list[Output] = []
+    for twin, windows in closed:
+        for w in windows:
+            out.extend(twin._on_window(w, next(feats)))
+    return out
+
+
+class TwinShard:
+    """The twins of many assets, stepped together: what an engine keeps per shard key.
+
+    Keyed per asset, an engine makes one call, one state read and write and two timers
+    per asset and batch of readings, and each call sees one asset's windows. Keyed by
+    shard (a stable hash of the asset id, :func:`shard_of`), one call takes every asset's
+    readings of a source batch that fall in the shard, and the windows they close are
+    computed together (:func:`close_windows`). Each twin gives exactly the outputs it
+    gives alone: the same windows in the same order, the same features to the bit.
+
+    Parameters
+    ----------
+    twin_kwargs
+        Keyword arguments of every :class:`AssetTwin` it creates.
+    """
+
+    def __init__(self, twin_kwargs: dict[str, Any] | None = None) -> None:
+        self.twin_kwargs = dict(twin_kwargs or {})
+        self.twins: dict[str, AssetTwin] = {}
+
+    def __len__(self) -> int:
+        return len(self.twins)
+
+    def twin(self, asset_id: str, asset_type: str,
+             restore: Callable[[str], AssetTwin | None] | None = None) -> AssetTwin:
+        """The asset's twin: held, else ``restore(asset_id)`` (a twin saved by an earlier
+        run), else a new one."""
+        twin = self.twins.get(asset_id)
+        if twin is None:
+            twin = restore(asset_id) if restore is not None else None
+            if twin is None:
+                twin = AssetTwin(asset_id, asset_type, **self.twin_kwargs)
+            self.twins[asset_id] = twin
+        return twin
+
+    def add(self, items: Iterable[tuple[str, ReadingBlock] | dict[str, Any]],
+            restore: Callable[[str], AssetTwin | None] | None = None) -> list[Output]:
+        """Readings in arrival order, each ``(asset_id, ReadingBlock)`` or a reading dict;
+        returns every output, each asset's in its order."""
+        out: list[Output] = []
+        closed: list[tuple[AssetTwin, list[Window]]] = []
+        for item in items:
+            if isinstance(item, dict):
+                twin = self.twin(item["asset_id"], item["asset_type"], restore)
+                own, windows = twin.take(item)
+            else:
+                asset_id, block = item
+                twin = self.twin(asset_id, block.asset_type, restore)
+                own, windows = twin.take_block(block)
+            out.extend(own)
+            if windows:
+                closed.append((twin, windows))
+        out.extend(close_windows(closed))
+        return out
+
+    def advance(self, watermark_ms: int) -> list[Output]:
+        """The engine's watermark moved: close what it closes, in every twin."""
+        closed = [(t, ws) for t in self.twins.values() if (ws := t.buffer.advance(watermark_ms))]
+        return close_windows(closed)
+
+    def flush(self) -> list[Output]:
+        """End of a bounded input: close every open window of every twin."""
+        return close_windows([(t, ws) for t in self.twins.values() if (ws := t.buffer.flush())])
+
+    def next_deadline_ms(self) -> int | None:
+        """The earliest watermark at which some twin's window closes."""
+        return min((d for t in self.twins.values()
+                    if (d := t.next_deadline_ms()) is not None), default=None)
+
+    def last_deadline_ms(self) -> int | None:
+        """The watermark at which every open window of every twin has closed."""
+        return max((d for t in self.twins.values()
+                    if (d := t.last_deadline_ms()) is not None), default=None)
+
+
+def shard_of(asset_id: str, shards: int) -> int:
+    """The shard of ``asset_id`` among ``shards``: stable across processes and runs
+    (CRC-32 of its UTF-8 bytes; Python's ``hash`` of a str is salted per process)."""
+    return zlib.crc32(asset_id.encode()) % shards

@@ -34,10 +34,13 @@ class NormalizeFn(beam.DoFn):
 
     def __init__(self, now_ms: int | None = None, max_bytes: int = 1 << 20,
                  max_future_ms: int = 300_000, max_age_ms: int = 366 * 86_400_000,
-                 serde=None) -> None:
+                 serde=None, shards: int | None = None) -> None:
         """``serde``: decode with a :class:`~pipelines.kafka.serde.RegistrySerde` (a schema
         registry's ids); default: the repo's local ids. A registry that cannot answer
-        raises (the runner retries the bundle): that is not the message's fault."""
+        raises (the runner retries the bundle): that is not the message's fault.
+        ``shards``: hand the batch's blocks over grouped by the twins' shard,
+        ``(shard, [(asset_id, ReadingBlock), ...])`` (:mod:`pipelines.beam.twin`)."""
+        self.shards = shards
         self.now_ms = now_ms
         self.serde = serde
         self.max_bytes = max_bytes
@@ -75,9 +78,16 @@ class NormalizeFn(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead_letter(
                 "normalize", reason, detail, source, key, value, arrival_ms))
         self.readings_valid.inc(n - len(rejects))
-        for block in blocks.values():
-            for asset_id, b in block.by_asset().items():
+        per_asset = [pair for block in blocks.values() for pair in block.by_asset().items()]
+        if self.shards is None:
+            for asset_id, b in per_asset:
                 yield TimestampedValue((asset_id, b), int(b.ts_ms.min()) / 1000.0)
+            return
+        from pipelines.beam.twin import group_by_shard
+
+        for shard, items in group_by_shard(per_asset, self.shards).items():
+            first = min(int(b.ts_ms.min()) for _, b in items)
+            yield TimestampedValue((shard, items), first / 1000.0)
 
 
 def _internal_errors(bad: tuple[Any, tuple]) -> list[dict[str, Any]]:
@@ -100,7 +110,7 @@ def _internal_errors(bad: tuple[Any, tuple]) -> list[dict[str, Any]]:
 
 class NormalizeReadings(beam.PTransform):
     """Raw messages (or lists of them) -> ``{"readings": (asset_id, ReadingBlock) ...,
-    "dead_letters": ...}``.
+    "dead_letters": ...}`` (with ``shards``: ``(shard, [(asset_id, ReadingBlock), ...])``).
 
     A bug that raises something other than ``InvalidReading`` also ends as a dead letter
     (reason ``internal_error``), so a bad deploy never drops input. A schema registry that

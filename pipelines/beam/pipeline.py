@@ -14,7 +14,7 @@ import apache_beam as beam
 
 from pipelines.beam.normalize import NormalizeReadings
 from pipelines.beam.sinks import WriteRecords
-from pipelines.beam.twin import CHECKPOINT, RunTwins
+from pipelines.beam.twin import CHECKPOINT, DEFAULT_SHARDS, RunTwins
 from transforms.twin import ACTION, FEATURES, LATE, PREDICTION, STATE
 
 # output file name -> (tag in the twin outputs, schema)
@@ -32,20 +32,24 @@ class ProcessMessages(beam.PTransform):
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  normalize_kwargs: dict[str, Any] | None = None,
-                 initial_path: str | None = None, checkpoint: bool = False) -> None:
+                 initial_path: str | None = None, checkpoint: bool = False,
+                 shards: int = DEFAULT_SHARDS) -> None:
         """``initial_path`` / ``checkpoint``: continue twins from a state file and hand them
         over at the end instead of closing their windows (bounded Kafka runs; adds a
-        ``checkpoint`` output of ``(asset_id, pickled twin)``)."""
+        ``checkpoint`` output of ``(asset_id, pickled twin)``). ``shards``: the twins'
+        state keys (:mod:`pipelines.beam.twin`)."""
         super().__init__()
+        self.shards = shards
         self.twin_kwargs = twin_kwargs
         self.normalize_kwargs = normalize_kwargs or {}
         self.initial_path = initial_path
         self.checkpoint = checkpoint
 
     def expand(self, messages):
-        norm = messages | "NormalizeReadings" >> NormalizeReadings(**self.normalize_kwargs)
+        norm = messages | "NormalizeReadings" >> NormalizeReadings(
+            **self.normalize_kwargs, shards=self.shards)
         twins = norm["readings"] | "RunTwins" >> RunTwins(
-            self.twin_kwargs, self.initial_path, self.checkpoint)
+            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards)
         out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
         out["dead_letters"] = norm["dead_letters"]
         if self.checkpoint:

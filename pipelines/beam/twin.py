@@ -1,21 +1,32 @@
-"""Beam binding of the per-asset twin: a stateful DoFn keyed by asset id.
+"""Beam binding of the twins: a stateful DoFn keyed by *shard*, a set of assets.
 
-``TwinFn`` keeps one :class:`~transforms.twin.AssetTwin` per key in ``TWIN_STATE`` and
-two event-time timers, at the earliest and at the newest open window's deadline (end +
-allowed lateness): the runner's watermark closes windows of quiet assets, the data
-watermark inside the twin closes the rest. The second timer matters when the watermark
-jumps (the end of a bounded input: to +inf): every open window then closes in one firing
-and one state write, not one firing, one state write and one twin pickle per window (the
-runner fires timers set in a handler only in its next round). All maths is in
-``transforms``; this file only reads state, calls, writes state and emits, tagging outputs
-by kind.
+``TwinFn`` keeps one :class:`~transforms.twin.TwinShard` (the twins of the assets whose
+:func:`~transforms.twin.shard_of` is its key) in ``TWIN_STATE`` and two event-time timers,
+at the earliest and at the newest open window's deadline (end + allowed lateness) of any
+of its twins: the runner's watermark closes windows of quiet assets, the data watermark
+inside each twin closes the rest. The second timer matters when the watermark jumps (the
+end of a bounded input: to +inf): every open window then closes in one firing and one
+state write, not one firing, one state write and one pickle per window (the runner fires
+timers set in a handler only in its next round). All maths is in ``transforms``; this
+file only reads state, calls, writes state and emits, tagging outputs by kind.
+
+Why shards, not assets: a stateful DoFn sees one key per call. Keyed by asset, every
+asset of a source batch cost a call, a state read and write and two timers, and its
+windows were computed alone. Keyed by shard, normalization hands over each shard's part
+of the batch as one element (``(shard, [(asset_id, ReadingBlock), ...])``) and the windows
+it closes, across assets, are computed together; every twin's outputs are the ones it
+gives alone (``tests/transforms/test_twin.py``). The price: a runner can spread the
+twins over at most ``shards`` workers, and a state value holds a shard's twins (~15 kB
+each), written whole when any of them changed in a bundle. ``--shards`` (default
+:data:`~transforms.twin.DEFAULT_SHARDS`) sets it; 1 is one state value for the whole fleet.
 
 Bounded runs that continue later (``twin run --source kafka``) use *checkpoint* mode: the
 end-of-input timer does not close the open windows but emits each twin, pickled, to the
 ``checkpoint`` output; the job stores them with the offsets read, and the next run starts
 each asset's twin from them (``initial_path``: the state file, read once per worker in
 ``setup`` through Beam's FileSystems, so local paths and ``gs://`` both work), open windows
-included, so a reading that arrives in the next run still lands in its window.
+included, so a reading that arrives in the next run still lands in its window. The state
+file holds twins by asset, so a run may change ``--shards``.
 """
 
 from __future__ import annotations
@@ -32,14 +43,25 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import progress
-from transforms.columns import ReadingBlock
-from transforms.twin import ACTION, DUPLICATE, FEATURES, LATE, PREDICTION, STATE, AssetTwin
+from transforms.twin import (
+    ACTION,
+    DEFAULT_SHARDS,
+    DUPLICATE,
+    FEATURES,
+    LATE,
+    PREDICTION,
+    STATE,
+    AssetTwin,
+    TwinShard,
+    shard_of,
+)
 
 TAGS = (FEATURES, PREDICTION, ACTION, STATE, LATE)
 CHECKPOINT = "checkpoint"
 
-# What one twin weighs in the SDK's state cache: about its in-memory size with its open
-# windows (17 kB measured with tracemalloc at 1 sample/s, 10 s windows, 60 s lateness).
+# What one twin weighs in the SDK's state cache (a shard weighs its twins): about its
+# in-memory size with its open windows (17 kB measured with tracemalloc at 1 sample/s,
+# 10 s windows, 60 s lateness).
 # Beam measures every value it caches with objsize, on every state write and clear, and
 # each such call first walks the globals of every loaded module (~1 ms here): that was
 # 45 % of the pipeline's time. Twins are weighed at this fixed size instead (`_weigh`);
@@ -50,21 +72,22 @@ TWIN_CACHE_WEIGHT = 24 << 10
 
 
 class _Cached:
-    """The twin as the state cache holds it: what ``_weigh`` recognises and weighs at
-    ``TWIN_CACHE_WEIGHT`` instead of walking it."""
+    """A shard as the state cache holds it: what ``_weigh`` recognises and weighs at
+    ``TWIN_CACHE_WEIGHT`` per twin instead of walking it."""
 
-    __slots__ = ("twin",)
+    __slots__ = ("shard",)
 
-    def __init__(self, twin: AssetTwin) -> None:
-        self.twin = twin
+    def __init__(self, shard: TwinShard) -> None:
+        self.shard = shard
 
     def __reduce__(self):
-        return _Cached, (self.twin,)
+        return _Cached, (self.shard,)
 
 
 def _weigh(*objs: Any) -> int:
     if len(objs) == 1 and type(objs[0]) is list and all(type(o) is _Cached for o in objs[0]):
-        return 64 + TWIN_CACHE_WEIGHT * len(objs[0])  # a twin's state (or its clearing)
+        # a shard's state (or its clearing)
+        return 64 + TWIN_CACHE_WEIGHT * sum(max(len(o.shard), 1) for o in objs[0])
     return _measure(*objs)
 
 
@@ -73,13 +96,14 @@ if getattr(_measure, "__name__", "") != "_weigh":  # once per process, whatever 
     statecache.get_deep_size = _weigh
 
 
-def _read(state) -> AssetTwin | None:
+def _read(state) -> TwinShard | None:
     held = state.read()
-    return held.twin if held is not None else None
+    return held.shard if held is not None else None
 
 
 class TwinFn(beam.DoFn):
-    """Readings keyed by asset id in; features, predictions, actions, state, late out."""
+    """``(shard, [(asset_id, ReadingBlock) | reading dict, ...])`` in; features,
+    predictions, actions, state, late readings out."""
 
     TWIN_STATE = ReadModifyWriteStateSpec("twin", PickleCoder())
     CLOSE_TIMER = TimerSpec("close", TimeDomain.WATERMARK)
@@ -100,7 +124,7 @@ class TwinFn(beam.DoFn):
         self.anomalies = Metrics.counter("twin", "anomalies")
         self.drift_events = Metrics.counter("twin", "drift_events")
 
-    def _emit(self, outputs, timer, last, twin: AssetTwin):
+    def _emit(self, outputs, timer, last, shard: TwinShard):
         for tag, record in outputs:
             if tag in self.counters:
                 self.counters[tag].inc()
@@ -116,13 +140,14 @@ class TwinFn(beam.DoFn):
                 continue  # counted; the first copy is in its window
             ts = record.get("window_end_ms", record.get("ts_ms"))
             yield beam.pvalue.TaggedOutput(tag, TimestampedValue(record, ts / 1000.0))
-        deadline = twin.next_deadline_ms()
+        deadline = shard.next_deadline_ms()
         if deadline is None and self.checkpoint:  # the end-of-input timer must fire
-            deadline = max(twin.buffer.max_ts_ms, 0)
+            deadline = max(max((t.buffer.max_ts_ms for t in shard.twins.values()),
+                               default=0), 0)
         if deadline is not None:
             timer.set(deadline / 1000.0)
-        if not self.checkpoint:  # (checkpoint mode hands the twin over once, at the end)
-            newest = twin.last_deadline_ms()
+        if not self.checkpoint:  # (checkpoint mode hands the twins over once, at the end)
+            newest = shard.last_deadline_ms()
             if newest is not None and newest != deadline:
                 last.set(newest / 1000.0)
 
@@ -134,22 +159,21 @@ class TwinFn(beam.DoFn):
 
     def process(
         self,
-        element: tuple[str, dict[str, Any]],
+        element: tuple[int, list],
         state=beam.DoFn.StateParam(TWIN_STATE),
         timer=beam.DoFn.TimerParam(CLOSE_TIMER),
         last=beam.DoFn.TimerParam(LAST_TIMER),
     ):
-        asset_id, readings = element  # one reading (dict) or a block of this asset's
-        block = readings if isinstance(readings, ReadingBlock) else None
-        twin = _read(state)
-        if twin is None and asset_id in self._initial:
-            twin = pickle.loads(self._initial[asset_id])  # continue where the last run stopped
-        if twin is None:
-            asset_type = block.asset_type if block is not None else readings["asset_type"]
-            twin = AssetTwin(asset_id, asset_type, **self.twin_kwargs)
-        outputs = twin.add_block(block) if block is not None else twin.add(readings)
-        state.write(_Cached(twin))
-        yield from self._emit(outputs, timer, last, twin)
+        _, items = element  # this shard's readings: (asset_id, ReadingBlock) or dicts
+        shard = _read(state) or TwinShard(self.twin_kwargs)
+        outputs = shard.add(items, self._restore)
+        state.write(_Cached(shard))
+        yield from self._emit(outputs, timer, last, shard)
+
+    def _restore(self, asset_id: str) -> AssetTwin | None:
+        """A twin saved by the run before (``initial_path``), to continue where it stopped."""
+        held = self._initial.get(asset_id)
+        return pickle.loads(held) if held is not None else None
 
     @on_timer(CLOSE_TIMER)
     @on_timer(LAST_TIMER)
@@ -161,43 +185,66 @@ class TwinFn(beam.DoFn):
         last=beam.DoFn.TimerParam(LAST_TIMER),
     ):
         """Either timer: the watermark passed ``fire_ts``; close what that closes."""
-        twin = _read(state)
-        if twin is None:
+        shard = _read(state)
+        if shard is None:
             return
-        if self.checkpoint:  # bounded input ended: hand the twin over, windows still open
-            yield beam.pvalue.TaggedOutput(CHECKPOINT, (twin.asset_id, pickle.dumps(twin)))
+        if self.checkpoint:  # bounded input ended: hand the twins over, windows still open
+            for asset_id, twin in shard.twins.items():
+                yield beam.pvalue.TaggedOutput(CHECKPOINT, (asset_id, pickle.dumps(twin)))
             return
-        outputs = twin.advance(int(fire_ts.micros // 1000))
+        outputs = shard.advance(int(fire_ts.micros // 1000))
         if not outputs:  # the other timer closed these windows already: nothing changed
             return
-        state.write(_Cached(twin))
-        yield from self._emit(outputs, timer, last, twin)
+        state.write(_Cached(shard))
+        yield from self._emit(outputs, timer, last, shard)
 
 
-def _keyed(element):
-    """``(asset_id, ReadingBlock)`` as it comes from normalization; a reading dict keyed."""
-    return element if isinstance(element, tuple) else (element["asset_id"], element)
+def group_by_shard(items: list, shards: int) -> dict[int, list]:
+    """``(asset_id, ReadingBlock)`` pairs or reading dicts -> ``{shard: [item, ...]}``,
+    each shard's items in their order."""
+    groups: dict[int, list] = {}
+    for item in items:
+        asset_id = item["asset_id"] if isinstance(item, dict) else item[0]
+        groups.setdefault(shard_of(asset_id, shards), []).append(item)
+    return groups
+
+
+def _sharded(element, shards: int):
+    """Readings as the twins take them, ``(shard, [item, ...])``: a shard's group from
+    normalization as it is; one asset's ``(asset_id, ReadingBlock)`` or a reading dict
+    as a group of one."""
+    if isinstance(element, tuple) and isinstance(element[0], int):
+        return element
+    ((shard, items),) = group_by_shard([element], shards).items()
+    return shard, items
 
 
 class RunTwins(beam.PTransform):
-    """Canonical readings (``(asset_id, ReadingBlock)`` or reading dicts) -> a dict of
-    PCollections keyed by :data:`TAGS`."""
+    """Canonical readings (``(shard, [...])`` groups from
+    :class:`~pipelines.beam.normalize.NormalizeReadings` with ``shards``, one asset's
+    ``(asset_id, ReadingBlock)``, or reading dicts) -> a dict of PCollections keyed by
+    :data:`TAGS`."""
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
-                 initial_path: str | None = None, checkpoint: bool = False) -> None:
+                 initial_path: str | None = None, checkpoint: bool = False,
+                 shards: int = DEFAULT_SHARDS) -> None:
         """``initial_path``: a state file to start the twins from; ``checkpoint``: bounded
-        runs only, see the module doc (adds a ``checkpoint`` output).
-        """
+        runs only, see the module doc (adds a ``checkpoint`` output); ``shards``: the
+        number of state keys (the same as normalization's, when it groups)."""
         super().__init__()
+        if shards < 1:
+            raise ValueError(f"shards must be at least 1, got {shards}")
         self.twin_kwargs = twin_kwargs
         self.initial_path = initial_path
         self.checkpoint = checkpoint
+        self.shards = shards
 
     def expand(self, readings):
         tags = (*TAGS, CHECKPOINT) if self.checkpoint else TAGS
         outs = (
             readings
-            | "KeyByAsset" >> beam.Map(_keyed).with_output_types(tuple[str, Any])
+            | "KeyByShard" >> beam.Map(_sharded, self.shards).with_output_types(
+                tuple[int, Any])
             | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs, self.checkpoint,
                                           self.initial_path)).with_outputs(*tags)
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+import zlib
 
 from transforms.twin import ACTION, FEATURES, LATE, PREDICTION, STATE, AssetTwin
 
@@ -75,3 +76,101 @@ def test_late_reading_is_returned_not_dropped_and_twin_pickles():
     assert twin.add(late) == [(LATE, late)]
     clone = pickle.loads(pickle.dumps(twin))
     assert [t for t, _ in clone.flush()] == [t for t, _ in twin.flush()]
+
+
+def _fleet_batches(assets: int, hours: float, rates: float, batch: int = 700):
+    """The simulator's fleet (late, duplicate, out-of-order and malformed messages at
+    ``rates`` times their defaults), normalized in batches: per batch, its
+    ``(asset_id, ReadingBlock)`` pairs as a pipeline hands them to its twins."""
+    from transforms.normalize import normalize_batch
+    from transforms.simulator import Fleet, FleetConfig
+
+    cfg = FleetConfig(assets=assets, duration_s=hours * 3600, interval_s=5.0, seed=3,
+                      dropout_rate=0.005 * rates, duplicate_rate=0.003 * rates,
+                      out_of_order_rate=0.01 * rates, late_rate=0.002 * rates)
+    msgs = list(Fleet(cfg).messages())
+    for i in range(0, len(msgs), batch):
+        part = msgs[i:i + batch]
+        blocks, _ = normalize_batch([m.value for m in part], [m.arrival_ms for m in part])
+        yield [pair for b in blocks.values() for pair in b.by_asset().items()]
+
+
+def _by_asset(outputs) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for tag, record in outputs:
+        out.setdefault(record["asset_id"], []).append((tag, record))
+    return out
+
+
+def test_a_shard_of_twins_gives_each_twin_exactly_its_own_outputs():
+    """A TwinShard (what the Beam job keeps per state key) steps many assets together and
+    computes their closed windows' features as stacks; every asset's outputs are the same
+    records, in the same order, to the bit, as its own AssetTwin fed the same blocks
+    (late, duplicate and out-of-order readings included), through data watermarks, engine
+    watermarks (advance) and the end of input (flush)."""
+    from transforms.twin import DUPLICATE, TwinShard, shard_of
+
+    kwargs = {"window_ms": 30_000, "allowed_lateness_ms": 30_000, "detector": {"warmup": 10}}
+    batches = list(_fleet_batches(assets=8, hours=1.5, rates=10))
+    alone: dict[str, AssetTwin] = {}
+    shards = {k: TwinShard(kwargs) for k in range(3)}
+    expected: list[list] = []  # per step (a batch, an engine watermark, the end): outputs
+    got: list[list] = []
+    for n, pairs in enumerate(batches):
+        expected.append([])
+        for asset_id, block in pairs:
+            twin = alone.setdefault(asset_id, AssetTwin(asset_id, block.asset_type, **kwargs))
+            expected[-1] += twin.add_block(block)
+        got.append([])
+        for k, shard in shards.items():
+            got[-1] += shard.add([p for p in pairs if shard_of(p[0], 3) == k])
+        if n % 7 == 6:  # the engine's watermark passes, ahead of the data's (20 s behind)
+            wm = max(int(b.ts_ms.max()) for _, b in pairs)
+            expected.append([o for twin in alone.values() for o in twin.advance(wm)])
+            got.append([o for shard in shards.values() for o in shard.advance(wm)])
+            assert expected[-1], "the engine's watermark closes some windows"
+    deadlines = {k: (s.next_deadline_ms(), s.last_deadline_ms()) for k, s in shards.items()}
+    for k in shards:
+        mine = [t for a, t in alone.items() if shard_of(a, 3) == k]
+        assert deadlines[k] == (min(t.next_deadline_ms() for t in mine),
+                                max(t.last_deadline_ms() for t in mine))
+    expected.append([o for twin in alone.values() for o in twin.flush()])
+    got.append([o for shard in shards.values() for o in shard.flush()])
+    assert sorted(len(s) for s in shards.values()) == sorted(
+        sum(shard_of(a, 3) == k for a in alone) for k in range(3))
+    assert len(got) == len(expected) and len(alone) == 8
+    for step, (want, have) in enumerate(zip(expected, got, strict=True)):
+        assert _by_asset(have) == _by_asset(want), step
+    tags = [t for step in expected for t, _ in step]
+    assert tags.count(PREDICTION) > 800 and tags.count(LATE) > 10
+    assert tags.count(DUPLICATE) > 10
+    preds = [r for step in expected for t, r in step if t == PREDICTION]
+    assert sum(r["anomaly_score"] > 0 for r in preds) > 500
+
+
+def test_a_shard_restores_saved_twins_and_takes_reading_dicts():
+    """New assets start from ``restore`` when it has them; readings may come as dicts."""
+    from transforms.twin import TwinShard
+
+    saved = AssetTwin("p1", "pump", detector={"warmup": 20})
+    run(saved, readings(5))  # five windows seen, all flushed
+    shard = TwinShard({"detector": {"warmup": 20}})
+    r = next(readings(7))
+    r = {**r, "ts_ms": 6 * 60_000 + 1_000}
+    out = shard.add([r, {**r, "asset_id": "p2", "reading_id": "x:p2:0"}],
+                    restore={"p1": pickle.loads(pickle.dumps(saved))}.get)
+    assert out == [] and sorted(shard.twins) == ["p1", "p2"]
+    assert shard.twins["p1"].windows_seen == 5 and shard.twins["p2"].windows_seen == 0
+    assert shard.twins["p1"].detector.n_seen == 5
+    feats = [(rec["asset_id"], rec["window_start_ms"], rec["count"])
+             for t, rec in shard.flush() if t == FEATURES]
+    assert sorted(feats) == [("p1", 360_000, 1), ("p2", 360_000, 1)]
+
+
+def test_shard_of_is_stable_across_processes():
+    """Shards key state that outlives a process (checkpoints): no salted hash."""
+    from transforms.twin import shard_of
+
+    assert [shard_of(f"pump-{i:03d}", 64) for i in range(4)] == [
+        zlib.crc32(f"pump-{i:03d}".encode()) % 64 for i in range(4)]
+    assert shard_of("pump-000", 64) == 18 and shard_of("motor-001", 7) == 2

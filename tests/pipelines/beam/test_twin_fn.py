@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -12,6 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines.beam.twin import RunTwins
+from transforms.twin import shard_of
 
 WINDOW = 60_000
 TWIN = {"window_ms": WINDOW, "allowed_lateness_ms": 0, "out_of_orderness_ms": 0,
@@ -77,24 +79,30 @@ def test_bounded_batch_run_flushes_every_window():
         assert_that(counts, equal_to([(0, 6), (60_000, 6), (120_000, 1)]))
 
 
-def test_end_of_input_closes_every_open_window_in_one_state_write(monkeypatch):
+@pytest.mark.parametrize("shards", [1, 64])
+def test_end_of_input_closes_every_open_window_in_one_state_write(monkeypatch, shards):
     """When the watermark jumps past many open windows (here: the end of a bounded input,
     no window closed by data), they close in order, in one timer firing and one state
-    write per asset: not one firing, state write and twin pickle per window."""
+    write per shard: not one firing, state write and twin pickle per window."""
     import pipelines.beam.twin as twin_fn
 
     pickles = []
     reduce = twin_fn._Cached.__reduce__
     monkeypatch.setattr(twin_fn._Cached, "__reduce__",
-                        lambda self: pickles.append(self.twin.asset_id) or reduce(self))
+                        lambda self: pickles.append(tuple(sorted(self.shard.twins)))
+                        or reduce(self))
     # lateness of 20 windows: none of the 10 windows closes while data comes in
     twin = {**TWIN, "allowed_lateness_ms": 20 * WINDOW}
     readings = [reading(a, t * 10_000) for t in range(60) for a in ("p1", "p2")]
     with TestPipeline() as p:
-        outs = p | beam.Create(readings) | RunTwins(twin)
+        outs = p | beam.Create(readings) | RunTwins(twin, shards=shards)
         states = outs["state"] | beam.Map(lambda s: (s["asset_id"], s["windows_seen"],
                                                      s["ts_ms"]))
         assert_that(states, equal_to([(a, i + 1, (i + 1) * WINDOW)
                                       for a in ("p1", "p2") for i in range(10)]))
-    # one write after the data, one after the watermark closed all ten windows
-    assert sorted(pickles) == ["p1", "p1", "p2", "p2"]
+    # per shard: one write after the data, one after the watermark closed all ten windows
+    if shards == 1:
+        assert pickles == [("p1", "p2"), ("p1", "p2")]
+    else:
+        assert shard_of("p1", 64) != shard_of("p2", 64)
+        assert sorted(pickles) == [("p1",), ("p1",), ("p2",), ("p2",)]
