@@ -152,6 +152,9 @@ class TwinFn(beam.DoFn):
                 last.set(newest / 1000.0)
 
     def setup(self) -> None:
+        from pipelines.worker import tune_gc
+
+        tune_gc()
         if self.initial_path:
             from pipelines.statefile import read_state
 

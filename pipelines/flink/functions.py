@@ -116,6 +116,10 @@ class TwinFunction(KeyedProcessFunction):
     def open(self, runtime_context) -> None:
         from pyflink.datastream.state import ListStateDescriptor
 
+        from pipelines.worker import tune_gc
+
+        tune_gc()
+
         self.twin_state = runtime_context.get_state(ValueStateDescriptor("twin", PICKLED))
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", PICKLED))
         self.timer_state = runtime_context.get_state(ValueStateDescriptor("timer", Types.LONG()))
