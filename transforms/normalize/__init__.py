@@ -141,7 +141,8 @@ def normalize_batch(
     the two, and each is judged exactly as :func:`normalize_message` judges it alone.
 
     How: a message that fits a frame template its device's earlier frames taught
-    (:mod:`transforms.normalize.frames`: Helios' binary frames) is read as columns with
+    (:mod:`transforms.normalize.frames`: Helios' binary frames; Orca's and Kestrel's text
+    frames through a regular expression of their fixed text) is read as columns with
     the other frames of its device, without decoding it alone; every other message is
     decoded and its vendor envelope read (``module.envelope``: identity, time, raw
     points). The points' mapping, unit conversion and validation are

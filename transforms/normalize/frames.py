@@ -19,8 +19,10 @@ Which vendor adapters can use it is decided by tracing, not declared: the templa
 record is passed through the vendor's ``envelope`` with every number leaf replaced by a
 :class:`_Slot` placeholder that refuses any use but being passed along. The template is
 kept only if the time and every point's value come out as slots, untouched, and nothing
-else does: the adapter reads them as they are. Text formats (Orca CSV, Kestrel JSON) keep
-their numbers inside strings, so their frames never qualify; Helios frames do.
+else does: the adapter reads them as they are. Helios frames qualify. Text formats (Orca
+CSV, Kestrel JSON) keep their numbers inside strings of varying width: their adapters
+compile a :class:`TextTemplate` instead, a regular expression over the whole frame (their
+``text_template`` and ``frame_key``), read with the same interface.
 
 >>> from transforms.sample import Sample
 >>> from transforms.normalize import encode_message, helios
@@ -42,6 +44,7 @@ True
 from __future__ import annotations
 
 import copy
+import re
 from types import ModuleType
 from typing import Any
 
@@ -113,13 +116,20 @@ class Templates:
         self._by_key: dict[tuple[int, bytes], Template | None] = {}
         self._readers: dict[bytes, Any] = {}  # schema id bytes -> prefix reader
         self._refused: set[bytes] = set()  # schema ids whose adapter reads numbers itself
+        self._texts: dict[bytes, Any] = {}  # schema id bytes -> its vendor's frame_key
+        self._by_text: dict[tuple[bytes, bytes], TextTemplate | None] = {}
 
-    def match(self, frame: bytes) -> Template | None:
+    def match(self, frame: bytes) -> Template | TextTemplate | None:
         """The template ``frame`` may be an instance of (to be confirmed by
         :meth:`Template.read`), or ``None``."""
-        reader = self._readers.get(frame[1:5])
+        sid = frame[1:5]
+        reader = self._readers.get(sid)
         if reader is None:
-            return None
+            key_of = self._texts.get(sid)
+            if key_of is None:
+                return None
+            key = key_of(frame)
+            return self._by_text.get((sid, key)) if key is not None else None
         end = reader(frame, HEADER.size)
         if end is None:
             return None
@@ -131,6 +141,8 @@ class Templates:
         the one-frame path) the template of its device, when its vendor qualifies (see the
         module doc). Returns the template, or ``None``."""
         sid = frame[1:5]
+        if hasattr(module, "text_template"):  # a text format whose vendor compiles them
+            return self._learn_text(sid, frame, record, module)
         if sid in self._refused:
             return None
         schema = raw(name)
@@ -159,10 +171,28 @@ class Templates:
         self._by_key[key] = template
         return template
 
-    def forget(self, template: Template) -> None:
+    def _learn_text(self, sid: bytes, frame: bytes, record: dict[str, Any],
+                    module: ModuleType) -> TextTemplate | None:
+        key = module.frame_key(frame)
+        if key is None:
+            return None
+        self._texts[sid] = module.frame_key
+        old = self._by_text.get((sid, key), False)
+        if old is None or (old and old.misses <= old.hits):
+            return old
+        template = module.text_template(frame, record)
+        if template is not None:
+            template.key = (sid, key)
+        if len(self._by_text) >= MAX_TEMPLATES:
+            self._by_text.clear()
+        self._by_text[(sid, key)] = template
+        return template
+
+    def forget(self, template: Template | TextTemplate) -> None:
         """Drop ``template`` (its adapter changed: what it traced no longer holds)."""
-        if self._by_key.get(template.key) is template:
-            del self._by_key[template.key]
+        held = self._by_text if isinstance(template, TextTemplate) else self._by_key
+        if held.get(template.key) is template:
+            del held[template.key]
 
     def _refuse(self, sid: bytes) -> None:
         self._refused.add(sid)
@@ -172,6 +202,8 @@ class Templates:
         self._by_key.clear()
         self._readers.clear()
         self._refused.clear()
+        self._texts.clear()
+        self._by_text.clear()
 
 
 def _build(frame: bytes, schema: Any, record: dict[str, Any],
@@ -233,3 +265,99 @@ def _build(frame: bytes, schema: Any, record: dict[str, Any],
     t.hits = t.misses = 0
     t.envelope = module.envelope  # what was traced (a replaced adapter voids the template)
     return t
+
+
+class TextTemplate:
+    """A device's *text* frame (numbers written as text inside an Avro string): a regular
+    expression over the whole frame's bytes with the device's fixed text, its time's and
+    its values' digits as groups. Built by its vendor module's ``text_template(frame,
+    record)``, which knows where its format keeps what (Orca's CSV); the vendor module's
+    ``frame_key(frame)`` finds a frame's device in its bytes to look the template up.
+
+    The same record by construction: a frame is read this way only when it matches the
+    expression whole, so every byte but the number fields and the varints of the string
+    lengths and ignored longs (of the template's widths) is the template's, and the
+    string length's varint is checked against the bytes that follow; the number fields'
+    digits are of forms the vendor's envelope reads exactly as :meth:`read` does.
+    """
+
+    __slots__ = ("vendor", "asset_id", "asset_type", "layout", "envelope", "hits", "misses",
+                 "key", "_regex", "_ts_ms", "_tail")
+
+    def __init__(self, module: ModuleType, asset_id: str, asset_type: str, layout: tuple,
+                 regex: re.Pattern, ts_ms: Any, tail: int = 0) -> None:
+        """``regex``: group 1 is the varint of the length of the string whose text holds
+        the numbers, which runs to ``tail`` bytes before the frame's end; the groups
+        ``ts_ms(groups)`` reads come next, then one group per point value. ``ts_ms``: the
+        frame's time from its groups (bytes); a ``ValueError`` refuses the frame."""
+        self.vendor = module.VENDOR
+        self.envelope = module.envelope  # (a replaced adapter voids the template)
+        self.asset_id, self.asset_type, self.layout = asset_id, asset_type, layout
+        self._regex, self._ts_ms, self._tail = regex, ts_ms, tail
+        self.hits = self.misses = 0
+        self.key: Any = None
+
+    def read(self, frames: list[bytes]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ok, ts_ms, values)`` as :meth:`Template.read` gives them."""
+        n, points = len(frames), len(self.layout[2])
+        ok = np.zeros(n, dtype=bool)
+        ts = np.zeros(n, dtype=np.int64)
+        values = np.zeros((n, points))
+        fullmatch, ts_ms, tail = self._regex.fullmatch, self._ts_ms, self._tail
+        good: list[int] = []
+        times: list[int] = []
+        numbers: list[bytes] = []
+        for i, frame in enumerate(frames):
+            m = fullmatch(frame)
+            if m is None:
+                continue
+            groups = m.groups()
+            length = 0
+            for shift, byte in enumerate(groups[0]):  # the string's length, zigzag varint
+                length |= (byte & 0x7F) << (7 * shift)
+            if length >> 1 != len(frame) - m.end(1) - tail or length & 1:
+                continue
+            try:
+                times.append(ts_ms(groups))
+            except ValueError:  # (a date that does not exist: the one-frame path says so)
+                continue
+            good.append(i)
+            numbers.extend(groups[-points:])
+        if good:
+            rows = np.asarray(good, dtype=np.intp)
+            ok[rows] = True
+            ts[rows] = times
+            values[rows] = np.array(list(map(float, numbers))).reshape(len(good), points)
+        hits = len(good)
+        self.hits += hits
+        self.misses += n - hits
+        return ok, ts, values
+
+
+def zigzag(n: int) -> bytes:
+    """Avro's encoding of the long ``n`` (zigzag, then a little-endian base-128 varint)."""
+    n = (n << 1) ^ (n >> 63)
+    out = bytearray()
+    while n > 0x7F:
+        out.append((n & 0x7F) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def varint_pattern(width: int, group: bool = False) -> bytes:
+    """A regular expression for any varint of ``width`` bytes (optionally a group)."""
+    body = rb"[\x80-\xff]{%d}[\x00-\x7f]" % (width - 1)
+    return b"(" + body + b")" if group else body
+
+
+def key_between(frame: bytes, before: bytes, end: bytes) -> bytes | None:
+    """The bytes after the first ``before`` in ``frame`` up to the next ``end`` (within
+    200 bytes): a text frame's device, as its vendor's ``frame_key`` finds it; ``None``
+    when either is missing."""
+    i = frame.find(before)
+    if i < 0:
+        return None
+    i += len(before)
+    j = frame.find(end, i, i + 200)
+    return frame[i:j] if j > 0 else None

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import json
 import random
+import re
+import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -44,6 +46,7 @@ from transforms.normalize.common import (
     sensor_tags,
     vendor_precision,
 )
+from transforms.normalize.frames import TextTemplate, key_between, varint_pattern, zigzag
 from transforms.sample import Sample
 from transforms.units import from_si
 from transforms.validate import show
@@ -203,6 +206,92 @@ def _points(readings: dict[str, Any]):
         if unit is None:
             raise InvalidReading("missing_field", f"reading {show(tag)} has no unit 'u'")
         yield tag, entry.get("v"), unit, quality
+
+
+# Text templates (transforms.normalize.frames.TextTemplate): the forms of a time and a value
+# a template reads itself. A time of this form is what datetime.fromisoformat reads it as
+# (the date and clock through datetime(), which refuses what fromisoformat refuses; the
+# offset is the template's); a value is a JSON number with a fraction, which orjson and
+# float() both read to the correctly rounded double.
+_TEMPLATE_TIME = re.compile(
+    r"(?:19[7-9][0-9]|2[0-9]{3})-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})")
+_TIME_GROUPS = (rb"(19[7-9][0-9]|2[0-9]{3})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):"
+                rb"([0-9]{2})\.([0-9]{3})")
+_TEMPLATE_NUMBER = rb"(-?(?:0|[1-9][0-9]{0,20})\.[0-9]+(?:[eE][-+]?[0-9]{1,3})?)"
+_ASSET_PREFIX = b'{"assetId":"'
+_NAIVE_EPOCH = datetime(1970, 1, 1)
+
+
+def frame_key(frame: bytes) -> bytes | None:
+    """The asset id in a Kestrel frame's bytes (its document's leading ``assetId``), to
+    find its device's template; ``None`` when the document does not start with it."""
+    return key_between(frame, _ASSET_PREFIX, b'"')
+
+
+def text_template(frame: bytes, record: dict[str, Any]):
+    """The :class:`~transforms.normalize.frames.TextTemplate` of a device's Kestrel frame
+    (one the one-message path accepted), or ``None`` when this frame cannot be one: its
+    document must be compact JSON with ``assetId``, ``assetClass``, ``time`` and
+    ``readings`` in that order, each reading ``{"v": <number with a fraction>, "u", "q"}``,
+    the time with milliseconds and an offset, in the encoding fastavro writes.
+    Everything but the digits of the time and values is fixed: source, content type,
+    asset, class, the offset, tags, units, qualities; ``received_ms`` may be any long of
+    the same varint width (the envelope never reads it).
+    """
+    from schemas import wire
+
+    try:
+        asset_id, asset_type, _, points = envelope(record)
+        points = list(points)
+        document = orjson.loads(record["body"])
+        offset = _TEMPLATE_TIME.fullmatch(document["time"]).group(1)
+        if wire.encode(SCHEMA, record) != frame:
+            return None
+    except Exception:  # noqa: BLE001 - not a frame to learn from
+        return None
+    parts = [re.escape(b'{"assetId":' + json.dumps(asset_id).encode() + b',"assetClass":'
+                       + json.dumps(document["assetClass"]).encode() + b',"time":"'),
+             _TIME_GROUPS, re.escape(offset.encode() + b'","readings":{')]
+    for k, (tag, entry) in enumerate(document["readings"].items()):
+        if list(entry) != ["v", "u", "q"]:
+            return None
+        parts.append(re.escape((("," if k else "") + json.dumps(tag) + ':{"v":').encode()))
+        parts.append(_TEMPLATE_NUMBER)
+        parts.append(re.escape((',"u":' + json.dumps(entry["u"]) + ',"q":'
+                                + json.dumps(entry["q"]) + "}").encode()))
+    parts.append(b"}}")
+    body_pattern = b"".join(parts)
+    body = record["body"]
+    if not re.fullmatch(body_pattern, body):
+        return None
+    received = record.get("received_ms")
+    tail = b"\x00" if received is None else b"\x02" + zigzag(received)
+    head = (frame[:wire.HEADER.size] + zigzag(len(record["source"].encode()))
+            + record["source"].encode() + zigzag(len(record["content_type"].encode()))
+            + record["content_type"].encode())
+    size = zigzag(len(body))
+    if len(tail) > 10 or frame != head + size + body + tail:
+        return None
+    tail_pattern = re.escape(tail[:1]) + (varint_pattern(len(tail) - 1) if len(tail) > 1
+                                          else b"")
+    if offset == "Z":
+        offset_ms = 0
+    else:
+        sign = -1 if offset[0] == "-" else 1
+        offset_ms = sign * (int(offset[1:3]) * 60 + int(offset[4:6])) * 60_000
+    tags, _, units, qualities = zip(*points, strict=True)
+    return TextTemplate(
+        sys.modules[__name__], asset_id, asset_type, (VENDOR, asset_type, tags, units, qualities),
+        re.compile(re.escape(head) + varint_pattern(len(size), group=True) + body_pattern
+                   + tail_pattern, re.DOTALL),
+        lambda groups: _template_ts(groups, offset_ms), tail=len(tail))
+
+
+def _template_ts(groups: tuple[bytes, ...], offset_ms: int) -> int:
+    year, month, day, hour, minute, second, ms = map(int, groups[1:8])
+    local = datetime(year, month, day, hour, minute, second)  # ValueError: no such time
+    return (local - _NAIVE_EPOCH) // _MS + ms - offset_ms
 
 
 def normalize(record: dict[str, Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import re
+import sys
 from decimal import Decimal
 from typing import Any
 
@@ -43,6 +44,7 @@ from transforms.normalize.common import (
     pick,
     vendor_precision,
 )
+from transforms.normalize.frames import TextTemplate, key_between, varint_pattern, zigzag
 from transforms.sample import Sample
 from transforms.units import from_si
 from transforms.validate import show
@@ -172,6 +174,75 @@ def _rows(csv: str) -> list[list[str]]:
     if not rows:
         raise InvalidReading("malformed_payload", "csv has no data rows")
     return rows
+
+
+# Text templates (transforms.normalize.frames.TextTemplate): the forms of a time and a value
+# a template reads itself. Each is a subset of what parse_epoch and _NUMBER accept, read
+# to the same number (int(s) * 1000 + int(ms); float), so a frame read through a template
+# gives the reading the one-message path gives.
+_HEADER_LINE = (HEADER + "\n").encode()
+_TEMPLATE_EPOCH = re.compile(r"[0-9]{1,12}\.[0-9]{3}")
+_TEMPLATE_NUMBER = rb"-?[0-9]+(?:\.[0-9]+)?(?:e[-+]?[0-9]{1,4})?"
+_TEMPLATE_VALUE = re.compile(_TEMPLATE_NUMBER.decode())
+
+
+def frame_key(frame: bytes) -> bytes | None:
+    """The asset id in an Orca frame's bytes (the first data row's first cell after the
+    header row), to find its device's template; ``None`` without a header row."""
+    return key_between(frame, _HEADER_LINE, b";")
+
+
+def text_template(frame: bytes, record: dict[str, Any]):
+    """The :class:`~transforms.normalize.frames.TextTemplate` of a device's Orca frame (one
+    the one-message path accepted), or ``None`` when this frame cannot be one: the
+    record's CSV must be the header row, then rows of one asset and time, every value a
+    plain number (not empty), the time with three decimals, in the encoding fastavro
+    writes. Everything but the digits of the time and values is fixed: gateway, asset,
+    class, tags, units, qualities, row order; the sequence number may be any long of the
+    same varint width (the envelope never reads it).
+    """
+    from schemas import wire
+
+    csv = record.get("csv")
+    if not isinstance(csv, str) or "\r" in csv:
+        return None
+    lines = csv.split("\n")
+    rows = [line.split(";") for line in lines[1:]]
+    if lines[0] != HEADER or not rows or any(len(r) != COLUMNS for r in rows):
+        return None
+    first = rows[0][:3]
+    if (any(r[:3] != first for r in rows) or not _TEMPLATE_EPOCH.fullmatch(first[2])
+            or not all(_TEMPLATE_VALUE.fullmatch(r[4]) for r in rows)):
+        return None
+    try:
+        asset_id, asset_type, _, points = envelope(record)
+        body = csv.encode()
+        gateway = record["gateway"].encode()
+        seq, size = zigzag(record["seq"]), zigzag(len(body))
+        if len(seq) > 9 or wire.encode(SCHEMA, record) != frame:
+            return None
+    except Exception:  # noqa: BLE001 - not a frame to learn from
+        return None
+    head = frame[:wire.HEADER.size] + zigzag(len(gateway)) + gateway
+    if frame != head + seq + size + body:
+        return None
+    parts = [re.escape(head), varint_pattern(len(seq)), varint_pattern(len(size), group=True),
+             re.escape(_HEADER_LINE)]
+    for k, (_, _, _, tag, _, unit, letter) in enumerate(rows):
+        if k:
+            parts.append(b"\n")
+        parts.append(re.escape(f"{first[0]};{first[1]};".encode()))
+        parts.append(rb"([0-9]{1,12})\.([0-9]{3})" if k == 0 else rb"\2\.\3")
+        parts.append(re.escape(f";{tag};".encode()) + b"(" + _TEMPLATE_NUMBER + b")"
+                     + re.escape(f";{unit};{letter}".encode()))
+    tags, _, units, qualities = zip(*points, strict=True)
+    return TextTemplate(sys.modules[__name__], asset_id, asset_type,
+                        (VENDOR, asset_type, tags, units, qualities),
+                        re.compile(b"".join(parts), re.DOTALL), _template_ts)
+
+
+def _template_ts(groups: tuple[bytes, ...]) -> int:
+    return int(groups[1]) * 1000 + int(groups[2])
 
 
 def normalize(record: dict[str, Any]) -> dict[str, Any]:

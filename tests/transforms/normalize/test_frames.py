@@ -114,12 +114,18 @@ def test_later_batches_use_templates_and_judge_every_message_the_same():
                        "timestamp_in_future", "timestamp_too_old"]
 
 
-def test_text_vendors_never_get_templates():
+def test_text_vendors_get_text_templates_not_byte_templates():
+    """Their numbers are text of varying width: never a byte template (their envelopes
+    would touch the number leaves anyway); their own text templates instead
+    (test_text_templates.py)."""
+    from transforms.normalize.frames import TextTemplate
+
     for module in (orca, kestrel):
         p = encode_message(module.VENDOR, typical("pump"))
         frames_ = Templates()
-        assert frames_.learn(p, module.SCHEMA, wire.decode(p)[1], module) is None
-        assert frames_.match(p) is None and p[1:5] in frames_._refused
+        t = frames_.learn(p, module.SCHEMA, wire.decode(p)[1], module)
+        assert isinstance(t, TextTemplate) and frames_.match(p) is t
+        assert not frames_._by_key and not frames_._readers
 
 
 def test_an_adapter_that_computes_on_a_number_gets_no_template():
