@@ -25,6 +25,7 @@ The envelope (``vendor/kestrel_raw.v1``) carries the vendor's document as opaque
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 import re
@@ -250,8 +251,9 @@ def text_template(frame: bytes, record: dict[str, Any]):
             return None
     except Exception:  # noqa: BLE001 - not a frame to learn from
         return None
-    parts = [re.escape(b'{"assetId":' + json.dumps(asset_id).encode() + b',"assetClass":'
-                       + json.dumps(document["assetClass"]).encode() + b',"time":"'),
+    parts = [b'\\{"assetId":"([^"\\\\]{1,200})"',  # the asset: group 2
+             re.escape(b',"assetClass":' + json.dumps(document["assetClass"]).encode()
+                       + b',"time":"'),
              _TIME_GROUPS, re.escape(offset.encode() + b'","readings":{')]
     for k, (tag, entry) in enumerate(document["readings"].items()):
         if list(entry) != ["v", "u", "q"]:
@@ -283,13 +285,13 @@ def text_template(frame: bytes, record: dict[str, Any]):
     tags, _, units, qualities = zip(*points, strict=True)
     return TextTemplate(
         sys.modules[__name__], asset_id, asset_type, (VENDOR, asset_type, tags, units, qualities),
-        re.compile(re.escape(head) + varint_pattern(len(size), group=True) + body_pattern
-                   + tail_pattern, re.DOTALL),
-        lambda groups: _template_ts(groups, offset_ms), tail=len(tail))
+        re.escape(head) + varint_pattern(len(size), group=True) + body_pattern + tail_pattern,
+        json.dumps(asset_id)[1:-1].encode(), functools.partial(_template_ts, offset_ms=offset_ms),
+        tail=len(tail))
 
 
 def _template_ts(groups: tuple[bytes, ...], offset_ms: int) -> int:
-    year, month, day, hour, minute, second, ms = map(int, groups[1:8])
+    year, month, day, hour, minute, second, ms = map(int, groups[2:9])
     local = datetime(year, month, day, hour, minute, second)  # ValueError: no such time
     return (local - _NAIVE_EPOCH) // _MS + ms - offset_ms
 

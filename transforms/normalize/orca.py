@@ -231,18 +231,19 @@ def text_template(frame: bytes, record: dict[str, Any]):
     for k, (_, _, _, tag, _, unit, letter) in enumerate(rows):
         if k:
             parts.append(b"\n")
-        parts.append(re.escape(f"{first[0]};{first[1]};".encode()))
-        parts.append(rb"([0-9]{1,12})\.([0-9]{3})" if k == 0 else rb"\2\.\3")
+        parts.append(rb"([^;\n]{1,200});" if k == 0 else rb"\2;")  # the asset: group 2
+        parts.append(re.escape(f"{first[1]};".encode()))
+        parts.append(rb"([0-9]{1,12})\.([0-9]{3})" if k == 0 else rb"\3\.\4")
         parts.append(re.escape(f";{tag};".encode()) + b"(" + _TEMPLATE_NUMBER + b")"
                      + re.escape(f";{unit};{letter}".encode()))
     tags, _, units, qualities = zip(*points, strict=True)
     return TextTemplate(sys.modules[__name__], asset_id, asset_type,
-                        (VENDOR, asset_type, tags, units, qualities),
-                        re.compile(b"".join(parts), re.DOTALL), _template_ts)
+                        (VENDOR, asset_type, tags, units, qualities), b"".join(parts),
+                        first[0].encode(), _template_ts)
 
 
 def _template_ts(groups: tuple[bytes, ...]) -> int:
-    return int(groups[1]) * 1000 + int(groups[2])
+    return int(groups[2]) * 1000 + int(groups[3])
 
 
 def normalize(record: dict[str, Any]) -> dict[str, Any]:
