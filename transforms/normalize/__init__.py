@@ -221,9 +221,9 @@ def normalize_batch(
                 dropped.setdefault(asset_type, []).append(idx)
                 slow.extend(group.msgs)
         for idx, msgs, raw in parts:
-            si = raw * plan.scale + plan.offset
-            with np.errstate(invalid="ignore"):
-                ok = np.all((si >= plan.low) & (si <= plan.high), axis=1)  # NaN fails
+            with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN fail the range
+                si = raw * plan.scale + plan.offset
+                ok = np.all((si >= plan.low) & (si <= plan.high), axis=1)
             out_values[asset_type][idx[ok][:, None], plan.cols] = si[ok]
             if plan.bad_cols.size:
                 out_bad[asset_type][idx[:, None], plan.bad_cols] = True
