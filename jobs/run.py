@@ -60,7 +60,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"state keys the twins are spread over (default "
                              f"{DEFAULT_SHARDS}): a "
                              "runner runs at most this many twin workers, and each "
-                             "shard's assets are computed together")
+                             "shard's assets are computed together; a running "
+                             "--unbounded job keeps its value (its state is keyed by "
+                             "shard)")
     parser.add_argument("--source", choices=("simulator", "kafka"), default="simulator",
                         help="simulator (default): the built-in fleet; kafka: the raw "
                              "topics up to their end offsets now, continuing from the "
