@@ -36,7 +36,7 @@ from jobs.options import (
     add_fleet_args,
     add_twin_args,
     fleet_config_from,
-    positive_int,
+    non_negative_int,
     twin_kwargs_from,
 )
 from pipelines import progress
@@ -52,17 +52,24 @@ COUNTERS = (
 )
 
 
+def _shards(args: argparse.Namespace) -> int:
+    """``--shards``, or its default: per asset for a stream, else DEFAULT_SHARDS."""
+    if args.shards is not None:
+        return args.shards
+    return 0 if getattr(args, "unbounded", False) else DEFAULT_SHARDS
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fleet_args(parser)
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
-    parser.add_argument("--shards", type=positive_int, default=DEFAULT_SHARDS,
-                        help=f"state keys the twins are spread over (default "
-                             f"{DEFAULT_SHARDS}): a "
-                             "runner runs at most this many twin workers, and each "
-                             "shard's assets are computed together; a running "
-                             "--unbounded job keeps its value (its state is keyed by "
-                             "shard)")
+    parser.add_argument("--shards", type=non_negative_int, default=None,
+                        help=f"state keys the twins are spread over: a runner runs at "
+                             f"most this many twin workers, and each shard's assets are "
+                             f"computed together; 0: one key per asset (default "
+                             f"{DEFAULT_SHARDS}; with --unbounded 0, since a stream's "
+                             f"small bundles would rewrite a whole shard per message). "
+                             f"A running --unbounded job keeps its value")
     parser.add_argument("--source", choices=("simulator", "kafka"), default="simulator",
                         help="simulator (default): the built-in fleet; kafka: the raw "
                              "topics up to their end offsets now, continuing from the "
@@ -189,7 +196,7 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             p
             | "ReadSimulator" >> ReadSimulator(config)
             | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
-                                                   shards=args.shards)
+                                                   shards=_shards(args))
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
 
@@ -258,7 +265,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             | "ReadKafka" >> ReadFromKafka(cfg, plan)
             | "ProcessMessages" >> ProcessMessages(
                 twin_kwargs=twin_kwargs_from(args), normalize_kwargs={"serde": serde},
-                initial_path=initial, checkpoint=True, shards=args.shards)
+                initial_path=initial, checkpoint=True, shards=_shards(args))
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
         outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
@@ -305,7 +312,7 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
                                        max_out_of_orderness_ms=int(args.out_of_orderness * 1000))
         | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
                                                normalize_kwargs={"serde": serde},
-                                               shards=args.shards)
+                                               shards=_shards(args))
     )
     outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
     result = p.run()

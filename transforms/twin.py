@@ -28,8 +28,9 @@ FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
     "features", "prediction", "action", "state", "late", "duplicate",
 )
 Output = tuple[str, dict[str, Any]]
-# Shards of a fleet (an engine's state keys, :class:`TwinShard`): enough for a runner's
-# parallelism, few enough that a shard's call holds many assets' windows (~16 of 1,000).
+# Shards of a fleet (an engine's state keys, :class:`TwinShard`) in bounded runs: enough
+# for a runner's parallelism, few enough that a shard's call holds many assets' windows
+# (~16 of 1,000). Streams key by asset (pipelines.beam.twin says why).
 DEFAULT_SHARDS = 64
 
 

@@ -39,7 +39,8 @@ class NormalizeFn(beam.DoFn):
         registry's ids); default: the repo's local ids. A registry that cannot answer
         raises (the runner retries the bundle): that is not the message's fault.
         ``shards``: hand the batch's blocks over grouped by the twins' shard,
-        ``(shard, [(asset_id, ReadingBlock), ...])`` (:mod:`pipelines.beam.twin`)."""
+        ``(shard, [(asset_id, ReadingBlock), ...])`` (:mod:`pipelines.beam.twin`; 0: by
+        asset, ``(asset_id, [(asset_id, ReadingBlock)])``)."""
         self.shards = shards
         self.now_ms = now_ms
         self.serde = serde

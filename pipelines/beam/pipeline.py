@@ -37,7 +37,7 @@ class ProcessMessages(beam.PTransform):
         """``initial_path`` / ``checkpoint``: continue twins from a state file and hand them
         over at the end instead of closing their windows (bounded Kafka runs; adds a
         ``checkpoint`` output of ``(asset_id, pickled twin)``). ``shards``: the twins'
-        state keys (:mod:`pipelines.beam.twin`)."""
+        state keys, 0 for one per asset (:mod:`pipelines.beam.twin`)."""
         super().__init__()
         self.shards = shards
         self.twin_kwargs = twin_kwargs

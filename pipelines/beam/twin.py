@@ -17,8 +17,11 @@ of the batch as one element (``(shard, [(asset_id, ReadingBlock), ...])``) and t
 it closes, across assets, are computed together; every twin's outputs are the ones it
 gives alone (``tests/transforms/test_twin.py``). The price: a runner can spread the
 twins over at most ``shards`` workers, and a state value holds a shard's twins (~15 kB
-each), written whole when any of them changed in a bundle. ``--shards`` (default
-:data:`~transforms.twin.DEFAULT_SHARDS`) sets it; 1 is one state value for the whole fleet.
+each), written whole when any of them changed in a bundle. That suits bounded runs (a
+bundle is a whole source batch) and not a stream on a runner whose bundles hold a few
+messages: every message would rewrite its shard's whole value. ``--shards`` sets it
+(default :data:`~transforms.twin.DEFAULT_SHARDS` for bounded runs); 0 is one key per
+asset (the default of ``--unbounded`` runs), 1 one state value for the whole fleet.
 
 Bounded runs that continue later (``twin run --source kafka``) use *checkpoint* mode: the
 end-of-input timer does not close the open windows but emits each twin, pickled, to the
@@ -202,13 +205,13 @@ class TwinFn(beam.DoFn):
         yield from self._emit(outputs, timer, last, shard)
 
 
-def group_by_shard(items: list, shards: int) -> dict[int, list]:
+def group_by_shard(items: list, shards: int) -> dict[int | str, list]:
     """``(asset_id, ReadingBlock)`` pairs or reading dicts -> ``{shard: [item, ...]}``,
-    each shard's items in their order."""
-    groups: dict[int, list] = {}
+    each shard's items in their order; ``shards`` 0: the asset id is the key."""
+    groups: dict[int | str, list] = {}
     for item in items:
         asset_id = item["asset_id"] if isinstance(item, dict) else item[0]
-        groups.setdefault(shard_of(asset_id, shards), []).append(item)
+        groups.setdefault(shard_of(asset_id, shards) if shards else asset_id, []).append(item)
     return groups
 
 
@@ -216,7 +219,7 @@ def _sharded(element, shards: int):
     """Readings as the twins take them, ``(shard, [item, ...])``: a shard's group from
     normalization as it is; one asset's ``(asset_id, ReadingBlock)`` or a reading dict
     as a group of one."""
-    if isinstance(element, tuple) and isinstance(element[0], int):
+    if isinstance(element, tuple) and isinstance(element[1], list):
         return element
     ((shard, items),) = group_by_shard([element], shards).items()
     return shard, items
@@ -233,10 +236,11 @@ class RunTwins(beam.PTransform):
                  shards: int = DEFAULT_SHARDS) -> None:
         """``initial_path``: a state file to start the twins from; ``checkpoint``: bounded
         runs only, see the module doc (adds a ``checkpoint`` output); ``shards``: the
-        number of state keys (the same as normalization's, when it groups)."""
+        number of state keys, 0 for one per asset (the same as normalization's, when it
+        groups)."""
         super().__init__()
-        if shards < 1:
-            raise ValueError(f"shards must be at least 1, got {shards}")
+        if shards < 0:
+            raise ValueError(f"shards must be 0 (one per asset) or more, got {shards}")
         self.twin_kwargs = twin_kwargs
         self.initial_path = initial_path
         self.checkpoint = checkpoint
@@ -247,7 +251,7 @@ class RunTwins(beam.PTransform):
         outs = (
             readings
             | "KeyByShard" >> beam.Map(_sharded, self.shards).with_output_types(
-                tuple[int, Any])
+                tuple[int, Any] if self.shards else tuple[str, Any])
             | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs, self.checkpoint,
                                           self.initial_path)).with_outputs(*tags)
         )

@@ -123,3 +123,18 @@ def test_sweep_scores_several_seeds(capsys):
     assert total["fault_episodes"] == sum(m["fault_episodes"] for m in result["per_seed"])
     assert total["false_alarms"] == sum(m["false_alarms"] for m in result["per_seed"])
     assert 0.0 <= (total["recall"] or 0.0) <= 1.0
+
+
+def test_shards_default_per_asset_for_streams_and_to_64_for_bounded_runs():
+    import argparse
+
+    from jobs.run import _shards, add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert _shards(parser.parse_args([])) == 64
+    assert _shards(parser.parse_args(["--unbounded"])) == 0
+    assert _shards(parser.parse_args(["--unbounded", "--shards", "8"])) == 8
+    assert _shards(parser.parse_args(["--shards", "0"])) == 0
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--shards", "-1"])
