@@ -2,9 +2,10 @@
 
 :class:`AssetTwin` is everything known about one asset. It is plain Python, picklable,
 and returns what it emits, so engine bindings stay thin: read state, call, write state,
-emit. Flink keeps one per asset key (snapshot plus log); Beam keeps a :class:`TwinShard`,
-the twins of many assets, per shard key, so one call closes and computes many assets'
-windows together (:func:`close_windows`); either way each twin's outputs are the same.
+emit. Flink keeps one per asset key (snapshot plus log); Beam keeps a :class:`TwinShard`
+per state key, the twins of many assets in bounded runs (one call closes and computes
+many assets' windows together, :func:`close_windows`) and of one asset in streams;
+either way each twin's outputs are the same.
 
 Outputs are ``(tag, record)`` pairs; tags are :data:`FEATURES`, :data:`PREDICTION`,
 :data:`ACTION`, :data:`STATE` and :data:`LATE`, and records match the Avro schemas in
