@@ -53,7 +53,7 @@ def windows_features(windows: Sequence[Window]) -> list[dict[str, float]]:
     window at 50 windows against ~16 alone), bit for bit what each gives alone: every
     reduction runs over the readings in the same order whatever the stack's height.
     """
-    out: list[dict[str, float]] = [{}] * len(windows)
+    out: list[dict[str, float]] = [{} for _ in windows]  # (each its own: records hold them)
     stacks: dict[tuple[tuple[str, ...], int], list[tuple[int, np.ndarray, np.ndarray]]] = {}
     for i, w in enumerate(windows):
         t, x, names = window_matrix(w)

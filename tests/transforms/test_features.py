@@ -91,6 +91,7 @@ def test_windows_computed_as_stacks_are_bit_for_bit_the_windows_alone():
     alone = [window_features(w) for w in windows]
     assert together == alone
     assert sum(f == {} for f in together) == len(range(0, 300, 37))
+    assert len({id(f) for f in together}) == len(together)  # no two windows share a dict
     stacked = [f for f, w in zip(together, windows, strict=True) if w.count == 10]
     assert len(stacked) > 100 and all(len(f) == 8 * len(STATS) for f in stacked)
     # and the values are the statistics (not merely the same in both paths)
