@@ -14,8 +14,8 @@ import apache_beam as beam
 
 from pipelines.beam.normalize import NormalizeReadings
 from pipelines.beam.sinks import WriteRecords
-from pipelines.beam.twin import CHECKPOINT, DEFAULT_SHARDS, RunTwins
-from transforms.twin import ACTION, FEATURES, LATE, PREDICTION, STATE
+from pipelines.beam.twin import CHECKPOINT, RunTwins
+from transforms.twin import ACTION, DEFAULT_SHARDS, FEATURES, LATE, PREDICTION, STATE
 
 # output file name -> (tag in the twin outputs, schema)
 OUTPUTS: dict[str, tuple[str, str]] = {
