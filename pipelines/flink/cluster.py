@@ -35,7 +35,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import string
 import subprocess
 import sys
@@ -45,7 +44,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from pipelines.kafka.broker import LOOPBACK, pid_alive, port_open, state_dir
+from pipelines.kafka.broker import LOOPBACK, free_port, pid_alive, port_open, state_dir
 
 DEFAULT_REST_PORT = 8081
 DEFAULT_SLOTS = 2
@@ -85,10 +84,18 @@ def java_binary() -> str:
     return found
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((LOOPBACK, 0))
-        return s.getsockname()[1]
+def _log_cause(path: str, limit: int = 400) -> str:
+    """``": <the log's last error>"`` for an error message, or ``""``: the last line of a
+    Flink log that names an exception or is logged at ERROR, so a failed start says why
+    without the reader opening the log (which a CI run may not keep)."""
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if " ERROR " in line or re.search(r"\b[\w.]+(Exception|Error)\b", line):
+            return ": " + line.strip()[-limit:]
+    return ""
 
 
 def _proc_table() -> dict[int, tuple[int, list[str]]]:
@@ -334,7 +341,8 @@ class FlinkCluster:
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if not self._jobmanager_alive():
-                raise FlinkClusterError(f"the JobManager exited; see {self._jm_log()}")
+                raise FlinkClusterError(f"the JobManager exited{_log_cause(self._jm_log())}; "
+                                        f"see {self._jm_log()}")
             try:
                 last = self.overview()
             except FlinkClusterError:

@@ -39,7 +39,33 @@ def tansu_binary() -> Path:
     return path
 
 
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A loopback port free now, chosen *below* the kernel's ephemeral range.
+
+    Why not simply bind port 0: that hands out a port from the ephemeral range, the same
+    range the kernel draws every outgoing connection's source port from. A server started
+    on it seconds later (a JVM takes that long) can find it taken by some client's
+    connection. Below the range only another explicit bind can take it. Falls back to
+    port 0 if no port there is free after a few tries.
+    """
+    import random
+
+    low = min(_ephemeral_low(), 65536)
+    for _ in range(50) if low > 20000 else ():
+        port = random.randrange(10000, low)
+        with socket.socket() as s:
+            try:
+                s.bind((LOOPBACK, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((LOOPBACK, 0))
         return s.getsockname()[1]

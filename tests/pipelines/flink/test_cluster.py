@@ -182,6 +182,21 @@ def test_jobmanager_counts_as_alive_while_its_daemon_process_has_not_exec_d_java
     assert not c._jobmanager_alive()
 
 
+def test_jobmanager_exit_names_the_logs_last_error(tmp_path):
+    log = tmp_path / "jm.log"
+    log.write_text(
+        "2026-11-24 INFO  org.apache.flink.runtime.entrypoint.ClusterEntrypoint - Starting\n"
+        "2026-11-24 ERROR org.apache.flink.runtime.entrypoint.ClusterEntrypoint - Could not "
+        "start cluster entrypoint StandaloneSessionClusterEntrypoint.\n"
+        "java.net.BindException: Address already in use\n"
+        "\tat sun.nio.ch.Net.bind0(Native Method)\n"
+        "2026-11-24 INFO  org.apache.flink.runtime.blob.BlobServer - Stopped\n")
+    assert fc._log_cause(str(log)) == ": java.net.BindException: Address already in use"
+    log.write_text("2026-11-24 INFO  all well\n")
+    assert fc._log_cause(str(log)) == ""
+    assert fc._log_cause(str(tmp_path / "missing.log")) == ""
+
+
 def test_parse_job_id():
     out = "Job has been submitted with JobID 8e7703f570b0e4e78313f7d5dc37fef8\n"
     assert fc.parse_job_id(out) == "8e7703f570b0e4e78313f7d5dc37fef8"

@@ -55,6 +55,19 @@ def test_dead_broker_gives_a_clear_error():
                       ["t"], timeout_s=2)
 
 
+def test_free_ports_come_from_below_the_ephemeral_range_and_bind():
+    """Outgoing connections take their source ports from the ephemeral range; a port the
+    tests hand to a server that starts seconds later must not be one of those."""
+    import socket
+
+    low = broker_mod._ephemeral_low()
+    ports = [broker_mod.free_port() for _ in range(20)]
+    assert all(10000 <= p < low for p in ports)
+    assert len(set(ports)) > 1  # random, so two fixtures rarely ask for the same one
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
+
+
 def test_port_in_use_is_refused(broker):
     with pytest.raises(broker_mod.BrokerUnavailable, match="already in use"):
         broker_mod.EmbeddedBroker(broker.port).start()
