@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+DAY_MS = 86_400_000
+
 
 def parse_duration(text: str) -> float:
     """Seconds in ``text`` (``"90s"``, ``"15m"``, ``"6h"``, ``"2d"``, ``"1h30m"``, ``"3600"``).
@@ -70,13 +72,20 @@ def add_fleet_args(parser: argparse.ArgumentParser, assets: int = 24,
     g.add_argument("--malformed-rate", type=float, default=0.005,
                    help="share of vendor messages the simulator breaks (default 0.005)")
     g.add_argument("--start-ms", type=int, default=None,
-                   help="event time of the first sample (default: the history ends now)")
+                   help="event time of the first sample (default: the history ends at the "
+                        "last midnight UTC, so a run gives the same results whenever it runs)")
     return g
 
 
 def fleet_config_from(args: argparse.Namespace, now_ms: int | None = None):
     """The :class:`~transforms.simulator.FleetConfig` of parsed fleet flags; without
-    ``--start-ms`` the history ends at the last full minute before now."""
+    ``--start-ms`` the history ends at the last midnight UTC before now.
+
+    Why midnight, not now: the simulated weather follows the time of day, so a history
+    ending at the wall clock gave each run different weather, and with it different
+    anomalies, actions and evaluation (the README's figures held only at the hour they
+    were measured). Ending at a day boundary, every run sees the same day: a seed's
+    results are the same whenever it runs, and its data is at most a day older."""
     import time
 
     from transforms.simulator import FleetConfig
@@ -84,7 +93,7 @@ def fleet_config_from(args: argparse.Namespace, now_ms: int | None = None):
     start_ms = args.start_ms
     if start_ms is None:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        start_ms = (now_ms // 60_000) * 60_000 - int(args.duration * 1000)
+        start_ms = (now_ms // DAY_MS) * DAY_MS - int(args.duration * 1000)
     return FleetConfig(assets=args.assets, duration_s=args.duration, interval_s=args.interval,
                        seed=args.seed, start_ms=start_ms, malformed_rate=args.malformed_rate)
 

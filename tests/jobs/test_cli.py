@@ -138,3 +138,25 @@ def test_shards_default_per_asset_for_streams_and_to_64_for_bounded_runs():
     assert _shards(parser.parse_args(["--shards", "0"])) == 0
     with pytest.raises(SystemExit):
         parser.parse_args(["--shards", "-1"])
+
+
+def test_the_default_history_ends_at_the_last_midnight_so_runs_repeat_all_day():
+    """Without --start-ms the simulated history ends at the last midnight UTC: the
+    weather follows the time of day, and a history ending at the wall clock gave every
+    run other results. Any hour of one day gives the same fleet; the next day's fleet
+    is the same day of weather a day later; an explicit --start-ms wins."""
+    import argparse
+
+    from jobs.options import DAY_MS, add_fleet_args, fleet_config_from
+
+    parser = argparse.ArgumentParser()
+    add_fleet_args(parser, assets=4, duration="12h")
+    args = parser.parse_args([])
+    day = 20_416 * DAY_MS  # 2025-11-24 00:00 UTC
+    starts = {fleet_config_from(args, now_ms=day + h * 3_600_000 + 1234).start_ms
+              for h in range(24)}
+    assert starts == {day - 12 * 3_600_000}
+    assert fleet_config_from(args, now_ms=day + DAY_MS).start_ms == day + DAY_MS - 43_200_000
+    assert fleet_config_from(args, now_ms=day - 1).start_ms == day - DAY_MS - 43_200_000
+    pinned = parser.parse_args(["--start-ms", "1795860000000"])
+    assert fleet_config_from(pinned, now_ms=day).start_ms == 1_795_860_000_000
