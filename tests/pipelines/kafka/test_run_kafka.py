@@ -134,6 +134,13 @@ def test_two_runs_continue_where_the_first_stopped(broker, tmp_path, key_file):
 
 
 @pytest.mark.slow
+def _child_env(tmp_path) -> dict[str, str]:
+    """A run started as a process the test kills: Beam's temporary folders (its runner
+    removes them on a clean exit, which a killed run never reaches) go under the test's
+    own tmp_path, which pytest cleans, instead of piling up in /tmp."""
+    return {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
+
+
 def test_killed_run_is_rerun_without_loss_or_difference(make_broker, tmp_path, key_file):
     f = fleet(hours=3.0)
     messages = list(f.messages())
@@ -147,7 +154,7 @@ def test_killed_run_is_rerun_without_loss_or_difference(make_broker, tmp_path, k
     out = tmp_path / "crashy"
     cmd = [sys.executable, "-m", "jobs.cli", *run_args(crashy.bootstrap_servers, out)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=_child_env(tmp_path))
     deadline = time.monotonic() + 120
     try:  # kill it once it has written some outputs but before it finishes
         while time.monotonic() < deadline and proc.poll() is None:
@@ -201,7 +208,7 @@ def test_unbounded_run_keeps_reading_new_data(broker, tmp_path, key_file):
     cmd = [sys.executable, "-m", "jobs.cli",
            *run_args(broker.bootstrap_servers, tmp_path / "stream", "--unbounded")]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+                            env=_child_env(tmp_path))
 
     def settled(min_count: int) -> dict:
         last, stable, deadline = -1, 0, time.monotonic() + 120
