@@ -341,8 +341,8 @@ class FlinkCluster:
         last: dict[str, Any] = {}
         while time.monotonic() < deadline:
             if not self._jobmanager_alive():
-                raise FlinkClusterError(f"the JobManager exited{_log_cause(self._jm_log())}; "
-                                        f"see {self._jm_log()}")
+                log = self._jm_log()
+                raise FlinkClusterError(f"the JobManager exited{_log_cause(log)}; see {log}")
             try:
                 last = self.overview()
             except FlinkClusterError:
