@@ -295,7 +295,7 @@ class TextTemplate:
         self.vendor = module.VENDOR
         self.envelope = module.envelope  # (a replaced adapter voids the template)
         self.asset_id, self.asset_type, self.layout = asset_id, asset_type, layout
-        self._regex, self._ident = _compiled(pattern), ident
+        self._regex, self._ident = compiled(pattern), ident
         self._ts_ms, self._tail = ts_ms, tail
         self.hits = self.misses = 0
         self.key: Any = None
@@ -342,7 +342,7 @@ class TextTemplate:
 _PATTERNS: dict[bytes, re.Pattern] = {}
 
 
-def _compiled(pattern: bytes) -> re.Pattern:
+def compiled(pattern: bytes) -> re.Pattern:
     """``pattern`` compiled once per process (bounded like the templates): compiling a
     Kestrel device's ~1 kB expression takes ~0.3 ms, and a fleet has few shapes."""
     regex = _PATTERNS.get(pattern)

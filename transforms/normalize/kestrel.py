@@ -47,7 +47,13 @@ from transforms.normalize.common import (
     sensor_tags,
     vendor_precision,
 )
-from transforms.normalize.frames import TextTemplate, key_between, varint_pattern, zigzag
+from transforms.normalize.frames import (
+    TextTemplate,
+    compiled,
+    key_between,
+    varint_pattern,
+    zigzag,
+)
 from transforms.sample import Sample
 from transforms.units import from_si
 from transforms.validate import show
@@ -261,10 +267,7 @@ def text_template(frame: bytes, record: dict[str, Any]):
         parts.append(re.escape((',"u":' + json.dumps(entry["u"]) + ',"q":'
                                 + json.dumps(entry["q"]) + "}").encode()))
     parts.append(b"}}")
-    body_pattern = b"".join(parts)
     body = record["body"]
-    if not re.fullmatch(body_pattern, body):
-        return None
     received = record.get("received_ms")
     tail = b"\x00" if received is None else b"\x02" + zigzag(received)
     head = (frame[:wire.HEADER.size] + zigzag(len(record["source"].encode()))
@@ -275,6 +278,12 @@ def text_template(frame: bytes, record: dict[str, Any]):
         return None
     tail_pattern = re.escape(tail[:1]) + (varint_pattern(len(tail) - 1) if len(tail) > 1
                                           else b"")
+    pattern = (re.escape(head) + varint_pattern(len(size), group=True) + b"".join(parts)
+               + tail_pattern)
+    # the frame is head, size, body and tail (above), so this is the body's own check;
+    # compiled once per device shape, and the template's own expression is this one
+    if not compiled(pattern).fullmatch(frame):
+        return None
     if offset == "Z":
         offset_ms = 0
     else:
@@ -283,9 +292,8 @@ def text_template(frame: bytes, record: dict[str, Any]):
     tags, _, units, qualities = zip(*points, strict=True)
     return TextTemplate(
         sys.modules[__name__], asset_id, asset_type, (VENDOR, asset_type, tags, units, qualities),
-        re.escape(head) + varint_pattern(len(size), group=True) + body_pattern + tail_pattern,
-        json.dumps(asset_id)[1:-1].encode(), functools.partial(_template_ts, offset_ms=offset_ms),
-        tail=len(tail))
+        pattern, json.dumps(asset_id)[1:-1].encode(),
+        functools.partial(_template_ts, offset_ms=offset_ms), tail=len(tail))
 
 
 def _template_ts(groups: tuple[bytes, ...], offset_ms: int) -> int:
