@@ -133,7 +133,6 @@ def test_two_runs_continue_where_the_first_stopped(broker, tmp_path, key_file):
     assert read_state(str(part / "twin-state.pkl"))["runs"] == 2
 
 
-@pytest.mark.slow
 def _child_env(tmp_path) -> dict[str, str]:
     """A run started as a process the test kills: Beam's temporary folders (its runner
     removes them on a clean exit, which a killed run never reaches) go under the test's
@@ -141,6 +140,7 @@ def _child_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
 
 
+@pytest.mark.slow
 def test_killed_run_is_rerun_without_loss_or_difference(make_broker, tmp_path, key_file):
     f = fleet(hours=3.0)
     messages = list(f.messages())
