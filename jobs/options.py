@@ -82,10 +82,10 @@ def fleet_config_from(args: argparse.Namespace, now_ms: int | None = None):
     ``--start-ms`` the history ends at the last midnight UTC before now.
 
     Why midnight, not now: the simulated weather follows the time of day, so a history
-    ending at the wall clock gave each run different weather, and with it different
-    anomalies, actions and evaluation (the README's figures held only at the hour they
-    were measured). Ending at a day boundary, every run sees the same day: a seed's
-    results are the same whenever it runs, and its data is at most a day older."""
+    ending at the wall clock would give each run different weather, and with it
+    different anomalies, actions and evaluation. Ending at a day boundary, every run sees
+    the same day: a seed's results are the same whenever it runs, and its data is at most
+    a day older."""
     import time
 
     from transforms.simulator import FleetConfig

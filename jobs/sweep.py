@@ -1,7 +1,7 @@
 """``twin sweep``: score the twin on many seeded fleets, in-process (no engine).
 
-How the README's robustness figures are made, and the quick loop for tuning the detector:
-each seed's fleet goes through :func:`pipelines.local.run_messages` (the same transforms
+How the simulator's many-seed detection figures are made (``twin bench sweep``), and the
+quick loop for working on the detector: each seed's fleet goes through :func:`pipelines.local.run_messages` (the same transforms
 the pipelines run) and is scored with :func:`transforms.evaluation.evaluate`.
 """
 

@@ -2,10 +2,10 @@
 
 A worker holding thousands of twins keeps ~90 GC-tracked objects per twin (dicts, lists,
 River's estimators) alive for the whole run, and the window work allocates and frees
-containers at a high rate. With CPython's default thresholds (700, 10, 10) that meant a
+containers at a high rate. With CPython's default thresholds (700, 10, 10) that means a
 full collection, which walks every tracked object in the process, every ~100,000 net
-allocations: in ``twin bench``'s stage (c) nine full collections of ~120 ms each, 12 %
-of the run, for ~100 objects of garbage found. :func:`tune_gc` is called once per
+allocations, each finding almost no garbage among the long-lived twins. :func:`tune_gc`
+is called once per
 worker process by the twin's engine bindings (Beam ``TwinFn.setup``, Flink
 ``TwinFunction.open``) before any twin exists:
 
@@ -16,9 +16,7 @@ worker process by the twin's engine bindings (Beam ``TwinFn.setup``, Flink
   fewer collections of every generation. Garbage cycles are still collected, later; the
   memory they hold meanwhile is bounded by the threshold's allocations.
 
-Together 1.35 s -> 0.43 s of collector time in that run (stage (c) ~33,000 ->
-~37,000 messages/s; measured 2026-11-24, README "Throughput benchmark"). Set
-``TWIN_GC_DEFAULTS=1`` in the worker's environment to keep CPython's own settings.
+Set ``TWIN_GC_DEFAULTS=1`` in the worker's environment to keep CPython's own settings.
 """
 
 from __future__ import annotations

@@ -63,11 +63,10 @@ TAGS = (FEATURES, PREDICTION, ACTION, STATE, LATE)
 CHECKPOINT = "checkpoint"
 
 # What one twin weighs in the SDK's state cache (a shard weighs its twins): about its
-# in-memory size with its open windows (17 kB measured with tracemalloc at 1 sample/s,
-# 10 s windows, 60 s lateness).
+# in-memory size with its open windows at 1 sample/s, 10 s windows, 60 s lateness.
 # Beam measures every value it caches with objsize, on every state write and clear, and
-# each such call first walks the globals of every loaded module (~1 ms here): that was
-# 45 % of the pipeline's time. Twins are weighed at this fixed size instead (`_weigh`);
+# each such call first walks the globals of every loaded module (about a millisecond),
+# which dominated the pipeline's time. Twins are weighed at this fixed size instead (`_weigh`);
 # every other cached value is measured as Beam does. The cache's size is
 # --max_cache_memory_usage_mb, on the DirectRunner too (pipelines.beam.runner: 1,000 MB,
 # ~40,000 twins, by default; Beam's own DirectRunner cache is 100 MB, ~4,000 twins).

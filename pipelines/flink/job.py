@@ -64,14 +64,13 @@ class FlinkJobOptions:
     watermark_delay_ms: int = 30_000  # engine watermark: arrival time minus this
     # keyed-state values each Python worker keeps unpickled between elements: three per
     # asset (twin, pending readings, timer). Flink's default, 1,000, thrashes beyond ~330
-    # assets: each reading then fetches and unpickles its twin from the JVM (1,000 assets:
-    # 908 msg/s at 1,000, 1,751 at 20,000)
+    # assets: each reading then fetches and unpickles its twin from the JVM
     state_cache_size: int = 30_000
     idleness_ms: int = 30_000
     # the most elements a Python worker's bundle holds (a bundle also ends after Flink's
     # python.fn-execution.bundle.time, 1 s). Each bundle ends with a state write per asset
     # it touched, a round trip to the JVM each: at Flink's default of 1,000 elements, with
-    # 1,000 assets most readings paid one (one core: 1,695 msg/s; 3,509 at 100,000)
+    # 1,000 assets most readings would pay one
     bundle_size: int = 100_000
     python_executable: str = field(default_factory=lambda: sys.executable)
     jars: list[str] = field(default_factory=list)
