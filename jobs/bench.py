@@ -1,30 +1,28 @@
-"""``twin bench``: throughput side by side (``scale``, ``history``: how it grows);
-``twin bench nab``: detection quality.
+"""``twin bench``: the project's benchmarks, each a command that prints its figures.
 
-``twin bench`` (throughput) runs, each stage in its own child process on one core, over
-one workload written once to a file (the simulator's Confluent-framed Avro vendor
-messages, clean, ``--assets`` x ``--duration`` at ``--interval``):
+- ``twin bench`` (throughput): one workload written once to a file (the simulator's
+  Confluent-framed Avro vendor messages, clean, ``--assets`` x ``--duration`` at
+  ``--interval``), each stage in its own child process on one core, timed after imports:
+  (a) ``decode``, fastavro decoding alone (the limit any Avro pipeline works under);
+  (b) ``naive``, the textbook per-element Beam pipeline of the same scoring
+  (:mod:`pipelines.beam.naive`); (c) ``twinstream``, the twin's own Beam pipeline
+  (:class:`~pipelines.beam.pipeline.ProcessMessages`, everything it does); (d) ``flink``,
+  the twin's Flink job on a local mini-cluster at parallelism 1. It prints messages/s,
+  values/s and peak memory of each, ``speedup_vs_naive`` = (c)/(b),
+  ``fraction_of_decode_limit`` = (c)/(a), the twin's state per asset, and whether the
+  stages produced the same predictions (exit 1 if not).
+- ``twin bench scale``: stage (c) at several fleet sizes and sensor counts (table, plot).
+- ``twin bench history``: a small fleet for days of event time through the twins in this
+  process: cost per window and state per asset as their history grows.
+- ``twin bench fleet``: the main job (``twin run`` on its defaults) timed in a child
+  process, with its counts and its evaluation against the simulator's ground truth.
+- ``twin bench sweep``: detection on many seeded fleets (``twin sweep``'s totals).
+- ``twin bench nab``: the Numenta Anomaly Benchmark replayed with ``twin replay``'s one
+  configuration and scored by NAB's rules (``--data``, ``--scorer``).
+- ``twin bench report``: ``docs/benchmarks.md`` from the latest result records.
 
-(a) ``decode``: fastavro decoding alone (the limit any Avro pipeline works under);
-(b) ``naive``: the textbook per-element Beam pipeline of the same scoring
-    (:mod:`pipelines.beam.naive`) on the DirectRunner;
-(c) ``twinstream``: the twin's own Beam pipeline (:class:`~pipelines.beam.pipeline.
-    ProcessMessages`, everything it does) on the DirectRunner;
-(d) ``flink``: the twin's Flink job on a local mini-cluster at parallelism 1, reading the
-    same fleet through its simulator source (its predictions are checked too);
-
-and prints messages/s and sensor values/s of each, ``speedup_vs_naive`` = (c)/(b),
-``fraction_of_decode_limit`` = (c)/(a), each stage's peak memory, the twin's pickled state
-per asset, and whether (b) and (c) produced the same predictions.
-
-``twin bench scale``: stage (c) at several fleet sizes and sensor counts (a table and a
-plot). ``twin bench history``: a small fleet for days of event time through the twins in
-this process, their cost per window and state per asset as their history grows.
-
-``twin bench nab``: every NAB data file is replayed with ``twin replay``'s one
-configuration (the detector never sees the labels), then ``../shared/bench/nab_score.py``
-(beside the repository) scores the results with NAB's three profiles; the table puts the
-scores beside the published ones.
+With ``--record`` a bench also writes its figures as a JSON record (date, commit, machine,
+command, parameters, figures; :mod:`jobs.benchrecord`) under ``infra/bench/results/``.
 """
 
 from __future__ import annotations
@@ -37,22 +35,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jobs.benchreport import NAB_PROFILES as PROFILES
+from jobs.benchreport import NAB_PUBLISHED as PUBLISHED
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_BENCH = REPO.parent / "shared" / "bench"
-
-# NAB's published scoreboard (standard, reward low FP, reward low FN); NAB README.
-PUBLISHED = {
-    "ARTime": (74.9, 65.1, 80.4),
-    "Numenta HTM": (70.5, 62.6, 75.2),
-    "CAD OSE": (69.9, 67.0, 73.2),
-    "KNN CAD": (58.0, 43.4, 64.8),
-    "Relative Entropy": (54.6, 47.6, 58.8),
-    "Random Cut Forest": (51.7, 38.4, 59.7),
-    "Twitter ADVec": (47.1, 33.6, 53.5),
-    "Windowed Gaussian": (39.6, 20.9, 47.4),
-    "Random": (11.0, 1.2, 19.5),
-}
-PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+NAB_HOME = "https://github.com/numenta/NAB (its data/ and labels/ folders, v1.1)"
 
 
 class BenchError(RuntimeError):
@@ -65,10 +53,14 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
     from jobs.replay import replay
 
     data = nab_root / "data"
-    if not data.is_dir() or not scorer.is_file():
-        raise BenchError(f"NAB corpus or scorer not found ({data}, {scorer}); they live in "
-                         "../shared/bench beside the repository (see its README), or pass "
-                         "--nab-root / --scorer")
+    labels = nab_root / "labels" / "combined_windows.json"
+    if not data.is_dir() or not labels.is_file():
+        raise BenchError(f"no NAB corpus at {nab_root} (want data/ and "
+                         f"labels/combined_windows.json): get it from {NAB_HOME} and pass "
+                         f"--data DIR or set $TWIN_NAB_DATA")
+    if not scorer.is_file():
+        raise BenchError(f"no NAB scorer at {scorer}: pass --scorer FILE or set "
+                         f"$TWIN_NAB_SCORER (docs/benchmarks.md says where it comes from)")
     results = out / "results"
     reports, errors = replay(data, results, workers, timestamp_column="timestamp",
                              columns=["value"])
@@ -86,6 +78,14 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
     return report
 
 
+RECORD_HELP = "also write the figures as a JSON record under infra/bench/results/ " \
+              "(or $TWIN_BENCH_RESULTS)"
+
+
+def _default_path(env: str, default: Path) -> Path:
+    return Path(os.environ[env]) if os.environ.get(env) else default
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from jobs.options import parse_duration, positive_float, positive_int, window_duration
 
@@ -100,7 +100,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, default=Path("out") / "bench",
                    help="work folder (default out/bench)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    sub = p.add_subparsers(dest="bench", required=False, metavar="{scale,history,nab}")
+    p.add_argument("--record", action="store_true", help=RECORD_HELP)
+    sub = p.add_subparsers(dest="bench", required=False,
+                           metavar="{scale,history,fleet,sweep,nab,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -114,7 +116,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                        help="seconds between samples (default 1)")
     scale.add_argument("--out", type=Path, default=Path("out") / "bench-scale",
                        help="where scale.json and scale.png go (default out/bench-scale)")
-    scale.add_argument("--json", action="store_true", help="print the report as JSON")
     hist = sub.add_parser("history", help="the twins' per-window cost and state size as "
                                            "their history grows (hours of event time)")
     hist.add_argument("--assets", type=positive_int, default=20,
@@ -125,40 +126,85 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="seconds between samples (default 10)")
     hist.add_argument("--window", type=window_duration, default="60s",
                       help="event-time window (default 60s, the twin's default)")
-    hist.add_argument("--json", action="store_true", help="print the report as JSON")
+    fleet = sub.add_parser("fleet", help="the main job (twin run on its defaults) timed, "
+                                         "counted and evaluated")
+    fleet.add_argument("--out", type=Path, default=Path("out") / "bench-fleet",
+                       help="the run's output folder (default out/bench-fleet)")
+    from jobs.sweep import add_arguments as add_sweep_arguments
+
+    sweep = sub.add_parser("sweep", help="detection on many seeded fleets (twin sweep)")
+    add_sweep_arguments(sweep)
     nab = sub.add_parser("nab", help="replay and score the Numenta Anomaly Benchmark")
-    nab.add_argument("--nab-root", type=Path, default=SHARED_BENCH / "nab",
-                     help="folder with data/ and labels/ (default ../shared/bench/nab)")
-    nab.add_argument("--scorer", type=Path, default=SHARED_BENCH / "nab_score.py",
-                     help="NAB scorer script (default ../shared/bench/nab_score.py)")
+    nab.add_argument("--data", type=Path,
+                     default=_default_path("TWIN_NAB_DATA", SHARED_BENCH / "nab"),
+                     help="the NAB corpus: a folder with data/ and labels/ (default "
+                          "$TWIN_NAB_DATA, else ../shared/bench/nab beside the repository)")
+    nab.add_argument("--scorer", type=Path,
+                     default=_default_path("TWIN_NAB_SCORER", SHARED_BENCH / "nab_score.py"),
+                     help="the NAB scorer script (default $TWIN_NAB_SCORER, else "
+                          "../shared/bench/nab_score.py)")
     nab.add_argument("--out", type=Path, default=Path("out") / "nab",
                      help="where results and scores.json go (default out/nab)")
-    nab.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1))
-    nab.add_argument("--json", action="store_true", help="print the scorer's report as JSON")
+    nab.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+                     help="replay processes (default: up to 2)")
+    for bench in (scale, hist, fleet, sweep, nab):
+        bench.add_argument("--json", action="store_true", help="print the report as JSON")
+        bench.add_argument("--record", action="store_true", help=RECORD_HELP)
+    report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
+                                           "result records")
+    report.add_argument("--results", type=Path, default=None,
+                        help="folder of records (default infra/bench/results, or "
+                             "$TWIN_BENCH_RESULTS)")
+    report.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md",
+                        help="the page to write (default docs/benchmarks.md)")
+    report.add_argument("--readme", type=Path, default=REPO / "README.md",
+                        help="whose headline figures block to rewrite too (default the "
+                             "repository's README.md)")
+    report.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if the page differs from what the "
+                             "records give")
+
+
+def _fail(name: str, message: str) -> int:
+    from rich.console import Console
+
+    Console(stderr=True, soft_wrap=True).print(f"[red]twin bench{name}: {message}[/red]",
+                                              highlight=False)
+    return 2
+
+
+def _record(args: argparse.Namespace, bench: str, parameters: dict[str, Any],
+            figures: dict[str, Any]) -> None:
+    if not getattr(args, "record", False):
+        return
+    from rich.console import Console
+
+    from jobs.benchrecord import make_record, write_record
+
+    path = write_record(make_record(bench, parameters, figures))
+    Console(stderr=True).print(f"record: {path}", highlight=False)
 
 
 def main(args: argparse.Namespace) -> int:
-    from rich.console import Console
-    from rich.table import Table
+    name = f" {args.bench}" if args.bench else ""
+    try:
+        return _main(args)
+    except BenchError as exc:
+        return _fail(name, str(exc))
 
+
+def _main(args: argparse.Namespace) -> int:
     if args.bench is None:
         stages = tuple(s.strip() for s in args.stages.split(",") if s.strip())
         unknown = [s for s in stages if s not in STAGES]
         if unknown:
-            Console(stderr=True).print(f"[red]twin bench: unknown stage(s) {unknown}; "
-                                       f"known: {', '.join(STAGES)}[/red]")
-            return 2
-        try:
-            report = run_throughput(args.out, args.assets, args.duration, args.interval,
-                                    stages)
-        except BenchError as exc:
-            Console(stderr=True).print(f"[red]twin bench: {exc}[/red]", highlight=False)
-            return 2
+            return _fail("", f"unknown stage(s) {unknown}; known: {', '.join(STAGES)}")
+        report = run_throughput(args.out, args.assets, args.duration, args.interval, stages)
         (args.out / "throughput.json").write_text(json.dumps(report, indent=1))
-        if args.json:
-            print(json.dumps(report, indent=1))
-        else:
-            print_throughput(report)
+        _show(args, report, print_throughput)
+        _record(args, "throughput", {"assets": args.assets, "duration_s": args.duration,
+                                     "interval_s": args.interval, "stages": list(stages)},
+                report)
         p = report.get("predictions", {})
         same = p.get("same", True) and all(v for k, v in p.items()
                                            if k.startswith("flink_same_as_"))
@@ -168,49 +214,67 @@ def main(args: argparse.Namespace) -> int:
 
         sizes = _int_list(args.assets, 1, None)
         if sizes is None:
-            Console(stderr=True).print(f"[red]twin bench scale: --assets wants positive "
-                                       f"integers like 1000,5000, not {args.assets!r}[/red]")
-            return 2
+            return _fail(" scale", f"--assets wants positive integers like 1000,5000, not "
+                                   f"{args.assets!r}")
         sensors = None
         if args.sensors is not None:
             sensors = _int_list(args.sensors, 1, MAX_SENSORS)
             if sensors is None:
-                Console(stderr=True).print(
-                    f"[red]twin bench scale: --sensors wants integers from 1 to "
-                    f"{MAX_SENSORS} (the catalog's sensors per asset), like 2,4,8, not "
-                    f"{args.sensors!r}[/red]", highlight=False)
-                return 2
-        try:
-            report = run_scale(args.out, sizes, args.duration, args.interval, sensors)
-        except BenchError as exc:
-            Console(stderr=True).print(f"[red]twin bench scale: {exc}[/red]", highlight=False)
-            return 2
-        if args.json:
-            print(json.dumps(report, indent=1))
-        else:
-            print_scale(report)
+                return _fail(" scale", f"--sensors wants integers from 1 to {MAX_SENSORS} "
+                                       f"(the catalog's sensors per asset), like 2,4,8, not "
+                                       f"{args.sensors!r}")
+        report = run_scale(args.out, sizes, args.duration, args.interval, sensors)
+        _show(args, report, print_scale)
+        _record(args, "scale", {"assets": sizes, "sensors": sensors,
+                                "duration_s": args.duration, "interval_s": args.interval},
+                report)
         return 0
     if args.bench == "history":
         report = run_history(args.assets, args.duration, args.interval, args.window)
-        if args.json:
-            print(json.dumps(report, indent=1))
-        else:
-            print_history(report)
+        _show(args, report, print_history)
+        _record(args, "history", {"assets": args.assets, "duration_s": args.duration,
+                                  "interval_s": args.interval, "window_s": args.window},
+                report)
         return 0
-    try:
-        report = run_nab(args.nab_root, args.scorer, args.out, args.workers)
-    except BenchError as exc:
-        Console(stderr=True).print(f"[red]twin bench nab: {exc}[/red]", highlight=False)
-        return 2
+    if args.bench == "fleet":
+        report = run_fleet(args.out)
+        _show(args, report, print_fleet)
+        _record(args, "fleet", {"command": "twin run (defaults)"}, report)
+        return 0 if report["summary"]["invariant_ok"] else 1
+    if args.bench == "sweep":
+        from jobs.sweep import sweep
+
+        result = sweep(args)
+        _show(args, result["total"], print_sweep)
+        _record(args, "sweep", {"seeds": [min(args.seeds), max(args.seeds)],
+                                "assets": args.assets, "duration_s": args.duration},
+                result["total"])
+        return 0
+    if args.bench == "report":
+        return report_main(args)
+    report = run_nab(args.data, args.scorer, args.out, args.workers)
+    _show(args, report, lambda r: print_nab(r, args.out))
+    _record(args, "nab", {"files": report["files"], "rows": report["rows"],
+                          "workers": args.workers}, report)
+    return 0
+
+
+def _show(args: argparse.Namespace, report: dict[str, Any], printer) -> None:
     if args.json:
         print(json.dumps(report, indent=1))
-        return 0
+    else:
+        printer(report)
+
+
+def print_nab(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
     table = Table(title="NAB v1.1 (58 files, one configuration, labels never read)")
     for col in ("detector", "standard", "low FP", "low FN"):
         table.add_column(col, justify="left" if col == "detector" else "right")
     ours = [report[p]["score"] for p in PROFILES]
-    rows = sorted([("twinstream DriftAwareDetector", ours), *PUBLISHED.items()],
-                  key=lambda r: -r[1][0])
+    rows = sorted([("twinstream", ours), *PUBLISHED.items()], key=lambda r: -r[1][0])
     for name, scores in rows:
         style = "bold" if name.startswith("twinstream") else None
         table.add_row(name, *(f"{s:.1f}" for s in scores), style=style)
@@ -218,9 +282,92 @@ def main(args: argparse.Namespace) -> int:
     console.print(table)
     per_row = report["detector_s"] / max(report["rows"], 1) * 1e6
     console.print(f"{report['rows']:,} rows in {report['files']} files; replay incl. I/O "
-                  f"{per_row:.0f} us per row; results in {args.out / 'results'}, scores in "
-                  f"{args.out / 'scores.json'}", highlight=False)
+                  f"{per_row:.0f} us per row; results in {out / 'results'}, scores in "
+                  f"{out / 'scores.json'}", highlight=False)
+
+
+def report_main(args: argparse.Namespace) -> int:
+    from jobs.benchrecord import read_records, results_dir
+    from jobs.benchreport import render, with_headline
+
+    folder = args.results or results_dir()
+    try:
+        records = read_records(folder)
+    except ValueError as exc:
+        return _fail(" report", str(exc))
+    if not records:
+        return _fail(" report", f"no result records in {folder}: run a bench with --record")
+    pages = {args.output: render(records)}
+    if args.readme is not None and args.readme.is_file():
+        pages[args.readme] = with_headline(args.readme.read_text(), records)
+    stale = [path for path, text in pages.items()
+             if not path.is_file() or path.read_text() != text]
+    if args.check:
+        if not stale:
+            print(f"{', '.join(map(str, pages))} match the latest records in {folder}")
+            return 0
+        print(f"{', '.join(map(str, stale))} differ from the latest records in {folder}: "
+              f"run twin bench report", file=sys.stderr)
+        return 1
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(pages[path])
+    print(f"wrote {', '.join(map(str, stale)) or 'nothing (up to date)'} from "
+          f"{len(records)} records in {folder}")
     return 0
+
+
+# -- the main job and the seed sweep ---------------------------------------------------------
+
+def run_fleet(out: Path) -> dict[str, Any]:
+    """``twin run`` on its defaults in a child process (wall time and peak memory of the
+    whole job, set-up included), then its evaluation against the ground truth."""
+    import resource
+    import time
+
+    from jobs.evaluate import evaluate_dir
+
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "jobs.cli", "run", "--no-progress",
+                           "--out", str(out.resolve())], capture_output=True, text=True,
+                          cwd=REPO)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise BenchError(f"twin run failed (exit {proc.returncode}): "
+                         f"{proc.stderr.strip()[-2000:]}")
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+    summary = json.loads((out / "summary.json").read_text())
+    return {"summary": summary, "evaluation": evaluate_dir(out), "wall_s": round(wall, 1),
+            "peak_rss_mb": peak_mb}
+
+
+def print_fleet(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s, m = report["summary"], report["evaluation"]
+    table = Table(title="the main job (twin run, defaults)", show_header=False)
+    for key in ("readings_in", "readings_valid", "dead_letters", "late_readings",
+                "duplicate_readings", "windows", "predictions", "anomalies", "drift_events"):
+        table.add_row(key, f"{s[key]:,}")
+    table.add_row("actions", ", ".join(f"{k} {v}" for k, v in s["actions"].items()))
+    for key in ("fault_episodes", "detected_episodes", "recall", "precision",
+                "false_alarms_per_asset_day", "median_lead_time_s", "regime_change_alerts"):
+        table.add_row(key, str(m.get(key)))
+    table.add_row("wall time", f"{report['wall_s']} s (job {s['elapsed_s']} s)")
+    table.add_row("peak RSS", f"{report['peak_rss_mb']:,} MB")
+    Console().print(table)
+
+
+def print_sweep(total: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"sweep over {total['seeds']} seeds", show_header=False)
+    for key, value in total.items():
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 # -- throughput ----------------------------------------------------------------------------

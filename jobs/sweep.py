@@ -1,8 +1,9 @@
 """``twin sweep``: score the twin on many seeded fleets, in-process (no engine).
 
 How the simulator's many-seed detection figures are made (``twin bench sweep``), and the
-quick loop for working on the detector: each seed's fleet goes through :func:`pipelines.local.run_messages` (the same transforms
-the pipelines run) and is scored with :func:`transforms.evaluation.evaluate`.
+quick loop for working on the detector: each seed's fleet goes through
+:func:`pipelines.local.run_messages` (the same transforms the pipelines run) and is scored
+with :func:`transforms.evaluation.evaluate`.
 """
 
 from __future__ import annotations

@@ -213,7 +213,7 @@ def test_bench_nab_scores_the_whole_corpus(tmp_path, capsys):
     assert main(["bench", "nab", "--out", str(tmp_path), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["files"] == 58 and report["rows"] == 365_558
-    # regression guard at the figures the README quotes (see README: Detection quality)
+    # regression guard at the figures docs/benchmarks.md quotes
     assert report["standard"]["score"] >= 75.6
     assert report["reward_low_FP_rate"]["score"] >= 65.8
     assert report["reward_low_FN_rate"]["score"] >= 81.05

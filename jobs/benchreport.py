@@ -1,0 +1,338 @@
+"""``docs/benchmarks.md``, rendered from the latest result record of each benchmark.
+
+The page is data, not prose: every figure on it comes from a record in
+``infra/bench/results/`` (:mod:`jobs.benchrecord`), each section names its record, the
+machine and the exact command that reproduces it. ``twin bench report`` writes it and
+``twin bench report --check`` (a test runs it) says whether it matches the records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# NAB's published scoreboard (standard, reward low FP, reward low FN); NAB README.
+NAB_PUBLISHED = {
+    "ARTime": (74.9, 65.1, 80.4),
+    "Numenta HTM": (70.5, 62.6, 75.2),
+    "CAD OSE": (69.9, 67.0, 73.2),
+    "KNN CAD": (58.0, 43.4, 64.8),
+    "Relative Entropy": (54.6, 47.6, 58.8),
+    "Random Cut Forest": (51.7, 38.4, 59.7),
+    "Twitter ADVec": (47.1, 33.6, 53.5),
+    "Windowed Gaussian": (39.6, 20.9, 47.4),
+    "Random": (11.0, 1.2, 19.5),
+}
+NAB_PROFILES = ("standard", "reward_low_FP_rate", "reward_low_FN_rate")
+
+HEADER = """\
+# Benchmarks
+
+<!-- Written by `twin bench report` from the records in infra/bench/results/.
+     Do not edit by hand: run a bench with --record, then `twin bench report`. -->
+
+Every figure here comes from the latest result record of its benchmark in
+[`infra/bench/results/`](../infra/bench/results/): one JSON file per run with the date,
+the commit, the machine, the command and every figure it printed. Older records are the
+history. Each section gives the command that reproduces it; add `--record` to store a new
+record, then `twin bench report` rewrites this page.
+
+The machines are virtual; their speed drifts between runs (up to tens of percent), so
+compare figures *within* one record (the ratios of the throughput bench, the stages of
+one run), not across records.
+"""
+
+
+def _n(x: Any, fmt: str = ",") -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and fmt == ",":
+        return f"{x:,.1f}" if abs(x) < 100 else f"{x:,.0f}"
+    return format(x, fmt)
+
+
+def _table(head: list[str], rows: list[list[Any]]) -> str:
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _source(r: dict[str, Any]) -> str:
+    dirty = " (with uncommitted changes)" if r.get("dirty") else ""
+    return (f"Record `{r['_file']}`: {r['date'][:10]}, commit `{r.get('commit')}`{dirty}, "
+            f"{_machine_name(r)}.\n\n```sh\n.venv/bin/{r['command']}\n```")
+
+
+def _machine_name(r: dict[str, Any]) -> str:
+    m = r["machine"]
+    return f"{m['cores']} cores, {m['memory_gib']} GiB, Python {m['python']}"
+
+
+def machines(records: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for bench, r in records.items():
+        m = r["machine"]
+        pk = m.get("packages", {})
+        load = m.get("load_at_start")
+        rows.append([bench, r["date"][:10], f"`{r.get('commit')}`", m["cpu"], m["cores"],
+                     f"{m['memory_gib']} GiB", "-" if not load else f"{load[0]:.2f}",
+                     m["python"], pk.get("apache-beam"), pk.get("apache-flink"),
+                     pk.get("river")])
+    return ("## Machines\n\nLoad: the machine's 1-minute load average when the bench "
+            "started (other work running).\n\n" + _table(
+                ["bench", "date", "commit", "CPU", "cores", "memory", "load", "Python",
+                 "Beam", "Flink", "River"], rows))
+
+
+# -- one renderer per bench ---------------------------------------------------------------
+
+def nab(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    ours = tuple(f[p]["score"] for p in NAB_PROFILES)
+    rows = sorted([("**twinstream**", ours), *NAB_PUBLISHED.items()], key=lambda x: -x[1][0])
+    table = _table(["detector", "standard", "low FP", "low FN"],
+                   [[name, *(f"{s:.1f}" for s in scores)] for name, scores in rows])
+    per_row = f["detector_s"] / max(f["rows"], 1) * 1e6
+    return f"""### NAB: the Numenta Anomaly Benchmark
+
+All {f['files']} files of NAB v1.1 ({f['rows']:,} rows) replayed row by row with
+`twin replay`'s one configuration (labels never read, no look-ahead, not even a file's
+minimum or maximum), scored with NAB's rules by `nab_score.py` (one corpus-wide threshold
+per profile, chosen by the scorer: {f['standard']['threshold']:.4f}). The other rows are
+NAB's published scoreboard. The detector costs {per_row:.0f} µs per row, file I/O included.
+
+{table}
+
+Data: the corpus of [github.com/numenta/NAB](https://github.com/numenta/NAB) (`data/`,
+`labels/`), `--data DIR` or `$TWIN_NAB_DATA`; the scorer, `--scorer FILE` or
+`$TWIN_NAB_SCORER` (in this project's CI both come from `../shared/bench/`).
+
+{_source(r)}"""
+
+
+def sweep(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    p = r["parameters"]
+    lead = f.get("median_of_median_lead_time_s")
+    table = _table(
+        ["seeds", "fault episodes", "detected", "recall", "alerts", "precision",
+         "false alarms / asset-day", "regime changes", "alerts after them",
+         "median lead time"],
+        [[f"{p['seeds'][0]}-{p['seeds'][1]}", f["fault_episodes"], f["detected_episodes"],
+          f["recall"], f["alerts"], f["precision"], f["false_alarms_per_asset_day"],
+          f["regime_changes"], f["regime_change_alerts"],
+          "-" if lead is None else f"{lead / 60:.0f} min"]])
+    return f"""### The simulated fleet, many seeds
+
+{f['seeds']} fleets of {p['assets']} assets, {p['duration_s'] / 3600:g} h each, through the
+same transforms the pipelines run (in-process), scored against the simulator's ground
+truth: an episode is detected when an alert precedes its failure; alerts outside episodes
+are false alarms; regime changes (load steps, weather) must raise none.
+
+{table}
+
+{_source(r)}"""
+
+
+def fleet(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    s, m = f["summary"], f["evaluation"]
+    acts = ", ".join(f"{v} {k}" for k, v in s["actions"].items())
+    counts = _table(
+        ["messages", "valid", "dead letters", "late", "duplicates", "windows", "anomalous "
+         "windows", "drift windows", "actions", "wall time", "peak RSS"],
+        [[_n(s["readings_in"]), _n(s["readings_valid"]), _n(s["dead_letters"]),
+          _n(s["late_readings"]), _n(s["duplicate_readings"]), _n(s["windows"]),
+          _n(s["anomalies"]), _n(s["drift_events"]), acts, f"{f['wall_s']} s",
+          f"{f['peak_rss_mb'] / 1024:.2f} GB"]])
+    lead = m.get("median_lead_time_s")
+    lead_min = m.get("min_lead_time_s")
+    evaluation = _table(
+        ["fault episodes", "detected", "recall", "precision", "false alarms / asset-day",
+         "median lead time", "min lead time", "regime changes", "alerts after them"],
+        [[m["fault_episodes"], m["detected_episodes"], m["recall"], m["precision"],
+          m["false_alarms_per_asset_day"],
+          "-" if lead is None else f"{lead / 60:.0f} min",
+          "-" if lead_min is None else f"{lead_min / 60:.0f} min",
+          m.get("regime_changes"), m.get("regime_change_alerts")]])
+    return f"""### The main job (`make run`)
+
+`twin run` on its defaults ({s['assets']} assets, {s['duration_s'] / 3600:g} h of event
+time, seed {s['seed']}) on Beam's DirectRunner, in a child process: wall time and peak
+memory of the whole command, start-up included. Every dead letter is one the simulator
+broke on purpose, for the reason its defect calls for.
+
+{counts}
+
+`twin evaluate` on its output:
+
+{evaluation}
+
+{_source(r)}"""
+
+
+def throughput(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    w = f["workload"]
+    labels = {"decode": "(a) fastavro decode alone", "naive": "(b) per-element Beam",
+              "twinstream": "(c) twinstream Beam", "flink": "(d) twinstream Flink, 1 slot"}
+    table = _table(["stage", "messages/s", "values/s", "seconds", "peak RSS"],
+                   [[labels[k], _n(v["messages_per_s"]), _n(v["values_per_s"]),
+                     v["seconds"], f"{v['peak_rss_mb']:,} MB"]
+                    for k, v in f["stages"].items()])
+    p = f.get("predictions", {})
+    same = "identical" if p.get("same", True) and all(
+        v for k, v in p.items() if k.startswith("flink_same_as_")) else "NOT identical"
+    ratios = []
+    if "speedup_vs_naive" in f:
+        ratios.append(f"`speedup_vs_naive` (c)/(b) = **{f['speedup_vs_naive']}**")
+    if "fraction_of_decode_limit" in f:
+        ratios.append(f"`fraction_of_decode_limit` (c)/(a) = **{f['fraction_of_decode_limit']}"
+                      f"**")
+    return f"""### The pipelines side by side (`twin bench`)
+
+One workload, {w['assets']:,} assets x {w['messages'] // max(w['assets'], 1)} samples
+({w['messages']:,} clean vendor messages, {w['sensors_per_asset']:g} sensors each,
+{f['window_s']:g} s windows), each stage in its own process pinned to one core and timed
+after imports: (a) decoding alone, the limit any Avro pipeline works under; (b) the
+textbook per-element Beam pipeline of the same scoring (`Map`, `FixedWindows`,
+`GroupByKey`); (c) twinstream's own Beam pipeline, everything it does; (d) twinstream's
+Flink job on a local mini-cluster.
+
+{table}
+
+{'; '.join(ratios)}. Predictions of the stages: {same}
+({', '.join(f'{k} {v}' for k, v in p.items())}). Twin state: {_n(f['state_bytes_per_asset'])}
+bytes per asset.
+
+{_source(r)}"""
+
+
+def scale(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    table = _table(["assets", "sensors", "messages", "messages/s", "values/s",
+                    "µs per message", "peak RSS", "state per asset"],
+                   [[_n(x["assets"]), x["sensors"], _n(x["messages"]),
+                     _n(x["messages_per_s"]), _n(x["values_per_s"]), x["us_per_message"],
+                     f"{x['peak_rss_mb']:,} MB", f"{x['state_bytes_per_asset']:,} B"]
+                    for x in f["runs"]])
+    return f"""### Fleet size and sensors per asset (`twin bench scale`)
+
+Stage (c) of the throughput bench (twinstream's Beam pipeline, one core) at several fleet
+sizes{' and sensor counts' if r['parameters'].get('sensors') else ''}, 1 sample/s.
+
+{table}
+
+{_source(r)}"""
+
+
+def history(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    table = _table(["event time", "windows", "µs per window", "state per asset"],
+                   [[f"{s['from_h']:g}-{s['to_h']:g} h", _n(s["windows"]),
+                     _n(s["us_per_window"]), f"{s['state_bytes_per_asset']:,} B"]
+                    for s in f["spans"]])
+    return f"""### Steady state over days (`twin bench history`)
+
+{f['assets']} assets, {f['interval_s']:g} s samples, {f['window_s']:g} s windows, for
+{f['duration_s'] / 3600:g} h of event time through the twins in one process (no engine):
+the cost of a window and the state of an asset as their history grows.
+
+{table}
+
+{_source(r)}"""
+
+
+def generic(r: dict[str, Any]) -> str:
+    import json
+
+    return (f"### {r['bench']}\n\n```json\n{json.dumps(r['figures'], indent=1)}\n```\n\n"
+            f"{_source(r)}")
+
+
+SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = [
+    ("Detection", [("nab", nab), ("sweep", sweep), ("fleet", fleet)]),
+    ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history)]),
+]
+
+
+HEADLINE_BEGIN = ("<!-- headline figures: written by `twin bench report` from "
+                  "infra/bench/results/ -->")
+HEADLINE_END = "<!-- /headline figures -->"
+
+
+def headline(records: list[dict[str, Any]]) -> str:
+    """The README's short table of headline figures, from the latest records."""
+    from jobs.benchrecord import latest
+
+    newest = latest(records)
+    rows = []
+    if "nab" in newest:
+        f = newest["nab"]["figures"]
+        rows.append(["Detection: NAB v1.1, 58 streams, one configuration (standard / low FP "
+                     "/ low FN)",
+                     " / ".join(f"{f[p]['score']:.1f}" for p in NAB_PROFILES)
+                     + " (best published: ARTime 74.9 / 65.1 / 80.4)"])
+    if "sweep" in newest:
+        f, p = newest["sweep"]["figures"], newest["sweep"]["parameters"]
+        rows.append([f"Detection: simulated fleets, {f['seeds']} seeds x {p['assets']} assets "
+                     f"x {p['duration_s'] / 3600:g} h",
+                     f"{f['detected_episodes']}/{f['fault_episodes']} faults caught before "
+                     f"failure, precision {f['precision']}, "
+                     f"{f['regime_change_alerts']} alerts after {f['regime_changes']} "
+                     f"regime changes"])
+    if "fleet" in newest:
+        f = newest["fleet"]["figures"]
+        m, s = f["evaluation"], f["summary"]
+        lead = m.get("median_lead_time_s")
+        rows.append([f"`make run` ({s['assets']} assets x {s['duration_s'] / 3600:g} h, "
+                     f"{s['readings_in']:,} messages)",
+                     f"{f['wall_s']:.0f} s, {f['peak_rss_mb'] / 1024:.2f} GB; "
+                     f"{m['detected_episodes']}/{m['fault_episodes']} faults caught, precision "
+                     f"{m['precision']}"
+                     + (f", median lead {lead / 60:.0f} min" if lead else "")])
+    if "throughput" in newest:
+        f = newest["throughput"]["figures"]
+        st = f["stages"]
+        if "twinstream" in st:
+            rows.append(["Throughput: Beam pipeline, one core",
+                         f"{st['twinstream']['messages_per_s']:,} messages/s"
+                         + (f" ({f['speedup_vs_naive']}x a per-element Beam pipeline)"
+                            if "speedup_vs_naive" in f else "")])
+        if "flink" in st:
+            rows.append(["Throughput: Flink job, one slot (mini-cluster)",
+                         f"{st['flink']['messages_per_s']:,} messages/s"])
+    if not rows:
+        return ""
+    return _table(["", ""], rows)
+
+
+def with_headline(readme: str, records: list[dict[str, Any]]) -> str:
+    """``readme`` with its headline block rewritten from ``records`` (unchanged if it has
+    no block)."""
+    begin, end = readme.find(HEADLINE_BEGIN), readme.find(HEADLINE_END)
+    if begin < 0 or end < begin:
+        return readme
+    body = headline(records)
+    block = HEADLINE_BEGIN + "\n" + (body + "\n" if body else "")
+    return readme[:begin] + block + readme[end:]
+
+
+def render(records: list[dict[str, Any]]) -> str:
+    """The page for ``records`` (every record; the latest of each bench is shown)."""
+    from jobs.benchrecord import latest
+
+    newest = latest(records)
+    parts = [HEADER]
+    known = set()
+    for title, benches in SECTIONS:
+        shown = [fn(newest[name]) for name, fn in benches if name in newest]
+        known.update(name for name, _ in benches)
+        if shown:
+            parts.append(f"## {title}\n\n" + "\n\n".join(shown))
+    others = [generic(r) for name, r in newest.items() if name not in known]
+    if others:
+        parts.append("## Other benchmarks\n\n" + "\n\n".join(others))
+    parts.append(machines(newest))
+    return "\n\n".join(parts) + "\n"
