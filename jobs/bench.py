@@ -78,6 +78,7 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
     return report
 
 
+SCALE_PLOT = "img/scale.png"  # beside docs/benchmarks.md
 RECORD_HELP = "also write the figures as a JSON record under infra/bench/results/ " \
               "(or $TWIN_BENCH_RESULTS)"
 
@@ -312,6 +313,12 @@ def report_main(args: argparse.Namespace) -> int:
     for path in stale:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(pages[path])
+    from jobs.benchrecord import latest
+
+    scale = latest(records).get("scale")
+    if scale is not None:  # the page shows the latest scale record's plot
+        (args.output.parent / SCALE_PLOT).parent.mkdir(parents=True, exist_ok=True)
+        plot_scale(scale["figures"], args.output.parent / SCALE_PLOT)
     print(f"wrote {', '.join(map(str, stale)) or 'nothing (up to date)'} from "
           f"{len(records)} records in {folder}")
     return 0

@@ -182,8 +182,10 @@ def throughput(r: dict[str, Any]) -> str:
                      v["seconds"], f"{v['peak_rss_mb']:,} MB"]
                     for k, v in f["stages"].items()])
     p = f.get("predictions", {})
-    same = "identical" if p.get("same", True) and all(
-        v for k, v in p.items() if k.startswith("flink_same_as_")) else "NOT identical"
+    same = p.get("same", True) and all(v for k, v in p.items() if k.startswith("flink_same_as_"))
+    counts = sorted({v for k, v in p.items() if k in labels})
+    agree = (f"{' / '.join(f'{c:,}' for c in counts)} predictions per stage, "
+             f"{'identical in every stage' if same else 'NOT identical across stages'}")
     ratios = []
     if "speedup_vs_naive" in f:
         ratios.append(f"`speedup_vs_naive` (c)/(b) = **{f['speedup_vs_naive']}**")
@@ -202,9 +204,8 @@ Flink job on a local mini-cluster.
 
 {table}
 
-{'; '.join(ratios)}. Predictions of the stages: {same}
-({', '.join(f'{k} {v}' for k, v in p.items())}). Twin state: {_n(f['state_bytes_per_asset'])}
-bytes per asset.
+{'; '.join(ratios)}. {agree}. Twin state: {_n(f['state_bytes_per_asset'])} bytes
+per asset.
 
 {_source(r)}"""
 
@@ -223,6 +224,8 @@ Stage (c) of the throughput bench (twinstream's Beam pipeline, one core) at seve
 sizes{' and sensor counts' if r['parameters'].get('sensors') else ''}, 1 sample/s.
 
 {table}
+
+![messages/s and peak memory against the fleet size](img/scale.png)
 
 {_source(r)}"""
 
@@ -305,7 +308,7 @@ def headline(records: list[dict[str, Any]]) -> str:
                          f"{st['flink']['messages_per_s']:,} messages/s"])
     if not rows:
         return ""
-    return _table(["", ""], rows)
+    return _table(["benchmark", "result"], rows)
 
 
 def with_headline(readme: str, records: list[dict[str, Any]]) -> str:

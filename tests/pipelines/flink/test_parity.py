@@ -92,3 +92,13 @@ def test_flink_summary_accounts_for_dead_letters(outputs):
     assert flink["messages"] == beam["readings_in"]
     assert flink["dead_letter_reasons"] == beam["dead_letter_reasons"]
     assert flink["predictions"] == beam["predictions"]
+
+
+@pytest.mark.slow
+def test_twin_evaluate_scores_a_flink_run_folder_as_it_scores_beams(outputs):
+    """`twin evaluate` reads Flink's JSON-lines actions: same metrics as the Beam run."""
+    from jobs.evaluate import evaluate_dir
+
+    beam_dir, flink_dir = outputs
+    beam, flink = evaluate_dir(beam_dir), evaluate_dir(flink_dir)
+    assert flink == beam and beam["alerts"] > 0
