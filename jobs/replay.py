@@ -2,7 +2,7 @@
 
 One CSV or Parquet file (one or many numeric columns and a timestamp column), or a folder
 of them, is replayed row by row in timestamp order through
-:class:`~transforms.detector.DriftAwareDetector` in series mode, exactly as a stream would
+:class:`~transforms.detectors.SeriesDetector`, exactly as a stream would
 reach it: each row is scored, then learned from. The output keeps the timestamp and the
 input values and adds ``anomaly_score`` (0..1), ``is_anomaly`` (the detector's own alarm
 rule) and ``changepoint`` (a column's level changed).
@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.detector import SERIES_CONFIG, DriftAwareDetector
+from transforms.detectors import SERIES_CONFIG, Detector, make
 
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date", "ts")
@@ -166,10 +166,10 @@ def _value_columns(df, path: Path, ts_col: str, wanted: list[str] | None) -> tup
     return out, notes
 
 
-def score_rows(values: np.ndarray, detector: DriftAwareDetector | None = None,
+def score_rows(values: np.ndarray, detector: Detector | None = None,
                names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score, then learn, each row of ``values`` (rows x columns; NaN = missing)."""
-    det = detector if detector is not None else DriftAwareDetector(None, **SERIES_CONFIG)
+    det = detector if detector is not None else make("series", **SERIES_CONFIG)
     names = names or [f"c{k}" for k in range(values.shape[1])]
     n = len(values)
     score, alarm, change = np.zeros(n), np.zeros(n, np.int8), np.zeros(n, np.int8)

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from transforms.columns import ReadingBlock, sensor_names
-from transforms.detector import DriftAwareDetector
+from transforms.detectors import for_asset
 from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
@@ -48,7 +48,9 @@ class AssetTwin:
         Windows with fewer distinct readings are reported as features but neither scored
         nor learned from (too few points for a spread).
     detector, health, policy
-        Keyword arguments of :class:`~transforms.detector.DriftAwareDetector`,
+        The detector's configuration (``{"kind": "asset", <settings>}``, the kind
+        ``"asset"`` by default: :func:`transforms.detectors.for_asset`), and keyword
+        arguments of
         :class:`~transforms.health.HealthForecaster` and
         :class:`~transforms.policy.ActionPolicy`.
     """
@@ -70,7 +72,7 @@ class AssetTwin:
         self.window_ms = window_ms
         self.min_readings = min_readings
         self.buffer = WindowBuffer(window_ms, allowed_lateness_ms, out_of_orderness_ms)
-        self.detector = DriftAwareDetector(asset_type, **(detector or {}))
+        self.detector = for_asset(asset_type, detector)
         self.health = HealthForecaster(window_s=window_ms / 1000, **(health or {}))
         self.policy = ActionPolicy(**(policy or {}))
         self.windows_seen = 0
