@@ -3,7 +3,11 @@
 - :class:`~.asset.AssetDetector` (``"asset"``): one asset's windows of features, judged
   against what its operating point explains. The twin's default.
 - :class:`~.series.SeriesDetector` (``"series"``): a table of numeric columns, each judged
-  against its own history. ``twin replay``'s default.
+  against its own history.
+- :class:`~.joint.JointDetector` (``"joint"``): a table's rows judged by how the columns
+  move together (Hotelling's T² and a MEWMA, calibrated to a stated false-alarm rate).
+- :class:`~.table.TableDetector` (``"table"``): both of the above, ``twin replay``'s
+  default.
 
 Engines and jobs take a detector from configuration, :func:`make`: a kind and its
 settings, never a class chosen in code.
@@ -15,15 +19,20 @@ from typing import Any
 
 from transforms.detectors.asset import AssetDetector
 from transforms.detectors.base import Assessment, Detector, tail_probability
+from transforms.detectors.joint import JointDetector
 from transforms.detectors.series import SERIES_CONFIG, SeriesDetector
+from transforms.detectors.table import TableDetector
 
 DETECTORS: dict[str, type[Detector]] = {
     "asset": AssetDetector,
     "series": SeriesDetector,
+    "joint": JointDetector,
+    "table": TableDetector,
 }
 
 __all__ = ["DETECTORS", "SERIES_CONFIG", "AssetDetector", "Assessment", "Detector",
-           "SeriesDetector", "for_asset", "make", "tail_probability"]
+           "JointDetector", "SeriesDetector", "TableDetector", "for_asset", "make",
+           "tail_probability"]
 
 
 def for_asset(asset_type: str, config: dict[str, Any] | None = None) -> Detector:

@@ -462,6 +462,8 @@ class SeriesDetector(Detector):
         self._series: dict[str, _SeriesNovelty] = {}
         self._shifts: dict[str, _ShiftConfirm] = {}  # pattern-change channels
         self._adwin: dict[str, drift.ADWIN] = {}
+        # step at which each column's latest reported change began (ADWIN's cut)
+        self.change_started: dict[str, int] = {}
 
     @staticmethod
     def _numbers(x: dict[str, float]):
@@ -543,12 +545,18 @@ class SeriesDetector(Detector):
             det.update(val)
             if warm and det.drift_detected:
                 drifted.append(col)
+                # ADWIN keeps the window after its cut: the change began that long ago
+                self.change_started[col] = max(self.n_seen - int(det.width) + 1, 0)
         if drifted:
             self.drift_events += 1
         if a.is_anomaly and not any(p.fire for p in a.shifts.values()):
             self._last_alarm = self.n_seen  # the record views' refractory (not the channel's)
         self.n_seen += 1
         return drifted
+
+    def __setstate__(self, state: dict) -> None:
+        state.setdefault("change_started", {})  # a pickle from before it was kept
+        self.__dict__.update(state)
 
     # -- the protocol ---------------------------------------------------------------------
     def assess(self, x: dict[str, float]) -> Assessment:
