@@ -67,7 +67,8 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
     if errors:
         raise BenchError("replay failed: " + "; ".join(errors))
     proc = subprocess.run([sys.executable, str(scorer), str(results), "--nab-root",
-                           str(nab_root), "--json"], capture_output=True, text=True)
+                           str(nab_root), "--score-column", "alarm", "--json"],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"scorer failed: {proc.stderr.strip()[-2000:]}")
     report = json.loads(proc.stdout)

@@ -35,14 +35,18 @@ def test_csv_replay_writes_scores_and_flags_the_spike(tmp_path, capsys):
     out = tmp_path / "scored.csv"
     assert main(["replay", str(src), "--output", str(out)]) == 0
     df = pd.read_csv(out)
-    assert list(df.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly",
-                                "changepoint"]
+    assert list(df.columns) == ["timestamp", "value", "anomaly_score", "is_anomaly", "alarm",
+                                "contributors", "changepoint"]
     assert len(df) == 800 and df["timestamp"].iloc[0] == "2024-01-01 00:00:00"
     assert df["anomaly_score"].between(0, 1).all()
     assert (df["anomaly_score"].iloc[:150] == 0).all()  # warm-up
-    assert df["is_anomaly"].iloc[600] == 1 and df["anomaly_score"].iloc[600] > 0.8
-    assert (df["anomaly_score"].iloc[601:650] == 0).all()  # refractory after the alarm
-    assert f"{df['is_anomaly'].sum()} anomalies" in capsys.readouterr().out
+    assert df["is_anomaly"].iloc[600] == 1 and df["anomaly_score"].iloc[600] > 0.99
+    assert df["alarm"].iloc[600] > 0.5 and df["contributors"].iloc[600].startswith("value")
+    assert (df["alarm"].iloc[601:700] == 0).all()  # one episode, one alarm
+    assert df["is_anomaly"].iloc[150:590].mean() < 0.03  # the calibrated limit on noise
+    out_text = capsys.readouterr().out
+    assert f"{df['is_anomaly'].sum()} abnormal rows, {(df['alarm'] > 0).sum()} alarms" \
+        in out_text
 
 
 def test_replay_equals_the_detector_fed_row_by_row(tmp_path):
@@ -52,10 +56,11 @@ def test_replay_equals_the_detector_fed_row_by_row(tmp_path):
     _, vals = series(seed=3)
     import numpy as np
 
-    score, alarm, _ = score_rows(np.array(vals)[:, None], names=["value"])
+    scored = score_rows(np.array(vals)[:, None], names=["value"])
     df = pd.read_csv(out)
-    assert np.allclose(df["anomaly_score"], score, rtol=0, atol=1e-9)
-    assert (df["is_anomaly"].to_numpy() == alarm).all()
+    assert np.allclose(df["anomaly_score"], scored["anomaly_score"], rtol=0, atol=1e-9)
+    assert (df["is_anomaly"].to_numpy() == scored["is_anomaly"]).all()
+    assert np.allclose(df["alarm"], scored["alarm"], rtol=0, atol=1e-9)
 
 
 def test_multivariate_semicolon_log_with_datetime_column(tmp_path):
@@ -105,10 +110,12 @@ def test_skab_like_log_labels_are_never_fed_to_the_detector(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)[0]
     assert len(report["columns"]) == 8 and "anomaly" not in report["columns"]
     got = pd.read_csv(out, sep=";")
-    assert list(got.columns)[-5:] == ["anomaly", "input_changepoint", "anomaly_score",
-                                      "is_anomaly", "changepoint"]
+    assert list(got.columns)[-7:] == ["anomaly", "input_changepoint", "anomaly_score",
+                                      "is_anomaly", "alarm", "contributors", "changepoint"]
     assert (got["input_changepoint"] == df["changepoint"]).all()  # labels carried along
     assert got["is_anomaly"].iloc[500] == 1  # the pressure fault, at its first row
+    assert got["is_anomaly"].iloc[500:560].all()  # ... and for as long as it lasts
+    assert got["contributors"].iloc[530].startswith("Pressure")
     # same scores as a file without the label columns: the labels were not read
     src2 = tmp_path / "nolabels.csv"
     df.drop(columns=["anomaly", "changepoint"]).to_csv(src2, index=False, sep=";")

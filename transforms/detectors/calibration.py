@@ -30,7 +30,7 @@ class ExponentialTail:
 
     def __init__(self, keep: int = 1000, q: float = 0.9, refit: int = 25) -> None:
         self.keep, self.q, self.refit = keep, q, refit
-        self.values = np.empty(keep)
+        self.values = np.zeros(keep)
         self.n = 0
         self.threshold: float | None = None
         self.scale = 0.0

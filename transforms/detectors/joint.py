@@ -175,7 +175,7 @@ class JointDetector(Detector):
             score=1.0 - p, is_anomaly=abnormal, warming_up=False, drift=False,
             contributors=names if abnormal else names[:3], weights=weights,
             max_z=math.sqrt(max(t2, 0.0)),
-            terms=(self.n_seen, (v, ok, e, w, p_t2, m2, p, runs, t2)))
+            terms=(self.n_seen, (v, ok, e, w, p_t2, m2, runs, bool(frozen.any()))))
 
     def learn_one(self, x: dict[str, float], assessment: Assessment | None = None) -> list[str]:
         """Learn from one row; returns the columns of a confirmed regime change (the model
@@ -190,8 +190,12 @@ class JointDetector(Detector):
             if ok.all():
                 self._update(v)
             return []
-        v, ok, e, w, p_t2, m2, p, runs, t2 = cache
+        v, ok, e, w, p_t2, m2, runs, frozen = cache
         self._w = w
+        if 2.0 * p_t2 >= self.false_alarm_rate and not frozen:
+            # the MEWMA's in-control distribution: every row whose T² is in control (its
+            # own verdict would cut the tail it is calibrated on, and lower the limit)
+            self._tail.add(m2)
         if a.is_anomaly:
             self._track_runs(v, ok, runs, learn=False)
             self._abnormal_run += 1
@@ -204,7 +208,6 @@ class JointDetector(Detector):
             return []
         self._abnormal_run = 0
         self._track_runs(v, ok, runs, learn=True)
-        self._tail.add(m2)  # every in-control row: the MEWMA's own in-control distribution
         if ok.all() and p_t2 >= 1.0 - self.keep:
             self._update(v)
         return []
@@ -227,6 +230,9 @@ class JointDetector(Detector):
 
     def _track_runs(self, v: np.ndarray, ok: np.ndarray, runs: np.ndarray | None,
                     learn: bool) -> None:
+        """Runs of one repeated value per column; a run that ends while the row is normal
+        counts towards the column's longest (a run still going never raises its own
+        bar)."""
         if self._last is None:
             self._last, self._runs = v.copy(), np.zeros(len(v))
             self._longest = np.zeros(len(v))
@@ -235,7 +241,9 @@ class JointDetector(Detector):
             same = ok & (v == self._last)
             runs = np.where(same, self._runs + 1, 0)
         if learn:
-            self._longest = np.maximum(self._longest, runs)
+            ended = ok & (runs == 0)
+            self._longest = np.where(ended, np.maximum(self._longest, self._runs),
+                                     self._longest)
         self._runs = runs
         self._last = np.where(ok, v, self._last)
 

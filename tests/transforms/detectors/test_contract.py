@@ -31,6 +31,8 @@ CASES = {
     "asset": ({"asset_type": "pump", "warmup": 30},
               lambda rng: pump_features(rng), lambda rng: pump_features(rng, vib=0.02)),
     "series": ({"warmup": 30}, _rows, lambda rng: _rows(rng, shift=40.0)),
+    "joint": ({"warmup": 30}, _rows, lambda rng: _rows(rng, shift=40.0)),
+    "table": ({"warmup": 30}, _rows, lambda rng: _rows(rng, shift=40.0)),
 }
 
 
@@ -119,7 +121,8 @@ def test_a_seeded_step_change_is_judged_abnormal(kind):
 
 
 def test_make_names_the_known_kinds_and_refuses_unknown_settings():
-    with pytest.raises(ValueError, match="unknown detector 'magic'; known: asset, series"):
+    with pytest.raises(ValueError, match="unknown detector 'magic'; known: asset, series, "
+                                         "joint, table"):
         make("magic")
     with pytest.raises(ValueError, match="detector 'series': .*unexpected keyword.*'warm'"):
         make("series", warm=3)
