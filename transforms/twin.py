@@ -157,7 +157,10 @@ class AssetTwin:
             "rul_s": rul,
         }
         out.append((PREDICTION, pred))
-        for action in self.policy.decide(pred):
+        actions = self.policy.decide(pred)
+        # the onset of an episode: the window whose verdicts made the policy page
+        pred["alarm"] = any(action["kind"] == "ALERT" for action in actions)
+        for action in actions:
             if action["kind"] == "SETPOINT":
                 scale = self.nominal.get(self.policy.setpoint_name)
                 if scale is None:  # no nominal known: cannot command safely

@@ -63,7 +63,7 @@ class ExponentialTail:
             return 1.0
         if value <= self.threshold:
             above = len(self._sorted) - np.searchsorted(self._sorted, value, side="left")
-            return max(above / len(self._sorted), 1.0 - self.q)
+            return max(float(above) / len(self._sorted), 1.0 - self.q)
         if self.scale <= 0.0:
             return 0.0
         return (1.0 - self.q) * math.exp(-(value - self.threshold) / self.scale)
