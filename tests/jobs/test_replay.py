@@ -246,7 +246,7 @@ def compressor(n=3000, seed=11, fault_from=2500):
     return df
 
 
-def test_a_creeping_fault_is_abnormal_for_as_long_as_it_lasts_and_alarms_once(tmp_path):
+def test_a_creeping_fault_is_abnormal_for_as_long_as_it_lasts(tmp_path):
     df = compressor()
     src = tmp_path / "comp7.csv"
     df.to_csv(src, index=False)
@@ -257,7 +257,11 @@ def test_a_creeping_fault_is_abnormal_for_as_long_as_it_lasts_and_alarms_once(tm
     # about the stated 1 %: a slowly cycling load is autocorrelated, a young model unsure
     assert faulty["is_anomaly"].mean() > 0.95 and healthy["is_anomaly"].mean() < 0.05
     assert faulty["contributors"].str.startswith("vib:").mean() > 0.9
-    assert (got["alarm"].iloc[2500:] > 0).sum() <= 2  # an episode, not a page per row
+    # it pages, and not on every row: a worsening fault breaks its records again only
+    # after each refractory period (max(50 rows, 4 % of the rows seen))
+    pages = got.index[got["alarm"].iloc[2500:].gt(0).reindex(got.index, fill_value=False)]
+    assert 1 <= len(pages) <= 500 // 100
+    assert all(b - a >= 0.04 * a for a, b in zip(pages, pages[1:]))
 
 
 def test_a_change_point_is_marked_where_the_level_changed(tmp_path):
