@@ -7,7 +7,8 @@ import stat
 
 import pytest
 
-from pipelines.kafka.secrets import hmac_key, user_key_path
+from pipelines.kafka.secrets import command_signer, hmac_key, user_key_path, validity_ms
+from transforms.signing import DEFAULT_VALIDITY_MS
 
 
 def test_key_sources_in_order(tmp_path, monkeypatch):
@@ -32,3 +33,12 @@ def test_an_empty_per_user_key_is_an_error_not_an_empty_key():
     path.write_bytes(b"")
     with pytest.raises(ValueError, match="is empty"):
         hmac_key()
+
+
+def test_command_signer_takes_the_validity_setting():
+    assert validity_ms({}) == DEFAULT_VALIDITY_MS == 300_000
+    signer = command_signer(None, {"twin.hmac.key": "k", "twin.command.validity.ms": "60000"})
+    assert (signer.secret, signer.validity_ms) == (b"k", 60_000)
+    for bad in ("0", "-5", "1m", "1.5"):
+        with pytest.raises(ValueError, match="twin.command.validity.ms"):
+            validity_ms({"twin.command.validity.ms": bad})
