@@ -239,7 +239,8 @@ class CommandListener:
         ----------
         now_event_ms
             The simulator's current event time: accepted setpoints take effect from
-            ``max(action ts_ms, now_event_ms)`` (the past cannot be changed).
+            ``max(action ts_ms, now_event_ms)`` (the past cannot be changed), and decisions
+            more than ``max_lag_ms`` behind it are ``stale`` (0: not known yet).
         timeout
             Seconds to wait when nothing is there yet (0: do not wait).
         max_messages
