@@ -174,6 +174,20 @@ def run_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def private_jobs_dir(run_dir):
+    """``run_dir/jobs``, where job options files (Kafka passwords, the signing key) are
+    written: mode 0700, and any older options file in it made 0600."""
+    import stat
+
+    from pipelines.private_files import private_dir
+
+    jobs_dir = private_dir(run_dir / "jobs")
+    for old in jobs_dir.glob("*.json"):
+        if stat.S_IMODE(old.stat().st_mode) & 0o077:
+            old.chmod(0o600)
+    return jobs_dir
+
+
 def submit_main(args: argparse.Namespace) -> int:
     """Write the job's options into the cluster's run folder and ``flink run -py`` it."""
     import dataclasses
@@ -191,8 +205,7 @@ def submit_main(args: argparse.Namespace) -> int:
     # the connector jars go to `flink run -C` (the client JVM already runs: pipeline.jars
     # set from inside the program would come too late for it)
     jars, opts = opts.jars, dataclasses.replace(opts, jars=[])
-    jobs_dir = cluster.run_dir / "jobs"
-    jobs_dir.mkdir(parents=True, exist_ok=True)
+    jobs_dir = private_jobs_dir(cluster.run_dir)
     options_file = opts.dump(jobs_dir / f"{opts.job_name}-{int(time.time() * 1000)}.json")
     try:
         job_id = cluster.submit(ENTRY, ["--options", str(options_file)], jars=jars,

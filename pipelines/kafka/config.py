@@ -3,26 +3,46 @@
 Any Kafka works the same way: TLS, SASL and the rest are librdkafka properties
 (``security.protocol``, ``sasl.mechanism``, ``sasl.username``, ``sasl.password``,
 ``ssl.ca.location``, ...) given in a Java-style properties file (``--kafka-config``) or
-as repeated ``-X key=value`` flags (later wins). Secrets are never printed: use
-:func:`redact` for anything that shows a config.
+as repeated ``-X key=value`` flags (later wins).
 
->>> cfg = client_config("127.0.0.1:9092", overrides=["sasl.password=hunter2", "acks=all"])
+Secrets never go on a command line, where ``ps``, ``/proc`` and shell history show them to
+others: ``-X`` refuses secret settings (:func:`is_secret`) with a message saying to put
+them in the ``--kafka-config`` file (mode 0600), the way Kafka's own tools take
+``--command-config FILE``. Secrets are never printed either: use :func:`redact` for
+anything that shows a config; errors about a file's lines never quote the line.
+
+>>> cfg = client_config("127.0.0.1:9092", overrides=["acks=all"])
 >>> cfg["bootstrap.servers"], cfg["acks"]
 ('127.0.0.1:9092', 'all')
->>> redact(cfg)["sasl.password"]
-'***'
+>>> redact({"sasl.password": "hunter2", "sasl.username": "twin"})
+{'sasl.password': '***', 'sasl.username': 'twin'}
+>>> try:
+...     parse_overrides(["sasl.password=hunter2"])
+... except KafkaConfigError as exc:
+...     print(exc)
+-X sasl.password=... would show the secret to anyone who can list processes: put \
+sasl.password in the --kafka-config FILE (mode 0600) instead
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-SECRET_MARKERS = ("password", "secret", "token", "key.pem", "private", "credentials",
-                  "hmac")
+# A setting is secret when a part of its name (split at . _ -) is one of these words...
+SECRET_WORDS = frozenset({"password", "passwd", "pwd", "secret", "token", "credentials",
+                          "credential", "private", "hmac", "key", "apikey", "passphrase",
+                          "jaas", "userinfo"})
+# ... or its name contains one of these (``basic.auth.user.info``: "user:password")...
+SECRET_PHRASES = ("user.info", "oauthbearer.config")
+# ... unless the last part says it names where a secret is, not the secret itself.
+NOT_SECRET_LAST = frozenset({"location", "locations", "url", "source", "endpoint", "type",
+                             "mechanism", "mechanisms", "name", "algorithm", "method",
+                             "ms", "enable", "refresh"})
 DEFAULT_BOOTSTRAP_ENV = "TWIN_BOOTSTRAP_SERVERS"
 # Keys of ours (not librdkafka's) that may appear in the same file.
 TWIN_KEYS = ("twin.hmac.key", "twin.schema.registry.url")
@@ -58,19 +78,29 @@ def read_properties(path: str | Path) -> dict[str, str]:
         key, sep, value = line.partition("=")
         if not sep:
             key, sep, value = line.partition(":")
-        if not sep or not key.strip():
-            raise KafkaConfigError(f"{p}:{n}: expected key=value, got {line[:40]!r}")
+        if not sep or not key.strip():  # the line is not quoted: it may hold a secret
+            raise KafkaConfigError(f"{p}:{n}: expected key=value")
         out[key.strip()] = value.strip()
     return out
 
 
 def parse_overrides(items: Iterable[str]) -> dict[str, str]:
+    """``-X key=value`` flags as a dict; secret settings are refused (they would be visible
+    in the process list), and values are never quoted in errors."""
     out: dict[str, str] = {}
-    for item in items:
+    for n, item in enumerate(items, 1):
         key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise KafkaConfigError(f"-X expects key=value, got {item!r}")
-        out[key.strip()] = value.strip()
+        if not sep or not key.strip():  # not quoted: it may be a secret typed wrong
+            raise KafkaConfigError(f"-X expects key=value (-X number {n} has "
+                                   + ("no '=')" if not sep else "no key)"))
+        key = key.strip()
+        if is_secret(key):
+            raise KafkaConfigError(
+                f"-X {key}=... would show the secret to anyone who can list processes: put "
+                f"{key} in the --kafka-config FILE (mode 0600) instead"
+                + (" (or use --hmac-key-file FILE or $TWIN_HMAC_KEY)"
+                   if key == "twin.hmac.key" else ""))
+        out[key] = value.strip()
     return out
 
 
@@ -109,8 +139,21 @@ def twin_settings(config_file: str | Path | None = None,
 
 
 def is_secret(key: str) -> bool:
-    k = key.lower()
-    return any(m in k for m in SECRET_MARKERS)
+    """Whether setting ``key`` holds a secret (password, key, token, credentials...).
+
+    >>> secret = ("sasl.password", "ssl.key.password", "ssl.key.pem", "twin.hmac.key",
+    ...     "sasl.oauthbearer.client.secret", "twin.schema.registry.basic.auth.user.info")
+    >>> plain = ("sasl.username", "ssl.key.location", "ssl.ca.location",
+    ...     "security.protocol", "sasl.oauthbearer.token.endpoint.url", "acks")
+    >>> all(map(is_secret, secret)), any(map(is_secret, plain))
+    (True, False)
+    """
+    k = key.strip().lower()
+    words = [w for w in re.split(r"[._\-]", k) if w]
+    if not words or words[-1] in NOT_SECRET_LAST:
+        return False
+    return bool(SECRET_WORDS.intersection(words)) or any(p in k for p in SECRET_PHRASES) \
+        or k.endswith("key.pem")
 
 
 def redact(cfg: Mapping[str, Any]) -> dict[str, Any]:

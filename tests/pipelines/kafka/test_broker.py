@@ -1,4 +1,4 @@
-"""The embedded broker, client settings and command signing, against a real Tansu."""
+"""The embedded broker and client settings, against a real Tansu."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from jobs.cli import main
 from pipelines.kafka import broker as broker_mod
 from pipelines.kafka.config import KafkaConfigError, client_config, redact, twin_settings
 from pipelines.kafka.topics import ensure_topics
-from transforms import signing
 
 
 def test_broker_round_trips_keys_headers_and_timestamps(broker):
@@ -104,12 +103,3 @@ def test_client_config_layers_and_redacts(tmp_path, monkeypatch):
     with pytest.raises(KafkaConfigError, match="key=value"):
         client_config("h:1", overrides=["nonsense"])
 
-
-def test_signatures_bind_topic_key_and_value():
-    sig = signing.sign(b"k", "twin.actions", b"pump-1", b"v")
-    assert signing.verify(b"k", "twin.actions", b"pump-1", b"v", sig.encode())
-    assert not signing.verify(b"k", "twin.actions", b"pump-2", b"v", sig)
-    assert not signing.verify(b"k", "other", b"pump-1", b"v", sig)
-    assert not signing.verify(b"other", "twin.actions", b"pump-1", b"v", sig)
-    assert not signing.verify(b"k", "twin.actions", b"pump-1", b"v", None)
-    assert not signing.verify(b"k", "twin.actions", b"pump-1", b"v", b"\xff")
