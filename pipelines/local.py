@@ -8,6 +8,7 @@ each asset's data watermark as readings arrive and the rest at the end of the in
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
@@ -21,20 +22,26 @@ from transforms.twin import AssetTwin
 def run_messages(
     messages: Iterable[tuple[str, bytes | None, bytes, int]],
     twin_kwargs: dict[str, Any] | None = None,
+    clock_ms: int | None = None,
 ) -> tuple[dict[str, list[dict[str, Any]]], Counter]:
     """Run ``(source, key, value, arrival_ms)`` messages through the twin.
+
+    Event times are judged against each message's arrival time and against this
+    machine's clock (``clock_ms`` fixes it; default the wall clock when the run starts).
 
     Returns ``(outputs, counts)``: outputs by tag (``prediction``, ``action``, ``state``,
     ``features``, ``late``, ``duplicate``, ``dead_letter``) and the run's counters
     (``readings_in``, ``readings_valid``, ``dead_letters``).
     """
+    if clock_ms is None:
+        clock_ms = int(time.time() * 1000)
     twins: dict[str, AssetTwin] = {}
     outputs: dict[str, list[dict[str, Any]]] = defaultdict(list)
     counts: Counter = Counter()
     for source, key, value, arrival_ms in messages:
         counts["readings_in"] += 1
         try:
-            reading = normalize_message(value, now_ms=arrival_ms)
+            reading = normalize_message(value, now_ms=arrival_ms, clock_ms=clock_ms)
         except InvalidReading as exc:
             counts["dead_letters"] += 1
             outputs["dead_letter"].append(dead_letter(

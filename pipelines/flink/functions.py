@@ -40,7 +40,8 @@ class NormalizeFunction(ProcessFunction):
 
     ``source`` says where the message came from (``topic/partition@offset`` for Kafka),
     ``arrival_ms`` is its broker time: event timestamps are judged against it, as in the
-    Beam binding, so a replay is judged as it was received.
+    Beam binding, so a replay is judged as it was received, and against this machine's
+    wall clock, since a producer sets the broker time of its messages.
     """
 
     def __init__(self, max_bytes: int = 1 << 20, max_future_ms: int = 300_000,
@@ -55,12 +56,14 @@ class NormalizeFunction(ProcessFunction):
         if source == END_OF_INPUT:  # not data: the bounded source's last word per asset
             yield {"asset_id": key.decode(), END_OF_INPUT: True}
             return
-        now = arrival_ms if arrival_ms is not None else int(time.time() * 1000)
+        clock = int(time.time() * 1000)
+        now = arrival_ms if arrival_ms is not None else clock
         kwargs = {"decode": self.serde.decode} if self.serde is not None else {}
         try:
             reading = normalize_message(
                 value, now_ms=now, max_bytes=self.max_bytes,
-                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms, **kwargs)
+                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
+                clock_ms=clock, **kwargs)
         except InvalidReading as exc:
             yield DEAD_LETTERS, dead_letter("normalize", exc.reason, exc.detail, source, key,
                                             value, now)
