@@ -13,7 +13,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from transforms.deadletter import dead_letter
+from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
 from transforms.normalize import normalize_message
 from transforms.twin import AssetTwin
@@ -27,7 +27,8 @@ def run_messages(
     """Run ``(source, key, value, arrival_ms)`` messages through the twin.
 
     Event times are judged against each message's arrival time and against this
-    machine's clock (``clock_ms`` fixes it; default the wall clock when the run starts).
+    machine's clock (``clock_ms`` fixes it; default the wall clock when the run starts),
+    then against their asset's own (the twin's event-time guard).
 
     Returns ``(outputs, counts)``: outputs by tag (``prediction``, ``action``, ``state``,
     ``features``, ``late``, ``duplicate``, ``dead_letter``) and the run's counters
@@ -54,6 +55,9 @@ def run_messages(
                 reading["asset_id"], reading["asset_type"], **(twin_kwargs or {}))
         for tag, record in twin.add(reading):
             outputs[tag].append(record)
+            if tag == DEAD_LETTER:  # held back by the event-time guard: not valid after all
+                counts["readings_valid"] -= 1
+                counts["dead_letters"] += 1
     for twin in twins.values():
         for tag, record in twin.flush():
             outputs[tag].append(record)
