@@ -165,3 +165,40 @@ def test_the_connection_refused_storm_is_one_line_a_minute():
     assert len(shown) == 3
     assert shown[2].endswith("(500 more like it in the last 0.3 s not shown)")
 
+
+def test_a_record_whose_pid_is_another_program_is_not_our_broker(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path))
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        record = {"pid": bystander.pid, "port": 9092, "bootstrap_servers": "127.0.0.1:9092",
+                  "log": "x", "started": "then"}
+        (tmp_path / "broker.json").write_text(json.dumps(record))
+        assert not broker_mod.is_our_broker(record)
+        assert broker_mod.stop_background() == (record, "foreign")
+        assert bystander.poll() is None and not (tmp_path / "broker.json").exists()
+        # the same pid, but the process started at another time than recorded
+        assert not broker_mod.is_our_broker({**record, "starttime": 1})
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_start_on_another_port_and_stop_of_another_port_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path))
+    port, other = broker_mod.free_port(), broker_mod.free_port()
+    rec = broker_mod.start_background(port)
+    try:
+        assert broker_mod.is_our_broker(rec) and rec["starttime"] is not None
+        with pytest.raises(broker_mod.BrokerConflict, match=f"127.0.0.1:{port} \\(pid "):
+            broker_mod.start_background(other)
+        assert broker_mod.start_background(0)["already_running"]
+        assert broker_mod.start_background(None)["port"] == port
+        with pytest.raises(broker_mod.BrokerConflict, match="nothing stopped"):
+            broker_mod.stop_background(other)
+        assert broker_mod.port_open(port)
+    finally:
+        stopped, what = broker_mod.stop_background(port)
+    assert what == "stopped" and stopped["pid"] == rec["pid"]
+    assert not broker_mod.port_open(port)
