@@ -47,7 +47,7 @@ class StormFilter(logging.Filter):
     A line's *kind* is its text without librdkafka's thread prefix, the broker it names
     and its numbers: every client's "Connect to ipv4#127.0.0.1:9092 failed: Connection
     refused (after 0ms in state CONNECT)" is one kind, which a dead broker otherwise
-    repeats for every client about once a second (~950 lines in a minute's run).
+    repeats for every client about once a second while a broker is down.
 
     >>> f = StormFilter(every_s=60)
     >>> def line(port):
