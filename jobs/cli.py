@@ -221,6 +221,7 @@ def _print_metrics(metrics: dict, console: Console) -> None:
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from jobs.run import run
     from pipelines.beam.runner import BeamOptionsError
+    from pipelines.beam.sinks import OutputFolderBusy
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
@@ -229,7 +230,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError) as exc:
+            BeamOptionsError, OutputFolderBusy) as exc:
         Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {exc}[/red]",
                                                  highlight=False)
         return 2

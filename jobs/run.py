@@ -180,7 +180,17 @@ def _summarize(result, out: Path, elapsed: float, extra: dict[str, Any]) -> dict
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
-    """Run the job; returns the summary (also written to ``OUT/summary.json``)."""
+    """Run the job; returns the summary (also written to ``OUT/summary.json``). The output
+    folder is held for the run (another run into it is refused) and the temporary
+    folders of killed runs in it are removed first (:func:`~pipelines.beam.sinks.
+    claim_out_dir`)."""
+    from pipelines.beam.sinks import claim_out_dir
+
+    with claim_out_dir(args.out):
+        return _run(args, beam_args)
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     if args.source == "kafka":
         return run_kafka(args, beam_args)
     out = Path(args.out).resolve()

@@ -151,6 +151,7 @@ def build(env, t_env, opts: FlinkJobOptions):
         DEAD_LETTERS,
         PICKLED,
         SIDE,
+        TWIN_DEAD_LETTERS,
         NormalizeFunction,
         TwinFunction,
     )
@@ -187,8 +188,11 @@ def build(env, t_env, opts: FlinkJobOptions):
     twins = (by_asset
              .process(TwinFunction(opts.twin_kwargs), output_type=PICKLED)
              .name("twin"))
+    # dead letters: the messages normalization refused and the readings the twins'
+    # event-time guard held back
     streams = {"predictions": twins,
-               "dead_letters": normalized.get_side_output(DEAD_LETTERS)}
+               "dead_letters": normalized.get_side_output(DEAD_LETTERS).union(
+                   twins.get_side_output(TWIN_DEAD_LETTERS))}
     for name, (tag, _) in OUTPUTS.items():
         if tag in SIDE:
             streams[name] = twins.get_side_output(SIDE[tag])

@@ -29,6 +29,9 @@ from __future__ import annotations
 import logging
 import os
 import re
+import socket
+import threading
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -48,11 +51,73 @@ DEFAULT_BOOTSTRAP_ENV = "TWIN_BOOTSTRAP_SERVERS"
 TWIN_KEYS = ("twin.hmac.key", "twin.schema.registry.url")
 
 
-# librdkafka's own log lines (e.g. one "Connection refused" per retry, hundreds while a
-# broker is down) go to this Python logger instead of stderr: silent by default (our errors
-# say what failed in one line), visible with logging configured, e.g. `-X debug=broker`.
+# librdkafka's own log lines go to this Python logger instead of stderr: silent unless
+# logging is configured (Beam configures it in its workers), and with the storm of one
+# "Connection refused" per retry and client while a broker is down cut to one line a
+# minute per kind (StormFilter); our own errors say what failed in one line.
 CLIENT_LOGGER = "twinstream.kafka.client"
-logging.getLogger(CLIENT_LOGGER).addHandler(logging.NullHandler())
+REACH_TIMEOUT_S = 3.0  # how long config_from_args waits for a bootstrap server to answer
+
+
+class StormFilter(logging.Filter):
+    """Lets one log line of a kind through per ``every_s`` seconds; the next one that
+    passes says how many were held back.
+
+    A line's *kind* is its text without librdkafka's thread prefix, the broker it names
+    and its numbers: every client's "Connect to ipv4#127.0.0.1:9092 failed: Connection
+    refused (after 0ms in state CONNECT)" is one kind, which a dead broker otherwise
+    repeats for every client about once a second while a broker is down.
+
+    >>> f = StormFilter(every_s=60)
+    >>> def line(port):
+    ...     return logging.LogRecord("k", logging.ERROR, "", 0, "%s [%s] %s", (
+    ...         "FAIL", "rdkafka#consumer-1", f"[thrd:b]: 127.0.0.1:{port}/bootstrap: Connect "
+    ...         f"to ipv4#127.0.0.1:{port} failed: Connection refused (after 0ms)"), None)
+    >>> [f.filter(line(p)) for p in (9092, 9092, 9093)]
+    [True, False, False]
+    """
+
+    _THREAD = re.compile(r"\[thrd:[^\]]*\]:\s*")
+    _WHO = re.compile(r"^(?:\S+: )+")  # "127.0.0.1:9092/1: ", "GroupCoordinator: ..."
+    _REPEATS = re.compile(r", \d+ identical error\(s\) suppressed")
+    _NUMBER = re.compile(r"\d+")
+
+    def __init__(self, every_s: float = 60.0) -> None:
+        super().__init__()
+        self.every_s = every_s
+        self._lock = threading.Lock()
+        self._seen: dict[str, list[float | int]] = {}  # kind -> [last shown, held back]
+
+    def kind(self, record: logging.LogRecord) -> str:
+        args = record.args if isinstance(record.args, tuple) else ()
+        text = str(args[-1]) if args else str(record.msg)
+        facility = str(args[0]) if len(args) > 1 else ""
+        text = self._REPEATS.sub("", self._WHO.sub("", self._THREAD.sub("", text)))
+        return f"{record.levelno} {facility} {self._NUMBER.sub('#', text)}"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = self.kind(record)
+        now = time.monotonic()
+        with self._lock:
+            seen = self._seen.get(kind)
+            if seen is not None and now - seen[0] < self.every_s:
+                seen[1] += 1
+                return False
+            held = int(seen[1]) if seen is not None else 0
+            if len(self._seen) > 1000:  # bounded: kinds are few, but never trust that
+                self._seen.clear()
+            self._seen[kind] = [now, 0]
+        if held:
+            record.msg = f"{record.msg} (%d more like it in the last %g s not shown)"
+            record.args = (*(record.args if isinstance(record.args, tuple) else ()),
+                           held, self.every_s)
+        return True
+
+
+_client_logger = logging.getLogger(CLIENT_LOGGER)
+_client_logger.addHandler(logging.NullHandler())
+if not any(isinstance(f, StormFilter) for f in _client_logger.filters):  # once, on reloads
+    _client_logger.addFilter(StormFilter())
 
 
 def with_logger(config: dict[str, Any]) -> dict[str, Any]:
@@ -178,5 +243,65 @@ def add_kafka_args(parser, required: bool = False) -> None:
                         "every command on the same topics must agree)")
 
 
-def config_from_args(args) -> dict[str, Any]:
-    return client_config(args.bootstrap_servers, args.kafka_config, args.kafka_overrides)
+def bootstrap_addresses(bootstrap_servers: str) -> list[tuple[str, int]]:
+    """``(host, port)`` of each bootstrap server (``host:port``, ``[v6]:port``, with or
+    without a ``PROTOCOL://`` prefix; port 9092 when absent).
+
+    >>> bootstrap_addresses("SSL://k1.example:9093, k2.example,[::1]:19092")
+    [('k1.example', 9093), ('k2.example', 9092), ('::1', 19092)]
+    """
+    out: list[tuple[str, int]] = []
+    for item in bootstrap_servers.split(","):
+        item = item.strip().rpartition("://")[2]
+        if not item:
+            continue
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest.lstrip(":")
+        else:
+            host, sep, port = item.rpartition(":")
+            if not sep:
+                host, port = item, ""
+        try:
+            out.append((host, int(port) if port else 9092))
+        except ValueError:
+            raise KafkaConfigError(
+                f"bad bootstrap server {item!r} (expected host:port)") from None
+    return out
+
+
+def check_reachable(config: Mapping[str, Any], timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Return once one bootstrap server of ``config`` accepts a TCP connection, or raise
+    :class:`~pipelines.kafka.broker.BrokerUnreachable` (an ``OSError``) naming each one's
+    error, within about ``timeout_s``.
+
+    Commands call this once, before they create Kafka clients: a client against a broker
+    that is not there retries for its whole timeout and logs every attempt; this says so
+    at once, in one line."""
+    from pipelines.kafka.broker import BrokerUnreachable
+
+    where = str(config.get("bootstrap.servers") or "")
+    addresses = bootstrap_addresses(where)
+    deadline = time.monotonic() + timeout_s
+    errors: list[str] = []
+    for host, port in addresses:
+        left = max(deadline - time.monotonic(), 0.2)
+        try:
+            socket.create_connection((host, port), timeout=left).close()
+            return
+        except OSError as exc:
+            why = exc.strerror or str(exc) or type(exc).__name__
+            if isinstance(exc, TimeoutError):
+                why = f"no answer in {left:.1f} s"
+            errors.append(f"{host}:{port}: {why}")
+    raise BrokerUnreachable(f"cannot reach Kafka at {where} ({'; '.join(errors)}); is the "
+                            "broker running? (`twin broker start` starts one)")
+
+
+def config_from_args(args, reach_timeout_s: float | None = REACH_TIMEOUT_S) -> dict[str, Any]:
+    """Client settings from a command's flags, once a bootstrap server answers
+    (:func:`check_reachable`; ``reach_timeout_s`` ``None``: not checked)."""
+    cfg = client_config(args.bootstrap_servers, args.kafka_config, args.kafka_overrides)
+    if reach_timeout_s is not None:
+        check_reachable(cfg, reach_timeout_s)
+    return cfg

@@ -228,8 +228,8 @@ def test_unreachable_broker_and_missing_topic_exit_2(broker, capsys, monkeypatch
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.strip().splitlines() == [
-        f"twin tail: cannot reach Kafka at {dead} (Failed to get metadata: Local: Broker "
-        "transport failure)"]
+        f"twin tail: cannot reach Kafka at {dead} ({dead}: Connection refused); is the broker "
+        "running? (`twin broker start` starts one)"]
     ensure_topics({"bootstrap.servers": broker.bootstrap_servers}, ["twin.state"])
     assert main(["tail", "twin.nope", "--bootstrap-servers", broker.bootstrap_servers]) == 2
     err = capsys.readouterr().err
