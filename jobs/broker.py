@@ -17,6 +17,7 @@ import argparse
 
 from rich.console import Console
 
+from jobs import hints
 from pipelines.kafka import broker
 
 
@@ -34,13 +35,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     err = Console(stderr=True, highlight=False, soft_wrap=True)
     if args.broker_command == "start":
         try:
             rec = broker.start_background(args.port)
         except (broker.BrokerUnavailable, broker.BrokerConflict) as exc:
-            err.print(f"[red]twin broker: {exc}[/red]")
+            err.print(f"[red]twin broker: {hints.rewrite(str(exc))}[/red]")
             return 2
         verb = "already running" if rec.get("already_running") else "started"
         console.print(f"broker {verb} (pid {rec['pid']}, log {rec['log']})")
@@ -62,8 +63,8 @@ def main(args: argparse.Namespace) -> int:
         return 0
     rec = broker.status()
     if rec is None:
-        console.print("no broker running (start one: twin broker start)")
-        return 3
+        console.print(hints.rewrite("no broker running (start one: `twin broker start`)"))
+        return 1
     state = "reachable" if rec["reachable"] else "NOT reachable"
     console.print(f"broker running (pid {rec['pid']}, {state}, since {rec['started']})")
     print(rec["bootstrap_servers"])

@@ -231,7 +231,8 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
             BeamOptionsError, OutputFolderBusy) as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {exc}[/red]",
+        message = hints.rewrite(str(exc))
+        Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)
         return 2
     out = Path(summary["out"])

@@ -7,7 +7,7 @@ with its configuration, logs and checkpoints under ``<state dir>/flink`` (``--ru
 
 Each ``twin flink`` action is one sub-parser here whose ``flink_func`` default is called
 by :func:`main`; adding ``twin flink submit`` is one ``add_parser`` plus its function.
-Errors are one red line on stderr and exit code 2; ``status`` of no cluster exits 3.
+Errors are one red line on stderr and exit code 2; ``status`` of no cluster exits 1.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
+from jobs import hints
 from pipelines.flink import cluster as flink_cluster
 
 
 def _fail(message: str) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"[red]twin flink: {escape(message)}[/red]")
+    err.print(f"[red]twin flink: {escape(hints.rewrite(message))}[/red]")
     return 2
 
 
@@ -115,8 +116,9 @@ def _status(args: argparse.Namespace, console: Console) -> int:
         if args.json:
             print(json.dumps({"running": False}))
         else:
-            console.print("no Flink cluster running (start one: twin flink cluster start)")
-        return 3
+            console.print(hints.rewrite(
+                "no Flink cluster running (start one: `twin flink cluster start`)"))
+        return 1
     info = {"running": True, **cluster.status()}
     if args.json:
         print(json.dumps(info, indent=1))

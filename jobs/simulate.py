@@ -48,6 +48,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from jobs import hints
 from jobs.options import (
     add_fleet_args,
     fleet_config_from,
@@ -168,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             summary = simulate(args, client_log)
         except SimulateError as exc:
-            err.print(f"[red]twin simulate: {exc}[/red]")
+            err.print(f"[red]twin simulate: {hints.rewrite(str(exc))}[/red]")
             return 2
         except KeyboardInterrupt:  # before publishing began: nothing to report
             err.print("[yellow]twin simulate: interrupted[/yellow]")

@@ -36,6 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from jobs import hints
 from pipelines.kafka.broker import BrokerUnavailable
 from pipelines.kafka.config import (
     KafkaConfigError,
@@ -305,7 +306,7 @@ def main(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def fail(text: str) -> int:
-        err.print(f"[red]twin tail: {escape(text)}[/red]")
+        err.print(f"[red]twin tail: {escape(hints.rewrite(text))}[/red]")
         return 2
 
     if args.max is not None and args.max < 1:

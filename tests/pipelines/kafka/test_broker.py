@@ -85,7 +85,7 @@ def test_cli_start_status_stop(tmp_path, monkeypatch, capsys):
     finally:
         assert main(["broker", "stop"]) == 0
     assert not broker_mod.port_open(port)
-    assert main(["broker", "status"]) == 3
+    assert main(["broker", "status"]) == 1  # not running: a failed check
 
 
 def test_client_config_layers_and_redacts(tmp_path, monkeypatch):
