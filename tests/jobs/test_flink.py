@@ -39,6 +39,7 @@ def test_submit_writes_secrets_to_a_private_file_and_never_to_the_command_line(
     older.chmod(0o644)
     cluster = FakeCluster(run_dir)
     monkeypatch.setattr(flink_cluster, "running", lambda: cluster)
+    monkeypatch.setattr("pipelines.kafka.config.check_reachable", lambda *a, **k: None)
     props = tmp_path / "client.properties"
     props.write_text("security.protocol=SASL_PLAINTEXT\nsasl.mechanism=PLAIN\n"
                      "sasl.username=twin\nsasl.password=hunter2\ntwin.hmac.key=s1gn\n")

@@ -191,7 +191,7 @@ def test_dead_broker_is_a_clear_error(tmp_path, key_file, capfd):
     rc = main(run_args(f"127.0.0.1:{port}", tmp_path / "x", "-X", "socket.timeout.ms=1000"))
     assert rc == 2
     err = capfd.readouterr().err  # file-descriptor level: librdkafka writes there directly
-    assert f"cannot reach Kafka at 127.0.0.1:{port}" in err and "twin broker start" in err
+    assert f"cannot reach Kafka at 127.0.0.1:{port}" in err and " broker start` starts one" in err
     # one clear line, not librdkafka's "Connection refused" per retry
     assert err.count("Connection refused") <= 1 and "rdkafka" not in err and "%3|" not in err
 

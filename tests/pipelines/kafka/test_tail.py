@@ -227,9 +227,11 @@ def test_unreachable_broker_and_missing_topic_exit_2(broker, capsys, monkeypatch
     assert main(["tail", "twin.actions", "--bootstrap-servers", dead, "--timeout", "1"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
+    from jobs.hints import program
+
     assert captured.err.strip().splitlines() == [
         f"twin tail: cannot reach Kafka at {dead} ({dead}: Connection refused); is the broker "
-        "running? (`twin broker start` starts one)"]
+        f"running? (`{program()} broker start` starts one)"]
     ensure_topics({"bootstrap.servers": broker.bootstrap_servers}, ["twin.state"])
     assert main(["tail", "twin.nope", "--bootstrap-servers", broker.bootstrap_servers]) == 2
     err = capsys.readouterr().err
