@@ -225,7 +225,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _fail(name: str, message: str) -> int:
     from rich.console import Console
 
-    Console(stderr=True, soft_wrap=True).print(f"[red]twin bench{name}: {message}[/red]",
+    from jobs import hints
+
+    Console(stderr=True, soft_wrap=True).print(f"[red]twin bench{name}: "
+                                              f"{hints.rewrite(message)}[/red]",
                                               highlight=False)
     return 2
 

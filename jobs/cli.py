@@ -221,6 +221,7 @@ def _print_metrics(metrics: dict, console: Console) -> None:
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from jobs.run import run
     from pipelines.beam.runner import BeamOptionsError
+    from pipelines.beam.sinks import OutputFolderBusy
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
@@ -229,8 +230,9 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError) as exc:
-        Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {exc}[/red]",
+            BeamOptionsError, OutputFolderBusy) as exc:
+        message = hints.rewrite(str(exc))
+        Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)
         return 2
     out = Path(summary["out"])

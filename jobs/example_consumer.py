@@ -3,7 +3,8 @@
 Run it::
 
     python -m jobs.example_consumer --bootstrap-servers 127.0.0.1:9092 [--predictions]
-        [--group my-service] [--max N] [--timeout S] [--hmac-key-file FILE] [-X key=value]
+        [--group my-service] [--max N] [--timeout S] [--hmac-key-file FILE]
+        [--kafka-config FILE] [-X key=value]
 
 It needs only ``confluent-kafka``, ``fastavro`` and the schema files
 ``schemas/avro/twin/action.v1.avsc`` and ``prediction.v1.avsc`` (``--schema-dir``), so it
@@ -31,15 +32,31 @@ At-least-once, deduplicated
     make ``handle`` idempotent as well (e.g. a unique key on ``action_id`` in your DB).
 
 Failures
-    A message that cannot be decoded (or an action whose signature is wrong, with
-    ``--hmac-key-file``) is reported on stderr and skipped; it must not block the stream
-    (in production send it to your own dead-letter store). If ``handle`` raises, the
-    consumer stops *without* committing that message, so it comes again on restart.
+    A message that cannot be decoded (or an action whose signature is wrong or a setpoint
+    that has expired, with ``--hmac-key-file``) is reported on stderr and skipped; it must
+    not block the stream (in production send it to your own dead-letter store). If
+    ``handle`` raises, the consumer stops *without* committing that message, so it comes
+    again on restart.
 
 Signed commands
-    ``SETPOINT`` actions change how machines run. The twin signs every action (HMAC-SHA256
-    over topic, key and value, header ``twin-hmac-sha256``); with ``--hmac-key-file``
-    unsigned or forged actions are rejected before ``handle`` sees them.
+    ``SETPOINT`` actions change how machines run. The twin signs every action as a
+    command in the manner of OPC UA and IEC 62351: headers ``twin-issued-at-ms``,
+    ``twin-expires-at-ms`` and ``twin-seq`` (the decision's window end: it grows per
+    asset, and a re-emitted decision keeps it), and ``twin-hmac-sha256-v2``, an
+    HMAC-SHA256 over all of them, the topic, the key and the value, under a key derived
+    from the shared one for this version (:func:`signature_ok`). With ``--hmac-key-file``
+    unsigned, forged or re-stamped actions are rejected before ``handle`` sees them, and
+    so are setpoints that have expired (or were issued more than ``--clock-skew`` seconds
+    in the future). The gateway you forward setpoints to must also refuse a sequence
+    that is not above the last one it applied to the asset, and remember that across
+    restarts (as ``twin simulate`` does): that refuses replays within the validity and
+    re-emissions after a rerun of the twin.
+
+Settings and secrets
+    librdkafka settings come from ``--kafka-config FILE`` (``key=value`` lines) and ``-X
+    key=value``. Secrets (``sasl.password`` and the like) are refused on the command line,
+    where any local user can read them in the process list: put them in the file, mode
+    0600.
 
 Stopping
     Ctrl-C (or SIGTERM) finishes the current message, commits, and leaves the group.
@@ -58,6 +75,7 @@ import io
 import json
 import logging
 import os
+import re
 import signal
 import struct
 import sys
@@ -77,7 +95,10 @@ TOPICS: dict[str, tuple[str, str]] = {
     "twin.actions": ("twin/action.v1", "action_id"),
     "twin.predictions": ("twin/prediction.v1", "prediction_id"),
 }
-SIGNATURE_HEADER = "twin-hmac-sha256"
+SIGNATURE_HEADER = "twin-hmac-sha256-v2"
+STAMP_HEADERS = ("twin-issued-at-ms", "twin-expires-at-ms", "twin-seq")
+SIGNATURE_LABEL = b"twinstream command signature v2"
+CLOCK_SKEW_S = 30.0
 HEADER = struct.Struct(">bI")  # magic byte 0, schema id
 CONNECT_TIMEOUT_S = 10.0
 # librdkafka's own log (it repeats "connection refused" many times a second while a broker
@@ -148,16 +169,50 @@ class Decoder:
         return name, record
 
 
-# -- signatures (the same computation as transforms/signing.py) ------------------------------
+# -- signed commands (the same computation as transforms/signing.py) ------------------------
+
+def _header(headers, name: str) -> bytes | None:
+    """The one value of header ``name`` (None if absent or repeated: a repeat is suspect)."""
+    values = [v for k, v in headers or () if k == name]
+    if len(values) != 1 or values[0] is None:
+        return None
+    return values[0] if isinstance(values[0], bytes) else str(values[0]).encode()
+
+
+def command_stamp(secret: bytes, topic: str, key: bytes | None, value: bytes,
+                  headers) -> tuple[int, int, int] | None:
+    """``(issued_at_ms, expires_at_ms, seq)`` of a message whose signature verifies, else
+    None. The signed bytes: ``topic NUL len(key) NUL key NUL issued NUL expires NUL seq NUL
+    value``, under ``HMAC-SHA256(secret, "twinstream command signature v2")``."""
+    sig = _header(headers, SIGNATURE_HEADER)
+    raw = [_header(headers, name) for name in STAMP_HEADERS]
+    if sig is None or any(r is None or not re.fullmatch(rb"[0-9]{1,19}", r) for r in raw):
+        return None
+    issued, expires, seq = (int(r) for r in raw)
+    key = key or b""
+    message = b"%s\0%d\0%s\0%d\0%d\0%d\0%s" % (topic.encode(), len(key), key, issued,
+                                                  expires, seq, value)
+    derived = hmac.new(secret, SIGNATURE_LABEL, hashlib.sha256).digest()
+    expected = hmac.new(derived, message, hashlib.sha256).hexdigest().encode()
+    if not hmac.compare_digest(expected, sig):
+        return None
+    return issued, expires, seq
+
 
 def signature_ok(secret: bytes, topic: str, key: bytes | None, value: bytes, headers) -> bool:
-    sig = next((v for k, v in headers or () if k == SIGNATURE_HEADER), None)
-    if not sig:
-        return False
-    key = key or b""
-    message = b"%s\0%d\0%s%s" % (topic.encode(), len(key), key, value)
-    expected = hmac.new(secret, message, hashlib.sha256).hexdigest().encode()
-    return hmac.compare_digest(expected, sig if isinstance(sig, bytes) else sig.encode())
+    """Whether the message carries a valid version-2 signature under ``secret``."""
+    return command_stamp(secret, topic, key, value, headers) is not None
+
+
+def stale_command(stamp: tuple[int, int, int], now_ms: int,
+                  skew_ms: float = CLOCK_SKEW_S * 1000) -> str | None:
+    """Why a signed command must not be acted on at ``now_ms`` (None: it is fresh)."""
+    issued, expires, _ = stamp
+    if now_ms > expires:
+        return f"expired {(now_ms - expires) / 1000:.1f} s ago"
+    if issued > now_ms + skew_ms:
+        return f"issued {(issued - now_ms) / 1000:.1f} s in the future"
+    return None
 
 
 # -- deduplication ---------------------------------------------------------------------------
@@ -217,7 +272,8 @@ def _in_main_thread() -> bool:
 
 
 def consume(config: dict[str, Any], topics: list[str], *, decoder: Decoder,
-            secret: bytes | None = None, max_records: int | None = None,
+            secret: bytes | None = None, clock_skew_s: float = CLOCK_SKEW_S,
+            max_records: int | None = None,
             timeout_s: float | None = None, dedup_capacity: int = 100_000,
             handler: Callable[[str, dict[str, Any]], None] = handle,
             log: Callable[[str], None] = lambda s: print(s, file=sys.stderr, flush=True),
@@ -270,7 +326,8 @@ def consume(config: dict[str, Any], topics: list[str], *, decoder: Decoder,
                             if msg.error().code() != KafkaError._PARTITION_EOF:
                                 log(f"kafka: {msg.error().str()}")
                             continue
-                        _process(msg, decoder, secret, seen, counts, handler, log)
+                        _process(msg, decoder, secret, seen, counts, handler, log,
+                                 clock_skew_s)
                         done[(msg.topic(), msg.partition())] = msg.offset() + 1
                 finally:  # commit what was handled, also when handler raised
                     if done:
@@ -283,7 +340,8 @@ def consume(config: dict[str, Any], topics: list[str], *, decoder: Decoder,
 
 
 def _process(msg, decoder: Decoder, secret: bytes | None, seen: RecentIds,
-             counts: dict[str, int], handler, log) -> None:
+             counts: dict[str, int], handler, log, clock_skew_s: float = CLOCK_SKEW_S
+             ) -> None:
     where = f"{msg.topic()}/{msg.partition()}@{msg.offset()}"
     try:
         name, record = decoder.decode(msg.value())
@@ -295,16 +353,66 @@ def _process(msg, decoder: Decoder, secret: bytes | None, seen: RecentIds,
         counts["undecodable"] += 1
         log(f"skipped {where}: a {name} record on {msg.topic()}")
         return
-    if secret is not None and msg.topic() == "twin.actions" and not signature_ok(
-            secret, msg.topic(), msg.key(), msg.value(), msg.headers()):
-        counts["rejected"] += 1
-        log(f"rejected action {where} ({record['action_id']}): missing or invalid signature")
-        return
+    if secret is not None and msg.topic() == "twin.actions":
+        stamp = command_stamp(secret, msg.topic(), msg.key(), msg.value(), msg.headers())
+        if stamp is None:
+            counts["rejected"] += 1
+            log(f"rejected action {where} ({record['action_id']}): missing or invalid "
+                "signature")
+            return
+        why = stale_command(stamp, time.time_ns() // 1_000_000, clock_skew_s * 1000)
+        if record["kind"] == "SETPOINT" and why is not None:  # alerts stay worth reading
+            counts["rejected"] += 1
+            log(f"rejected setpoint {where} ({record['action_id']}): {why}")
+            return
     if not seen.add(f"{msg.topic()}:{_id_of(msg.topic(), record)}"):
         counts["duplicates"] += 1
         return
     handler(msg.topic(), record)
     counts["handled"] += 1
+
+
+# -- settings ----------------------------------------------------------------------------
+
+SECRET_WORDS = {"password", "secret", "token", "key", "credentials", "private", "jaas",
+                "passphrase"}
+
+
+def is_secret(name: str) -> bool:
+    """A setting that holds a secret (``sasl.password``, ``ssl.key.pem``, ...; not where one
+    is, like ``ssl.key.location``)."""
+    words = re.split(r"[._-]", name.lower())
+    return (words[-1] not in ("location", "url", "endpoint")
+            and (bool(SECRET_WORDS.intersection(words)) or "user.info" in name.lower()
+                 or name.lower() == "sasl.oauthbearer.config"))
+
+
+def read_settings(path: str) -> dict[str, str]:
+    """``key=value`` lines of a properties file (``#`` comments)."""
+    out = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if line and not line.startswith(("#", "!")):
+            key, sep, value = line.partition("=")
+            if not sep or not key.strip():
+                raise ValueError(f"{path}:{n}: expected key=value")  # never echo: secrets
+            out[key.strip()] = value.strip()
+    return out
+
+
+def command_line_settings(items: list[str]) -> dict[str, str]:
+    """``-X key=value`` items; a secret is refused (the process list shows command lines)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError("-X expects key=value")
+        if is_secret(key):
+            raise ValueError(f"-X {key}=... would show the secret in the process list: put "
+                             "it in a --kafka-config FILE (mode 0600) instead")
+        out[key] = value.strip()
+    return out
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -314,13 +422,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="Kafka bootstrap servers (default: $TWIN_BOOTSTRAP_SERVERS)")
     p.add_argument("--group", default="twin-example-consumer", help="consumer group id")
     p.add_argument("--predictions", action="store_true", help="also read twin.predictions")
+    p.add_argument("--kafka-config", metavar="FILE",
+                   help="librdkafka settings as key=value lines (put secrets here, mode 0600)")
     p.add_argument("-X", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="a librdkafka setting, e.g. security.protocol=SASL_SSL (repeatable)")
+                   help="a librdkafka setting, e.g. security.protocol=SASL_SSL (repeatable; "
+                        "secrets are refused here: use --kafka-config)")
     p.add_argument("--max", type=int, metavar="N", help="stop after handling N records")
     p.add_argument("--timeout", type=float, metavar="S",
                    help="stop after S seconds without messages (default: until Ctrl-C)")
     p.add_argument("--hmac-key-file", metavar="FILE",
-                   help="reject actions not signed with this key")
+                   help="reject actions not signed with this key, and expired setpoints")
+    p.add_argument("--clock-skew", type=float, default=CLOCK_SKEW_S, metavar="S",
+                   help=f"clock difference tolerated with the twin (default {CLOCK_SKEW_S:g})")
     p.add_argument("--schema-dir", default=str(DEFAULT_SCHEMA_DIR),
                    help="folder with action.v1.avsc and prediction.v1.avsc")
     p.add_argument("--dedup-capacity", type=int, default=100_000,
@@ -340,19 +453,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     config: dict[str, Any] = {"bootstrap.servers": args.bootstrap_servers,
                               "group.id": args.group}
-    for item in args.overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"example_consumer: -X expects key=value, got {item!r}", file=sys.stderr)
-            return 2
-        config[key.strip()] = value.strip()
+    try:
+        if args.kafka_config:
+            config.update(read_settings(args.kafka_config))
+        config.update(command_line_settings(args.overrides))
+    except (OSError, ValueError) as exc:
+        print(f"example_consumer: {exc}", file=sys.stderr)
+        return 2
     secret = None
     if args.hmac_key_file:
         secret = Path(args.hmac_key_file).read_bytes().strip()
     topics = ["twin.actions"] + (["twin.predictions"] if args.predictions else [])
     try:
         counts = consume(config, topics, decoder=Decoder(args.schema_dir), secret=secret,
-                         max_records=args.max, timeout_s=args.timeout,
+                         clock_skew_s=args.clock_skew, max_records=args.max,
+                         timeout_s=args.timeout,
                          dedup_capacity=args.dedup_capacity)
     except ConnectionError as exc:
         print(f"example_consumer: {exc}", file=sys.stderr)

@@ -7,7 +7,7 @@ with its configuration, logs and checkpoints under ``<state dir>/flink`` (``--ru
 
 Each ``twin flink`` action is one sub-parser here whose ``flink_func`` default is called
 by :func:`main`; adding ``twin flink submit`` is one ``add_parser`` plus its function.
-Errors are one red line on stderr and exit code 2; ``status`` of no cluster exits 3.
+Errors are one red line on stderr and exit code 2; ``status`` of no cluster exits 1.
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ import time
 from rich.console import Console
 from rich.markup import escape
 
+from jobs import hints
 from pipelines.flink import cluster as flink_cluster
 
 
 def _fail(message: str) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
-    err.print(f"[red]twin flink: {escape(message)}[/red]")
+    err.print(f"[red]twin flink: {escape(hints.rewrite(message))}[/red]")
     return 2
 
 
@@ -115,8 +116,9 @@ def _status(args: argparse.Namespace, console: Console) -> int:
         if args.json:
             print(json.dumps({"running": False}))
         else:
-            console.print("no Flink cluster running (start one: twin flink cluster start)")
-        return 3
+            console.print(hints.rewrite(
+                "no Flink cluster running (start one: `twin flink cluster start`)"))
+        return 1
     info = {"running": True, **cluster.status()}
     if args.json:
         print(json.dumps(info, indent=1))
@@ -174,6 +176,20 @@ def run_main(args: argparse.Namespace) -> int:
     return 0
 
 
+def private_jobs_dir(run_dir):
+    """``run_dir/jobs``, where job options files (Kafka passwords, the signing key) are
+    written: mode 0700, and any older options file in it made 0600."""
+    import stat
+
+    from pipelines.private_files import private_dir
+
+    jobs_dir = private_dir(run_dir / "jobs")
+    for old in jobs_dir.glob("*.json"):
+        if stat.S_IMODE(old.stat().st_mode) & 0o077:
+            old.chmod(0o600)
+    return jobs_dir
+
+
 def submit_main(args: argparse.Namespace) -> int:
     """Write the job's options into the cluster's run folder and ``flink run -py`` it."""
     import dataclasses
@@ -191,8 +207,7 @@ def submit_main(args: argparse.Namespace) -> int:
     # the connector jars go to `flink run -C` (the client JVM already runs: pipeline.jars
     # set from inside the program would come too late for it)
     jars, opts = opts.jars, dataclasses.replace(opts, jars=[])
-    jobs_dir = cluster.run_dir / "jobs"
-    jobs_dir.mkdir(parents=True, exist_ok=True)
+    jobs_dir = private_jobs_dir(cluster.run_dir)
     options_file = opts.dump(jobs_dir / f"{opts.job_name}-{int(time.time() * 1000)}.json")
     try:
         job_id = cluster.submit(ENTRY, ["--options", str(options_file)], jars=jars,

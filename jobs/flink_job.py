@@ -119,11 +119,18 @@ def options_from_args(args: argparse.Namespace):
         opts.registry_conf = registry_conf(settings)
         opts.jars = [str(p) for p in kafka_jars(
             args.kafka_jars.split(os.pathsep) if args.kafka_jars else None)]
-        opts.hmac_key_file = args.hmac_key_file
-        if opts.hmac_key_file is None and "kafka" in sinks:
-            from pipelines.kafka.secrets import hmac_key
+        if "kafka" in sinks:
+            from pipelines.kafka.secrets import command_signer
 
-            hmac_key(None, settings)  # make sure the per-user key exists before workers read it
+            # the same choice as the Beam path, made once, here: the job signs with it
+            # wherever it runs (a key file by path, any other key itself; the options
+            # file is private)
+            signer = command_signer(args.hmac_key_file, settings)
+            opts.command_validity_ms = signer.validity_ms
+            if args.hmac_key_file:
+                opts.hmac_key_file = str(Path(args.hmac_key_file).resolve())
+            else:
+                opts.hmac_key = signer.secret.decode()
     return opts
 
 

@@ -43,3 +43,16 @@ def path(p: str | os.PathLike) -> str:
     full = os.path.abspath(p)
     rel = os.path.relpath(full)
     return full if rel.startswith("..") else rel
+
+
+def rewrite(text: str) -> str:
+    """``text`` with every command quoted in backticks (```twin broker start```) spelled as
+    the running program can be run from here; library errors name ``twin`` plainly.
+
+    >>> rewrite("start one (`twin broker start`)").endswith(" broker start`)")
+    True
+    """
+    import re
+
+    name = program()
+    return re.sub(r"`twin (?=[a-z])", lambda _m: f"`{name} ", text)

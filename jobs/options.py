@@ -106,6 +106,14 @@ def add_twin_args(parser: argparse.ArgumentParser) -> None:
                    help="how long a window accepts late readings (default 60s)")
     g.add_argument("--out-of-orderness", type=parse_duration, default="20s",
                    help="disorder bound of the data watermark (default 20s)")
+    g.add_argument("--max-event-time-jump", type=parse_duration, default="1h",
+                   help="a reading further ahead of its asset's latest event time is a dead "
+                        "letter (timestamp_jump) until --jump-confirmations readings in a "
+                        "row confirm the jump; set it above the longest normal silence of "
+                        "an asset (default 1h)")
+    g.add_argument("--jump-confirmations", type=positive_int, default=3,
+                   help="readings in a row that make a jump in event time genuine "
+                        "(default 3; 1 accepts every jump)")
     g.add_argument("--dry-run", action="store_true",
                    help="mark every action dry_run: record, never apply")
 
@@ -116,5 +124,7 @@ def twin_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
         "window_ms": int(args.window * 1000),
         "allowed_lateness_ms": int(args.allowed_lateness * 1000),
         "out_of_orderness_ms": int(args.out_of_orderness * 1000),
+        "max_jump_ms": int(args.max_event_time_jump * 1000),
+        "jump_confirmations": args.jump_confirmations,
         "policy": {"dry_run": bool(args.dry_run)},
     }

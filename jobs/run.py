@@ -180,7 +180,17 @@ def _summarize(result, out: Path, elapsed: float, extra: dict[str, Any]) -> dict
 
 
 def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
-    """Run the job; returns the summary (also written to ``OUT/summary.json``)."""
+    """Run the job; returns the summary (also written to ``OUT/summary.json``). The output
+    folder is held for the run (another run into it is refused) and the temporary
+    folders of killed runs in it are removed first (:func:`~pipelines.beam.sinks.
+    claim_out_dir`)."""
+    from pipelines.beam.sinks import claim_out_dir
+
+    with claim_out_dir(args.out):
+        return _run(args, beam_args)
+
+
+def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     if args.source == "kafka":
         return run_kafka(args, beam_args)
     out = Path(args.out).resolve()
@@ -223,7 +233,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     from pipelines.beam.kafka import ReadFromKafka, commit_offsets, plan_partitions
     from pipelines.beam.pipeline import WriteKafkaOutputs
     from pipelines.kafka.config import config_from_args, twin_settings
-    from pipelines.kafka.secrets import hmac_key
+    from pipelines.kafka.secrets import command_signer
     from pipelines.kafka.serde import redact_url, serde_from_args
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
     from pipelines.statefile import read_state, write_state
@@ -232,7 +242,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     cfg = config_from_args(args)
     settings = twin_settings(args.kafka_config, args.kafka_overrides)
-    secret = hmac_key(args.hmac_key_file, settings)
+    secret = command_signer(args.hmac_key_file, settings)  # key + command validity
     serde = serde_from_args(args, settings)
     for _, schema in OUTPUT_TOPICS.values():  # a registry that cannot answer fails here
         serde.schema_id(schema)

@@ -15,8 +15,13 @@ go out in arrival order, so each asset's messages are on one partition in that o
   signed with the shared HMAC key (``--hmac-key-file``, ``twin.hmac.key`` or the per-user
   key, see :mod:`pipelines.kafka.secrets`) are applied to the simulated assets and shape
   the data generated afterwards; everything else is rejected or ignored, and every
-  rejection is logged (:mod:`pipelines.kafka.commands`). ``--linger S`` keeps listening
-  for S seconds after the last message, for commands that answer the last data.
+  rejection is logged (:mod:`pipelines.kafka.commands`). Commands must also be fresh: not
+  expired (wall clock, ``--clock-skew`` tolerated), not older in event time than
+  ``--max-command-lag`` behind the asset's present, and above the last sequence applied
+  to the asset, which is kept across restarts in ``--command-state`` (default: one file
+  per fleet under the state folder), so replayed or re-emitted commands are refused.
+  ``--linger S`` keeps listening for S seconds after the last message, for commands that
+  answer the last data.
 - Delivery reports are counted: a message the broker did not take stops the run and
   the command exits 1 saying how many and why. Nothing is lost silently.
 - A broker that cannot be reached is one line on stderr and exit code 2 (no hang).
@@ -43,7 +48,14 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from jobs.options import add_fleet_args, fleet_config_from, positive_float, positive_int
+from jobs import hints
+from jobs.options import (
+    add_fleet_args,
+    fleet_config_from,
+    parse_duration,
+    positive_float,
+    positive_int,
+)
 from pipelines.kafka.config import CLIENT_LOGGER, add_kafka_args
 
 # librdkafka settings of the raw-data producer; anything in --kafka-config or -X wins.
@@ -98,6 +110,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="end (default): only commands written from now on; beginning: "
                         "every retained command too, read before the first message")
     c.add_argument("--hmac-key-file", help="key that verifies setpoint commands")
+    c.add_argument("--command-state", metavar="FILE",
+                   help="where the last command sequence applied to each asset is kept "
+                        "across restarts, so replayed commands stay refused (default: "
+                        "<state dir>/commands/simulator-<fleet>.json, one per fleet "
+                        "configuration)")
+    c.add_argument("--clock-skew", type=parse_duration, default="30s", metavar="DURATION",
+                   help="clock difference tolerated between the twin and this plant: "
+                        "commands issued further in the future are refused (default 30s)")
+    c.add_argument("--max-command-lag", type=parse_duration, default="30m",
+                   metavar="DURATION",
+                   help="refuse commands decided for a window more than this much event "
+                        "time behind the asset's present (default 30m)")
     c.add_argument("--linger", type=_non_negative_float, default=0.0, metavar="S",
                    help="keep listening for commands S seconds after the last message "
                         "(default 0)")
@@ -145,7 +169,7 @@ def main(args: argparse.Namespace) -> int:
         try:
             summary = simulate(args, client_log)
         except SimulateError as exc:
-            err.print(f"[red]twin simulate: {exc}[/red]")
+            err.print(f"[red]twin simulate: {hints.rewrite(str(exc))}[/red]")
             return 2
         except KeyboardInterrupt:  # before publishing began: nothing to report
             err.print("[yellow]twin simulate: interrupted[/yellow]")
@@ -153,6 +177,10 @@ def main(args: argparse.Namespace) -> int:
     _print_summary(summary, Console(highlight=False))
     if summary["undelivered"]:
         err.print(f"[red]twin simulate: {_undelivered_line(summary)}[/red]")
+        return 1
+    if summary["command_error"]:
+        err.print(f"[red]twin simulate: stopped applying commands: "
+                  f"{summary['command_error']}[/red]")
         return 1
     if summary["interrupted"]:
         err.print("[yellow]twin simulate: interrupted[/yellow]")
@@ -232,6 +260,7 @@ def simulate(args: argparse.Namespace, client_log: _ClientLog | None = None) -> 
 
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.commands import ACTIONS_TOPIC, CommandListener
+    from pipelines.kafka.sequences import SequenceFileError
     from pipelines.kafka.serde import redact_url
     from pipelines.kafka.topics import ensure_topics, raw_topics
     from transforms.simulator import Fleet
@@ -256,13 +285,20 @@ def simulate(args: argparse.Namespace, client_log: _ClientLog | None = None) -> 
     listener = None
     if not args.no_actions:
         try:
-            listener = CommandListener(fleet, cfg, secret, ACTIONS_TOPIC, serde=serde,
-                                       from_beginning=args.actions_from == "beginning",
-                                       timeout_s=REACH_TIMEOUT_S)
-        except BrokerUnavailable as exc:
+            listener = CommandListener(
+                fleet, cfg, secret, ACTIONS_TOPIC, serde=serde,
+                from_beginning=args.actions_from == "beginning", timeout_s=REACH_TIMEOUT_S,
+                sequence_file=args.command_state or command_state_path(config),
+                max_skew_ms=int(args.clock_skew * 1000),
+                max_lag_ms=int(args.max_command_lag * 1000))
+        except (BrokerUnavailable, SequenceFileError) as exc:
             raise SimulateError(str(exc)) from exc
         if args.actions_from == "beginning":
-            listener.catch_up(start_ms, CATCH_UP_S)
+            try:
+                listener.catch_up(start_ms, CATCH_UP_S)
+            except SequenceFileError as exc:
+                listener.close()
+                raise SimulateError(str(exc)) from exc
 
     pub = _Publisher(producer, listener, args.rate, generated_until(fleet), serde.reframe)
     t0 = time.perf_counter()
@@ -301,10 +337,29 @@ def simulate(args: argparse.Namespace, client_log: _ClientLog | None = None) -> 
             **listener.tally(), "rejected_reasons": listener.reasons(),
             "accepted_setpoints": [asdict(r) for r in listener.results
                                    if r.status == "accepted"]},
+        "command_error": pub.command_error,
         "start_ms": start_ms,
         "last_arrival_ms": pub.arrival_ms,
         "ground_truth": args.ground_truth,
     }
+
+
+def command_state_path(config) -> Path:
+    """The default sequence file of a simulated plant: one per fleet configuration, so a
+    restart of the same fleet remembers what it applied and another fleet starts afresh.
+
+    >>> from transforms.simulator import FleetConfig
+    >>> command_state_path(FleetConfig(seed=1)) == command_state_path(FleetConfig(seed=1))
+    True
+    >>> command_state_path(FleetConfig(seed=1)) == command_state_path(FleetConfig(seed=2))
+    False
+    """
+    import hashlib
+
+    from pipelines.kafka.broker import state_dir
+
+    fleet = hashlib.sha256(json.dumps(asdict(config), sort_keys=True).encode()).hexdigest()
+    return state_dir() / "commands" / f"simulator-{fleet[:16]}.json"
 
 
 def _message_timeout_s(cfg: dict[str, Any]) -> float:
@@ -362,6 +417,7 @@ class _Publisher:
         self.refused = 0  # messages the client refused before sending (never queued)
         self.arrival_ms: int | None = None  # of the last message handed to the client
         self.interrupted = False
+        self.command_error: str | None = None  # the command loop had to stop: why
 
     @property
     def now_event_ms(self) -> int | None:
@@ -375,9 +431,15 @@ class _Publisher:
             self.delivered[msg.topic()] += 1
 
     def _poll_commands(self, timeout: float = 0.0) -> None:
+        from pipelines.kafka.sequences import SequenceFileError
+
         if self.listener is not None:
             now = self.now_event_ms
-            self.listener.poll(now if now is not None else 0, timeout=timeout)
+            try:
+                self.listener.poll(now if now is not None else 0, timeout=timeout)
+            except SequenceFileError as exc:  # cannot remember what it applied: stop applying
+                self.command_error = str(exc)
+                self.listener = None
 
     def _poll(self) -> None:
         self.producer.poll(0)

@@ -5,7 +5,9 @@ schema ids are either the repo's local ids or a schema registry's, timestamps ar
 ``timestamp-millis`` and dead letters carry raw bytes, so a generic consumer shows
 gibberish. ``twin tail`` decodes every message with :mod:`schemas` (or the registry, with
 ``--schema-registry-url``), shows the fields that matter per schema, and checks the
-HMAC signature of setpoint commands (``--hmac-key-file``).
+signature of actions (``--hmac-key-file``, or the key ``twin run`` would sign with): the
+version-2 signed command of :mod:`transforms.signing`, whose stamp (issue time, expiry,
+sequence) it shows, and whether the command has expired by now.
 
 - By default only messages that arrive after it starts are shown; ``--from-beginning``
   reads each partition from its start. It reads without a consumer group (it assigns the
@@ -34,6 +36,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from jobs import hints
 from pipelines.kafka.broker import BrokerUnavailable
 from pipelines.kafka.config import (
     KafkaConfigError,
@@ -93,13 +96,29 @@ def jsonable(value: Any) -> Any:
 
 def signature_status(secret: bytes | None, topic: str, key: bytes | None, value: bytes,
                      headers) -> str:
-    """``valid``, ``invalid``, ``missing``, or ``unverified`` (signed, but no key to check)."""
-    sig = signing.header_value(headers)
-    if sig is None:
-        return "missing"
+    """``valid``, ``invalid`` (also: unreadable stamp), ``missing``, ``legacy`` (only a
+    version-1 signature, which receivers refuse), or ``unverified`` (signed, no key)."""
+    verdict = signing.verify_headers(secret or b"", topic, key, value, headers)
+    if verdict.status in ("missing", "legacy"):
+        return verdict.status
+    if verdict.status == "malformed":
+        return "invalid"
     if secret is None:
         return "unverified"
-    return "valid" if signing.verify(secret, topic, key, value, sig) else "invalid"
+    return verdict.status
+
+
+def command_stamp(secret: bytes, topic: str, key: bytes | None, value: bytes, headers,
+                  now_ms: int | None = None) -> dict[str, Any] | None:
+    """The verified stamp of a signed command (None if it does not verify), with whether
+    it has ``expired`` at ``now_ms`` (default: now)."""
+    verdict = signing.verify_headers(secret, topic, key, value, headers)
+    if verdict.status != "valid":
+        return None
+    now = signing.wall_clock_ms() if now_ms is None else now_ms
+    st = verdict.stamp
+    return {"issued_at_ms": st.issued_at_ms, "expires_at_ms": st.expires_at_ms,
+            "seq": st.seq, "expired": now > st.expires_at_ms}
 
 
 def describe(msg, serde, secret: bytes | None = None) -> dict[str, Any]:
@@ -127,6 +146,8 @@ def describe(msg, serde, secret: bytes | None = None) -> dict[str, Any]:
     out["record"] = jsonable(record)
     if name == ACTION_SCHEMA:
         out["signature"] = signature_status(secret, msg.topic(), key, value, msg.headers())
+        if out["signature"] == "valid":
+            out["command"] = command_stamp(secret, msg.topic(), key, value, msg.headers())
     return out
 
 
@@ -150,7 +171,8 @@ def _duration(s: float | None) -> str:
     return f"{s:.0f}s"
 
 
-def summary(name: str, r: dict[str, Any], signature: str | None = None) -> str:
+def summary(name: str, r: dict[str, Any], signature: str | None = None,
+            command: dict[str, Any] | None = None) -> str:
     """The most useful fields of a record of schema ``name`` (as :func:`jsonable` makes it),
     as one line of rich markup."""
     e = escape
@@ -174,9 +196,13 @@ def summary(name: str, r: dict[str, Any], signature: str | None = None) -> str:
         if r.get("dry_run"):
             text += " [dim](dry run)[/]"
         if signature is not None:
-            sig_color = {"valid": "green", "invalid": "bold red", "missing": "red"}.get(
-                signature, "dim")
+            sig_color = {"valid": "green", "invalid": "bold red", "missing": "red",
+                         "legacy": "red"}.get(signature, "dim")
             text += f" [{sig_color}]signature {signature}[/]"
+            if command is not None:
+                text += (f" [dim]seq {command['seq']}, "
+                         f"{'[yellow]expired[/yellow]' if command['expired'] else 'valid'} "
+                         f"until {_when(command['expires_at_ms'])}[/]")
         return text
     if name == "twin/state.v1":
         alert = "[bold red]OPEN[/]" if r["alert_open"] else "closed"
@@ -212,7 +238,7 @@ def human_line(d: dict[str, Any]) -> str:
         err = d["error"]
         return (f"{head} [bold red]undecodable[/] [red]{escape(err['reason'])}[/]: "
                 f"{escape(err['detail'])} ({d['size']} bytes)")
-    return f"{head} {summary(d['schema'], d['record'], d.get('signature'))}"
+    return f"{head} {summary(d['schema'], d['record'], d.get('signature'), d.get('command'))}"
 
 
 # -- Kafka ----------------------------------------------------------------------------------
@@ -280,7 +306,7 @@ def main(args: argparse.Namespace) -> int:
     err = Console(stderr=True, highlight=False, soft_wrap=True)
 
     def fail(text: str) -> int:
-        err.print(f"[red]twin tail: {escape(text)}[/red]")
+        err.print(f"[red]twin tail: {escape(hints.rewrite(text))}[/red]")
         return 2
 
     if args.max is not None and args.max < 1:

@@ -21,7 +21,8 @@ REASONS: frozenset[str] = frozenset(
         "non_finite_value",  # NaN or +/-inf
         "out_of_range",  # outside the catalog's physical plausibility range
         "bad_timestamp",  # unparseable timestamp
-        "timestamp_in_future",  # later than now + allowed clock skew
+        "timestamp_in_future",  # later than now + allowed clock skew (arrival or our clock)
+        "timestamp_jump",  # far ahead of its asset's latest event time, not (yet) confirmed
         "timestamp_too_old",  # earlier than now - max age
         "no_good_values",  # every sensor had bad quality
     }

@@ -8,8 +8,15 @@ many assets' windows together, :func:`close_windows`) and of one asset in stream
 either way each twin's outputs are the same.
 
 Outputs are ``(tag, record)`` pairs; tags are :data:`FEATURES`, :data:`PREDICTION`,
-:data:`ACTION`, :data:`STATE` and :data:`LATE`, and records match the Avro schemas in
-``schemas/avro/twin``.
+:data:`ACTION`, :data:`STATE`, :data:`LATE`, :data:`DUPLICATE` and :data:`DEAD_LETTER`, and
+records match the Avro schemas in ``schemas/avro/twin``.
+
+Before a reading reaches the windows, its event time is judged against the asset's own
+(:class:`~transforms.eventtime.EventTimeGuard`): one far ahead of the asset's latest, and
+not confirmed by the readings after it, is a dead letter (reason ``timestamp_jump``,
+stage ``twin``, the canonical reading as its payload) and moves no watermark. Bindings
+send :data:`DEAD_LETTER` records where normalization's dead letters go and count them
+as dead letters, not valid readings.
 """
 
 from __future__ import annotations
@@ -18,8 +25,13 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import numpy as np
+
+from schemas import wire
 from transforms.columns import ReadingBlock, sensor_names
+from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.detectors import for_asset
+from transforms.eventtime import DEFAULT_CONFIRMATIONS, DEFAULT_MAX_JUMP_MS, EventTimeGuard
 from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
@@ -29,6 +41,7 @@ FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
     "features", "prediction", "action", "state", "late", "duplicate",
 )
 Output = tuple[str, dict[str, Any]]
+JUMP = "timestamp_jump"  # the dead-letter reason of a reading held back by the guard
 # Shards of a fleet (an engine's state keys, :class:`TwinShard`) in bounded runs: enough
 # for a runner's parallelism, few enough that a shard's call holds many assets' windows
 # (~16 of 1,000). Streams key by asset (pipelines.beam.twin says why).
@@ -47,6 +60,11 @@ class AssetTwin:
     min_readings
         Windows with fewer distinct readings are reported as features but neither scored
         nor learned from (too few points for a spread).
+    max_jump_ms, jump_confirmations
+        The event-time guard (:class:`~transforms.eventtime.EventTimeGuard`): a reading
+        more than ``max_jump_ms`` ahead of the asset's latest event time is a dead letter
+        unless ``jump_confirmations`` readings in a row confirm the jump (``max_jump_ms``
+        ``None``: no guard).
     detector, health, policy
         The detector's configuration (``{"kind": "asset", <settings>}``, the kind
         ``"asset"`` by default: :func:`transforms.detectors.for_asset`), and keyword
@@ -63,6 +81,8 @@ class AssetTwin:
         allowed_lateness_ms: int = 60_000,
         out_of_orderness_ms: int = 20_000,
         min_readings: int = 4,
+        max_jump_ms: int | None = DEFAULT_MAX_JUMP_MS,
+        jump_confirmations: int = DEFAULT_CONFIRMATIONS,
         detector: dict[str, Any] | None = None,
         health: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
@@ -72,6 +92,7 @@ class AssetTwin:
         self.window_ms = window_ms
         self.min_readings = min_readings
         self.buffer = WindowBuffer(window_ms, allowed_lateness_ms, out_of_orderness_ms)
+        self.guard = EventTimeGuard(max_jump_ms, jump_confirmations)
         self.detector = for_asset(asset_type, detector)
         self.health = HealthForecaster(window_s=window_ms / 1000, **(health or {}))
         self.policy = ActionPolicy(**(policy or {}))
@@ -79,6 +100,11 @@ class AssetTwin:
         self.last_drift_ms: int | None = None
         self.nominal: dict[str, float] = {}  # warm-up mean of setpoint-controlled sensors
         self._warm_sums: dict[str, tuple[float, int]] = {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        if "guard" not in state:  # a twin saved before the guard existed: the default one
+            self.guard = EventTimeGuard()
 
     # -- engine entry points ------------------------------------------------------------
     def add(self, reading: dict[str, Any]) -> list[Output]:
@@ -110,6 +136,10 @@ class AssetTwin:
     def take(self, reading: dict[str, Any]) -> tuple[list[Output], list[Window]]:
         """Buffer one reading: its own outputs (late, duplicate) and the windows it
         closed, not yet scored (:meth:`close`)."""
+        latest = self.buffer.max_ts_ms
+        held = self.guard.admit(int(reading["ts_ms"]), latest)
+        if held is not None:
+            return [(DEAD_LETTER, self._held_back(reading, held, latest))], []
         status, closed = self.buffer.add(reading)
         if status == "late":
             return [(LATE, reading)], []
@@ -117,10 +147,32 @@ class AssetTwin:
 
     def take_block(self, block: ReadingBlock) -> tuple[list[Output], list[Window]]:
         """:meth:`take` for a block of this asset's readings."""
+        out: list[Output] = []
+        latest = self.buffer.max_ts_ms
+        if not self.guard.admits_all(block.ts_ms, latest):  # row by row, as take would
+            admit = self.guard.admit
+            keep: list[int] = []
+            for i, ts in enumerate(block.ts_ms.tolist()):
+                held = admit(ts, latest)
+                if held is None:
+                    keep.append(i)
+                    latest = max(latest, ts)
+                else:
+                    out.append((DEAD_LETTER, self._held_back(block.reading(i), held, latest)))
+            if len(keep) < len(block):
+                block = block.take(np.asarray(keep, dtype=np.intp))
         late, dups, closed = self.buffer.add_block(block)
-        out: list[Output] = [(LATE, r) for r in late]
+        out.extend((LATE, r) for r in late)
         out.extend((DUPLICATE, r) for r in dups)
         return out, closed
+
+    def _held_back(self, reading: dict[str, Any], why: str, latest_ms: int) -> dict[str, Any]:
+        """The dead letter of a reading the guard held back: the canonical reading as its
+        payload (the raw message stays in its source), time = the asset's latest."""
+        return dead_letter("twin", JUMP, f"asset {self.asset_id}: {why}",
+                           reading.get("vendor") or "", self.asset_id.encode(),
+                           wire.encode("twin/reading.v1", reading),
+                           latest_ms)
 
     def close(self, windows: list[Window]) -> list[Output]:
         """Score closed windows, in order: their features, predictions, actions, state."""

@@ -3,7 +3,15 @@
 Vendor adapters make a reading *canonical* (names, SI units, UTC ms); this module decides
 whether it is *plausible*: a printable asset id of a known type, a timestamp inside the
 accepted window around the processing clock, and finite values inside the catalog's
-physical ranges. The first failed check raises
+physical ranges.
+
+The processing clock is the message's arrival time (``now_ms``: its Kafka timestamp), so
+a replay of old data is judged as it was received. A producer sets that timestamp
+itself, though: a message whose event time and Kafka timestamp are both forged into the
+future would pass. So a reading is also refused when it is ahead of this machine's own
+clock (``clock_ms``) by more than the allowed skew, whatever its arrival time says.
+Readings ahead of their own asset's history are judged later, per asset
+(:mod:`transforms.eventtime`). The first failed check raises
 :class:`~transforms.errors.InvalidReading`; the checks run in a fixed order (identity,
 time, values) so a reading always gets the same reason.
 
@@ -66,6 +74,7 @@ def validate(
     now_ms: int,
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
     max_age_ms: int = DEFAULT_MAX_AGE_MS,
+    clock_ms: int | None = None,
 ) -> dict[str, Any]:
     """Return ``reading`` unchanged if it is plausible, else raise ``InvalidReading``.
 
@@ -80,6 +89,10 @@ def validate(
         (``timestamp_in_future``).
     max_age_ms
         Readings earlier than ``now_ms - max_age_ms`` are refused (``timestamp_too_old``).
+    clock_ms
+        This machine's clock, UTC epoch ms (``None``: not checked): readings later than
+        ``clock_ms + max_future_ms`` are refused too (``timestamp_in_future``), so a
+        forged arrival time cannot carry a forged event time in.
 
     Raises
     ------
@@ -100,6 +113,11 @@ def validate(
     if ts_ms > now_ms + max_future_ms:
         raise InvalidReading(
             "timestamp_in_future", f"ts_ms {ts_ms} is {ts_ms - now_ms} ms after now {now_ms}"
+        )
+    if clock_ms is not None and ts_ms > clock_ms + max_future_ms:
+        raise InvalidReading(
+            "timestamp_in_future", f"ts_ms {ts_ms} is {ts_ms - clock_ms} ms after this "
+            f"machine's clock {clock_ms} (arrival time {now_ms}: not to be trusted alone)"
         )
     if ts_ms < now_ms - max_age_ms:
         raise InvalidReading(

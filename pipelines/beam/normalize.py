@@ -30,11 +30,15 @@ class NormalizeFn(beam.DoFn):
     Event timestamps are judged against the message's arrival time (the broker's log
     time, as a Kafka consumer sees it), so a replay of old data is judged as it was
     received; ``now_ms`` fixes the clock instead, and without either the wall clock is used.
+    A producer sets a message's Kafka timestamp, so event times are also judged against
+    this machine's wall clock (``clock_ms`` fixes it, for tests): a reading in its future
+    is a dead letter whatever its arrival time says.
     """
 
     def __init__(self, now_ms: int | None = None, max_bytes: int = 1 << 20,
                  max_future_ms: int = 300_000, max_age_ms: int = 366 * 86_400_000,
-                 serde=None, shards: int | None = None) -> None:
+                 serde=None, shards: int | None = None,
+                 clock_ms: int | None = None) -> None:
         """``serde``: decode with a :class:`~pipelines.kafka.serde.RegistrySerde` (a schema
         registry's ids); default: the repo's local ids. A registry that cannot answer
         raises (the runner retries the bundle): that is not the message's fault.
@@ -43,6 +47,7 @@ class NormalizeFn(beam.DoFn):
         asset, ``(asset_id, [(asset_id, ReadingBlock)])``)."""
         self.shards = shards
         self.now_ms = now_ms
+        self.clock_ms = clock_ms
         self.serde = serde
         self.max_bytes = max_bytes
         self.max_future_ms = max_future_ms
@@ -65,6 +70,7 @@ class NormalizeFn(beam.DoFn):
         blocks, rejects = normalize_batch(
             [m[2] for m in batch], nows, max_bytes=self.max_bytes,
             max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
+            clock_ms=self.clock_ms if self.clock_ms is not None else wall,
             **({"decode": self.serde.decode} if self.serde is not None else {}))
         for i, exc in rejects:
             source, key, value, arrival_ms = batch[i]

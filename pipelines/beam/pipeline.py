@@ -2,7 +2,8 @@
 
     messages
       | NormalizeReadings      -> readings | dead letters (reason + original bytes)
-      | RunTwins               -> features, predictions, actions, state, late readings
+      | RunTwins               -> features, predictions, actions, state, late readings,
+                                  dead letters (readings far ahead of their asset's time)
       | Write<Kind>            -> <out>/<kind>.avro and <out>/<kind>.parquet
 """
 
@@ -15,6 +16,7 @@ import apache_beam as beam
 from pipelines.beam.normalize import NormalizeReadings
 from pipelines.beam.sinks import WriteRecords
 from pipelines.beam.twin import CHECKPOINT, RunTwins
+from transforms.deadletter import DEAD_LETTER
 from transforms.twin import ACTION, DEFAULT_SHARDS, FEATURES, LATE, PREDICTION, STATE
 
 # output file name -> (tag in the twin outputs, schema)
@@ -51,7 +53,8 @@ class ProcessMessages(beam.PTransform):
         twins = norm["readings"] | "RunTwins" >> RunTwins(
             self.twin_kwargs, self.initial_path, self.checkpoint, self.shards)
         out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
-        out["dead_letters"] = norm["dead_letters"]
+        out["dead_letters"] = (norm["dead_letters"], twins[DEAD_LETTER]) \
+            | "AllDeadLetters" >> beam.Flatten()
         if self.checkpoint:
             out[CHECKPOINT] = twins[CHECKPOINT]
         return out

@@ -1,8 +1,24 @@
-"""File sinks: each output kind as one Avro file and one Parquet file."""
+"""File sinks: each output kind as one Avro file and one Parquet file, and the output
+folder a run claims for itself.
+
+Beam's file sinks write each file in a temporary folder next to it,
+``<out>/beam-temp-<name>-<uuid>``, and rename it into place when the pipeline finishes;
+a run that is killed never gets there, and its temporary folders stay. Nothing reads
+them (the outputs of a killed run are written again by its rerun), so
+:func:`claim_out_dir` removes them before the next run into the same folder, once that
+run holds the folder's lock: no other run can be writing there, so no temporary folder
+in it is in use.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
 
 import apache_beam as beam
 
@@ -30,3 +46,50 @@ class WriteRecords(beam.PTransform):
                 prefix, schema=arrow_schema(self.schema_name), file_name_suffix=".parquet",
                 num_shards=1, shard_name_template="")
         return records
+
+
+LOCK_FILE = ".twin-run.lock"
+# FileBasedSink._create_temp_dir: 'beam-temp-' + the output's file name prefix + '-' +
+# uuid1().hex
+_BEAM_TEMP = re.compile(r"^beam-temp-.+-[0-9a-f]{32}$")
+
+
+class OutputFolderBusy(RuntimeError):
+    """Another run is writing to the same output folder."""
+
+
+@contextlib.contextmanager
+def claim_out_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``path`` (created if missing) for one run: an exclusive lock on
+    ``<path>/.twin-run.lock`` (released when the block ends or the process dies, however),
+    then the Beam temporary folders earlier, killed runs left there removed.
+
+    Raises :class:`OutputFolderBusy` if another live run holds the folder."""
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            raise OutputFolderBusy(
+                f"another run (pid {holder}) is writing to {out}: wait for it to end, or "
+                "pass another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        remove_stale_temp(out)
+        yield out
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp(out: Path) -> list[Path]:
+    """Remove Beam's temporary sink folders in ``out`` (call it only while holding the
+    folder, :func:`claim_out_dir`); returns what was removed."""
+    removed = []
+    for entry in out.iterdir():
+        if _BEAM_TEMP.match(entry.name) and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+            removed.append(entry)
+    return removed

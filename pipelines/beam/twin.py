@@ -46,6 +46,7 @@ from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import progress
+from transforms.deadletter import DEAD_LETTER
 from transforms.twin import (
     ACTION,
     DEFAULT_SHARDS,
@@ -59,7 +60,7 @@ from transforms.twin import (
     shard_of,
 )
 
-TAGS = (FEATURES, PREDICTION, ACTION, STATE, LATE)
+TAGS = (FEATURES, PREDICTION, ACTION, STATE, LATE, DEAD_LETTER)
 CHECKPOINT = "checkpoint"
 
 # What one twin weighs in the SDK's state cache (a shard weighs its twins): about its
@@ -105,7 +106,8 @@ def _read(state) -> TwinShard | None:
 
 class TwinFn(beam.DoFn):
     """``(shard, [(asset_id, ReadingBlock) | reading dict, ...])`` in; features,
-    predictions, actions, state, late readings out."""
+    predictions, actions, state, late readings and the dead letters of readings the
+    event-time guard held back (:mod:`transforms.eventtime`) out."""
 
     TWIN_STATE = ReadModifyWriteStateSpec("twin", PickleCoder())
     CLOSE_TIMER = TimerSpec("close", TimeDomain.WATERMARK)
@@ -125,6 +127,10 @@ class TwinFn(beam.DoFn):
         }
         self.anomalies = Metrics.counter("twin", "anomalies")
         self.drift_events = Metrics.counter("twin", "drift_events")
+        # a reading the event-time guard holds back passed normalization (counted valid
+        # there) and is a dead letter after all: readings_in == valid + dead letters
+        self.readings_valid = Metrics.counter("twin", "readings_valid")
+        self.dead_letters = Metrics.counter("twin", "dead_letters")
 
     def _emit(self, outputs, timer, last, shard: TwinShard):
         for tag, record in outputs:
@@ -138,6 +144,10 @@ class TwinFn(beam.DoFn):
                     self.drift_events.inc()
             elif tag == ACTION:
                 Metrics.counter("twin.actions", record["kind"]).inc()
+            elif tag == DEAD_LETTER:
+                self.readings_valid.dec()
+                self.dead_letters.inc()
+                Metrics.counter("twin.dead_letters", record["reason"]).inc()
             if tag == DUPLICATE:
                 continue  # counted; the first copy is in its window
             ts = record.get("window_end_ms", record.get("ts_ms"))

@@ -7,8 +7,9 @@
 - :class:`TwinFunction` (a ``KeyedProcessFunction`` keyed by asset id): one
   :class:`~transforms.twin.AssetTwin` per key, live in memory and in keyed state as a
   snapshot plus a log of what it took since, an event-time timer at the earliest open
-  window's deadline, predictions on the main output and actions, state, features and
-  late readings on side outputs.
+  window's deadline, predictions on the main output and actions, state, features,
+  late readings and the dead letters of readings its event-time guard held back
+  (:data:`TWIN_DEAD_LETTERS`) on side outputs.
 
 Everything here is plain Python executed in Flink's Python workers; nothing imports
 ``apache_beam``.
@@ -25,14 +26,15 @@ from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
 from pipelines.flink.sources import END_OF_INPUT
-from transforms.deadletter import dead_letter
+from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
 from transforms.normalize import normalize_message
 from transforms.twin import ACTION, DUPLICATE, FEATURES, LATE, PREDICTION, STATE, AssetTwin
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
 DEAD_LETTERS = OutputTag("dead_letters", PICKLED)
-SIDE = {tag: OutputTag(tag, PICKLED) for tag in (ACTION, STATE, FEATURES, LATE)}
+SIDE = {tag: OutputTag(tag, PICKLED) for tag in (ACTION, STATE, FEATURES, LATE, DEAD_LETTER)}
+TWIN_DEAD_LETTERS = SIDE[DEAD_LETTER]  # readings the twin's event-time guard held back
 
 
 class NormalizeFunction(ProcessFunction):
@@ -40,7 +42,8 @@ class NormalizeFunction(ProcessFunction):
 
     ``source`` says where the message came from (``topic/partition@offset`` for Kafka),
     ``arrival_ms`` is its broker time: event timestamps are judged against it, as in the
-    Beam binding, so a replay is judged as it was received.
+    Beam binding, so a replay is judged as it was received, and against this machine's
+    wall clock, since a producer sets the broker time of its messages.
     """
 
     def __init__(self, max_bytes: int = 1 << 20, max_future_ms: int = 300_000,
@@ -55,12 +58,14 @@ class NormalizeFunction(ProcessFunction):
         if source == END_OF_INPUT:  # not data: the bounded source's last word per asset
             yield {"asset_id": key.decode(), END_OF_INPUT: True}
             return
-        now = arrival_ms if arrival_ms is not None else int(time.time() * 1000)
+        clock = int(time.time() * 1000)
+        now = arrival_ms if arrival_ms is not None else clock
         kwargs = {"decode": self.serde.decode} if self.serde is not None else {}
         try:
             reading = normalize_message(
                 value, now_ms=now, max_bytes=self.max_bytes,
-                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms, **kwargs)
+                max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
+                clock_ms=clock, **kwargs)
         except InvalidReading as exc:
             yield DEAD_LETTERS, dead_letter("normalize", exc.reason, exc.detail, source, key,
                                             value, now)
@@ -129,7 +134,7 @@ class TwinFunction(KeyedProcessFunction):
         group = runtime_context.get_metrics_group().add_group("twin")
         self.counters = {name: group.counter(name) for name in (
             "windows", "predictions", "anomalies", "drift_events", "late_readings",
-            "duplicate_readings", "actions")}
+            "duplicate_readings", "actions", "dead_letters")}
 
     def _twin(self, asset_id: str, reading: dict[str, Any] | None = None) -> AssetTwin | None:
         twin = self.live.get(asset_id)
@@ -177,6 +182,8 @@ class TwinFunction(KeyedProcessFunction):
                     self.counters["late_readings"].inc()
                 elif tag == ACTION:
                     self.counters["actions"].inc()
+                elif tag == DEAD_LETTER:
+                    self.counters["dead_letters"].inc()
                 yield SIDE[tag], record
         self._set_timer(ctx, asset_id, twin.next_deadline_ms())
 

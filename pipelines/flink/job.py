@@ -12,8 +12,14 @@
          twin.deadletter) and/or JSON-lines files
 
 The job is described by :class:`FlinkJobOptions` (a JSON file when submitted with
-``flink run -py``: secrets are never on a command line); :func:`build` wires it on a
-``StreamExecutionEnvironment``; :func:`main` is what ``jobs/flink_job.py`` runs.
+``flink run -py``: secrets are never on a command line, and the file is created mode 0600
+in a 0700 folder); :func:`build` wires it on a ``StreamExecutionEnvironment``;
+:func:`main` is what ``jobs/flink_job.py`` runs.
+
+Actions are signed with the key the submitting command resolved exactly as the Beam path
+does (``--hmac-key-file``, ``twin.hmac.key``, ``$TWIN_HMAC_KEY``, the per-user key: see
+:mod:`pipelines.kafka.secrets`), carried in the options (a key file by its path, any other
+key itself), never looked up again where the job happens to run (:func:`job_signer`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from transforms.signing import DEFAULT_VALIDITY_MS
 
 # file output name -> (side output tag or None for the main output, Kafka output tag)
 OUTPUTS: dict[str, tuple[str | None, str | None]] = {
@@ -44,13 +52,19 @@ class FlinkJobOptions:
     # simulator
     fleet: dict[str, Any] = field(default_factory=dict)  # FleetConfig fields
     # kafka
-    kafka: dict[str, Any] = field(default_factory=dict)  # client settings incl. bootstrap
+    # client settings incl. bootstrap (and secrets such as sasl.password: not in the repr)
+    kafka: dict[str, Any] = field(default_factory=dict, repr=False)
     topics: list[str] = field(default_factory=list)
     group_id: str = "twinstream-flink"
     stop_offsets: dict[str, int] | None = None  # kafka, bounded: "topic/partition" -> end
     schema_registry_url: str | None = None
-    registry_conf: dict[str, Any] = field(default_factory=dict)
+    registry_conf: dict[str, Any] = field(default_factory=dict, repr=False)
+    # the signing key: a key file's absolute path, or the key itself when it came from a
+    # setting, the environment or the per-user file (None and no file: resolved where the
+    # job is built, for options made by hand)
     hmac_key_file: str | None = None
+    hmac_key: str | None = field(default=None, repr=False)
+    command_validity_ms: int = DEFAULT_VALIDITY_MS
     # sinks
     sinks: list[str] = field(default_factory=lambda: ["files"])  # files and/or kafka
     out_dir: str = "out/flink"
@@ -78,13 +92,27 @@ class FlinkJobOptions:
     job_name: str = "twinstream"
 
     def dump(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(json.dumps(asdict(self), indent=1))
-        return p
+        """Write the options (they may hold secrets: mode 0600 from the start, in a 0700
+        folder, atomically)."""
+        from pipelines.private_files import write_private
+
+        return write_private(path, json.dumps(asdict(self), indent=1).encode())
 
     @classmethod
     def load(cls, path: str | Path) -> FlinkJobOptions:
         return cls(**json.loads(Path(path).read_text()))
+
+
+def job_signer(opts: FlinkJobOptions):
+    """The :class:`~transforms.signing.Signer` of the job's action sink."""
+    from pipelines.kafka.secrets import hmac_key
+    from transforms.signing import Signer
+
+    if opts.hmac_key:
+        key = opts.hmac_key.encode()
+    else:
+        key = hmac_key(opts.hmac_key_file, {})
+    return Signer(key, opts.command_validity_ms)
 
 
 def environment(opts: FlinkJobOptions):
@@ -123,6 +151,7 @@ def build(env, t_env, opts: FlinkJobOptions):
         DEAD_LETTERS,
         PICKLED,
         SIDE,
+        TWIN_DEAD_LETTERS,
         NormalizeFunction,
         TwinFunction,
     )
@@ -159,8 +188,11 @@ def build(env, t_env, opts: FlinkJobOptions):
     twins = (by_asset
              .process(TwinFunction(opts.twin_kwargs), output_type=PICKLED)
              .name("twin"))
+    # dead letters: the messages normalization refused and the readings the twins'
+    # event-time guard held back
     streams = {"predictions": twins,
-               "dead_letters": normalized.get_side_output(DEAD_LETTERS)}
+               "dead_letters": normalized.get_side_output(DEAD_LETTERS).union(
+                   twins.get_side_output(TWIN_DEAD_LETTERS))}
     for name, (tag, _) in OUTPUTS.items():
         if tag in SIDE:
             streams[name] = twins.get_side_output(SIDE[tag])
@@ -170,11 +202,10 @@ def build(env, t_env, opts: FlinkJobOptions):
             file_sink(stream, opts.out_dir, name)
     statements = None
     if "kafka" in opts.sinks:
-        from pipelines.kafka.secrets import hmac_key
         from pipelines.kafka.serde import LocalSerde
         from pipelines.kafka.topics import OUTPUT_TOPICS
 
-        secret = hmac_key(opts.hmac_key_file, {})
+        secret = job_signer(opts)
         statements = t_env.create_statement_set()
         for name, (_, kafka_tag) in OUTPUTS.items():
             if kafka_tag is None:

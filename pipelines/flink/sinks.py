@@ -1,9 +1,9 @@
 """Flink sinks of the twin's outputs.
 
 - :func:`kafka_sink`: Kafka through Flink's Kafka SQL connector (key and value as raw
-  bytes, the action signature as a header: the DataStream ``KafkaSink`` of PyFlink cannot
-  write headers). Values are encoded in Python exactly as the Beam binding encodes them
-  (:func:`pipelines.kafka.outputs.encode_output`). Delivery is at-least-once: the sink
+  bytes, the signed command stamp of actions as headers: the DataStream ``KafkaSink`` of
+  PyFlink cannot write headers). Values are encoded in Python exactly as the Beam binding
+  encodes them (:func:`pipelines.kafka.outputs.encode_output`). Delivery is at-least-once: the sink
   flushes on every checkpoint; a restore may repeat records written after the last one,
   with the same deterministic ids.
 - :func:`file_sink`: JSON lines under ``OUT/<output>/`` through Flink's ``FileSink`` (part
@@ -47,7 +47,7 @@ def file_sink(stream, out_dir: str, name: str) -> None:
 
 
 class _Encode:
-    def __init__(self, topic: str, schema: str, serde, secret: bytes | None) -> None:
+    def __init__(self, topic: str, schema: str, serde, secret) -> None:
         self.topic, self.schema, self.serde, self.secret = topic, schema, serde, secret
 
     def __call__(self, record: dict[str, Any]):
@@ -61,8 +61,9 @@ class _Encode:
 
 
 def kafka_sink(t_env, statements, stream, config: dict[str, Any], topic: str, schema: str,
-               serde, secret: bytes | None = None) -> None:
-    """``stream`` of records -> ``topic`` (added to ``statements``, a ``StatementSet``)."""
+               serde, secret=None) -> None:
+    """``stream`` of records -> ``topic`` (added to ``statements``, a ``StatementSet``);
+    ``secret``: a :class:`~transforms.signing.Signer` (or key) that signs each record."""
     table_name = "sink_" + topic.replace(".", "_")
     options = {
         "connector": "kafka",

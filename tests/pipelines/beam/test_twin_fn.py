@@ -106,3 +106,28 @@ def test_end_of_input_closes_every_open_window_in_one_state_write(monkeypatch, s
     else:  # 0: one key per asset; 64: p1 and p2 fall in different shards
         assert shards == 0 or shard_of("p1", 64) != shard_of("p2", 64)
         assert sorted(pickles) == [("p1",), ("p1",), ("p2",), ("p2",)]
+
+
+def test_a_forged_reading_in_a_stream_is_a_dead_letter_and_closes_nothing():
+    """Unbounded: one reading of p1 in 2100 arrives among its genuine ones. Without the
+    event-time guard it closed every open window at once and made the rest late."""
+    forged = {**reading("p1", 4_102_444_800_000), "reading_id": "v:p1:forged"}
+    stream = (
+        TestStream()
+        .add_elements([tv(reading("p1", 5_000)), tv(reading("p1", 20_000))])
+        .add_elements([TimestampedValue(forged, 25)])  # arrives now, claims 2100
+        .add_elements([tv(reading("p1", 40_000)), tv(reading("p1", 70_000))])
+        .advance_watermark_to(200)
+        .add_elements([tv(reading("p1", 130_000))])  # its window [120 s, 180 s) is open
+        .advance_watermark_to_infinity()
+    )
+    with streaming_pipeline() as p:
+        outs = p | stream | RunTwins(TWIN, shards=0)
+        windows = outs["features"] | "W" >> beam.Map(
+            lambda f: (f["window_start_ms"], f["count"]))
+        late = outs["late"] | "L" >> beam.Map(lambda r: r["ts_ms"])
+        dead = outs["dead_letter"] | "D" >> beam.Map(
+            lambda d: (d["stage"], d["reason"], d["ts_ms"], d["key"]))
+        assert_that(windows, equal_to([(0, 3), (60_000, 1), (120_000, 1)]), label="windows")
+        assert_that(late, equal_to([]), label="late")
+        assert_that(dead, equal_to([("twin", "timestamp_jump", 20_000, b"p1")]), label="dead")

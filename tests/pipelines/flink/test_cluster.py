@@ -223,7 +223,7 @@ def test_cli_start_on_busy_port_fails_with_exit_2(tmp_path, capsys):
 
 
 def test_cli_status_and_stop_without_cluster(capsys):
-    assert cli.main(["flink", "cluster", "status"]) == 3
+    assert cli.main(["flink", "cluster", "status"]) == 1  # not running: a failed check
     assert cli.main(["flink", "cluster", "stop"]) == 0
     out = capsys.readouterr().out
     assert "no Flink cluster running" in out
@@ -258,7 +258,7 @@ def test_cli_start_status_stop(tmp_path, monkeypatch, capsys):
         assert "Flink cluster stopped" in capsys.readouterr().out
         assert not (tmp_path / "state" / "flink-cluster.json").exists()
         assert not any(fc.pid_alive(p) for p in seen)
-        assert cli.main(["flink", "cluster", "status"]) == 3
+        assert cli.main(["flink", "cluster", "status"]) == 1
     finally:
         fc.stop_background()
         _kill_leftovers(seen)

@@ -15,6 +15,7 @@ import pytest
 
 from jobs.cli import main
 from pipelines.flink import cluster as fc
+from pipelines.kafka.commands import epoch_ms
 from pipelines.kafka.serde import LocalSerde
 from pipelines.kafka.topics import ensure_topics, raw_topics
 from tests.pipelines.flink.test_parity import assert_same, beam_records
@@ -95,8 +96,10 @@ def test_taskmanager_killed_mid_run_recovers_to_the_undisturbed_outputs(broker, 
     expected = {r["action_id"]: r for r in beam_records(reference, "actions")}
     assert set(actions) == set(expected) and expected
     for m in messages:
-        assert signing.verify(KEY, "twin.actions", m.key(), m.value(),
-                              signing.header_value(m.headers()))
+        verdict = signing.verify_headers(KEY, "twin.actions", m.key(), m.value(), m.headers())
+        assert verdict.status == "valid"
+        _, record = LocalSerde().decode(m.value())
+        assert verdict.stamp.seq == epoch_ms(record["ts_ms"])  # the decision's window end
 
     # dead letters: every bad message once (by its topic/partition@offset), same reasons
     messages, dead = decoded_by_id(bs, "twin.deadletter", "source")

@@ -34,3 +34,53 @@ def test_bundle_size_defaults_to_a_hundred_thousand_and_the_flag_reaches_the_job
     assert _opts("--bundle-size", "5000").bundle_size == 5_000
     with pytest.raises(SystemExit):
         _opts("--bundle-size", "0")
+
+
+# -- the signing key: exactly the one the Beam path picks from the same settings -----------
+
+@pytest.fixture(autouse=True)
+def _no_broker_needed(monkeypatch):
+    """These tests build job options, which checks that the broker answers: nothing here
+    talks to one."""
+    monkeypatch.setattr("pipelines.kafka.config.check_reachable", lambda *a, **k: None)
+
+
+def _kafka_opts(tmp_path, *argv: str):
+    return _opts("--sink", "kafka", "--bootstrap-servers", "127.0.0.1:1", *argv)
+
+
+def _as_the_job_sees_it(opts, tmp_path, monkeypatch):
+    """Options written as `twin flink submit` writes them and read back where the job runs:
+    another state folder, no $TWIN_HMAC_KEY."""
+    from pipelines.flink.job import FlinkJobOptions
+
+    path = opts.dump(tmp_path / "jobs" / "twinstream-1.json")
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.delenv("TWIN_HMAC_KEY", raising=False)
+    return FlinkJobOptions.load(path)
+
+
+@pytest.mark.parametrize("where", ["kafka-config", "env", "key-file", "per-user"])
+def test_the_job_signs_with_the_key_beam_would_pick(where, tmp_path, monkeypatch):
+    from pipelines.flink.job import job_signer
+    from pipelines.kafka.config import twin_settings
+    from pipelines.kafka.secrets import hmac_key
+
+    props = tmp_path / "client.properties"
+    props.write_text("acks=all\n")
+    argv = ["--kafka-config", str(props)]
+    if where == "kafka-config":
+        props.write_text("twin.hmac.key=from-the-config\ntwin.command.validity.ms=90000\n")
+    elif where == "env":
+        monkeypatch.setenv("TWIN_HMAC_KEY", "from-the-env")
+    elif where == "key-file":
+        (tmp_path / "k").write_bytes(b"from-a-file\n")
+        argv += ["--hmac-key-file", str(tmp_path / "k")]
+    beam = hmac_key(argv[-1] if where == "key-file" else None, twin_settings(props))
+    opts = _kafka_opts(tmp_path, *argv)
+    assert "from-" not in repr(opts) and beam.decode() not in repr(opts)
+    signer = job_signer(_as_the_job_sees_it(opts, tmp_path, monkeypatch))
+    assert signer.secret == beam
+    assert signer.validity_ms == (90_000 if where == "kafka-config" else 300_000)
+    if where == "key-file":  # a key file travels by its path, not its content
+        assert opts.hmac_key is None and opts.hmac_key_file == str(tmp_path / "k")

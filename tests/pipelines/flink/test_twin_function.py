@@ -202,3 +202,35 @@ def test_replay_applies_readings_and_watermark_closes_in_order():
             live.add(entry)
     restored = replay(pickle.loads(snapshot), log)
     assert restored.flush() == live.flush()
+
+
+def test_forged_event_times_are_dead_letters_and_survive_restores():
+    """p1's stream gets a reading in 2100 and three a day ahead that never get confirmed
+    (each followed by genuine readings): dead letters on their side output, and every
+    other output exactly the stream's without them, also when workers are replaced while
+    a reading is held back (the hold is replayed from the log)."""
+    from pipelines.flink.functions import TWIN_DEAD_LETTERS
+
+    events = _events(seed=7)
+    reference, _ = _run(events)
+    p1 = [i for i, (kind, x) in enumerate(events) if kind == "reading" and x["asset_id"] == "p1"]
+    day = 86_400_000
+    after = {p1[40]: [4_102_444_800_000], p1[120]: [day, day + 5_000], p1[250]: [day]}
+    poisoned = []
+    for i, event in enumerate(events):
+        poisoned.append(event)
+        for n, ts in enumerate(after.get(i, ())):
+            base = event[1]
+            ts = ts if ts > day * 2 else base["ts_ms"] + ts
+            poisoned.append(("reading", {**base, "ts_ms": ts, "reading_id": f"p1:{i}:{n}"}))
+    between = next(i for i, (kind, x) in enumerate(poisoned)
+                   if kind == "reading" and x["reading_id"] == f"p1:{p1[120]}:1")
+    for restarts in ((), (between, *range(7, len(poisoned), 13))):
+        out, _ = _run(poisoned, restart_at=restarts, snapshot_every=5)
+        dead = [r for tag, r in out if tag == TWIN_DEAD_LETTERS.tag_id]
+        assert [tag for tag, _ in out if tag != TWIN_DEAD_LETTERS.tag_id] == [
+            tag for tag, _ in reference]
+        assert [r for tag, r in out if tag != TWIN_DEAD_LETTERS.tag_id] == [
+            r for _, r in reference]
+        assert [(d["reason"], d["key"]) for d in dead] == [("timestamp_jump", b"p1")] * 4
+        assert dead[2]["detail"].endswith("(2 so far)")  # two in a row, still not enough

@@ -1,4 +1,4 @@
-"""The embedded broker, client settings and command signing, against a real Tansu."""
+"""The embedded broker and client settings, against a real Tansu."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from jobs.cli import main
 from pipelines.kafka import broker as broker_mod
 from pipelines.kafka.config import KafkaConfigError, client_config, redact, twin_settings
 from pipelines.kafka.topics import ensure_topics
-from transforms import signing
 
 
 def test_broker_round_trips_keys_headers_and_timestamps(broker):
@@ -86,7 +85,7 @@ def test_cli_start_status_stop(tmp_path, monkeypatch, capsys):
     finally:
         assert main(["broker", "stop"]) == 0
     assert not broker_mod.port_open(port)
-    assert main(["broker", "status"]) == 3
+    assert main(["broker", "status"]) == 1  # not running: a failed check
 
 
 def test_client_config_layers_and_redacts(tmp_path, monkeypatch):
@@ -105,11 +104,90 @@ def test_client_config_layers_and_redacts(tmp_path, monkeypatch):
         client_config("h:1", overrides=["nonsense"])
 
 
-def test_signatures_bind_topic_key_and_value():
-    sig = signing.sign(b"k", "twin.actions", b"pump-1", b"v")
-    assert signing.verify(b"k", "twin.actions", b"pump-1", b"v", sig.encode())
-    assert not signing.verify(b"k", "twin.actions", b"pump-2", b"v", sig)
-    assert not signing.verify(b"k", "other", b"pump-1", b"v", sig)
-    assert not signing.verify(b"other", "twin.actions", b"pump-1", b"v", sig)
-    assert not signing.verify(b"k", "twin.actions", b"pump-1", b"v", None)
-    assert not signing.verify(b"k", "twin.actions", b"pump-1", b"v", b"\xff")
+def test_a_dead_bootstrap_server_is_found_at_once_and_a_live_one_passes(broker):
+    from pipelines.kafka.config import check_reachable
+
+    dead = f"127.0.0.1:{broker_mod.free_port()}"
+    with pytest.raises(broker_mod.BrokerUnreachable) as err:
+        check_reachable({"bootstrap.servers": dead}, timeout_s=2)
+    assert str(err.value) == (f"cannot reach Kafka at {dead} ({dead}: Connection refused); "
+                              "is the broker running? (`twin broker start` starts one)")
+    # what commands that report bad settings in one line catch, and what `twin run` does
+    assert isinstance(err.value, OSError) and isinstance(err.value, broker_mod.BrokerUnavailable)
+    check_reachable({"bootstrap.servers": f"{dead},{broker.bootstrap_servers}"})
+
+
+def test_the_connection_refused_storm_is_one_line_a_minute():
+    import logging
+
+    from pipelines.kafka.config import CLIENT_LOGGER, StormFilter
+
+    shown: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            shown.append(record.getMessage())
+
+    log = logging.getLogger(CLIENT_LOGGER)
+    assert any(isinstance(f, StormFilter) for f in log.filters)
+    storm = StormFilter(every_s=0.3)  # one of our own, with a short minute
+    logger = logging.getLogger("test.storm")
+    logger.addFilter(storm)
+    logger.addHandler(Keep())
+    logger.propagate = False
+    line = ("[thrd:127.0.0.1:{p}/{b}]: 127.0.0.1:{p}/{b}: Connect to ipv4#127.0.0.1:{p} "
+            "failed: Connection refused (after {ms}ms in state CONNECT)")
+    for i in range(500):  # every client, every broker thread, every retry
+        logger.error("%s [%s] %s", "FAIL", f"rdkafka#consumer-{i % 9}",
+                     line.format(p=9092, b=("bootstrap", "1", "2")[i % 3], ms=i % 4))
+    logger.error("%s [%s] %s", "FAIL", "rdkafka#consumer-1", "[thrd:GroupCoordinator]: "
+                 "GroupCoordinator: 127.0.0.1:9092: Connect to ipv4#127.0.0.1:9092 failed: "
+                 "Connection refused (after 0ms in state CONNECT, 1 identical error(s) "
+                 "suppressed)")
+    logger.warning("%s [%s] %s", "SSL", "rdkafka#producer-1", "another kind of trouble")
+    assert len(shown) == 2 and "Connection refused" in shown[0]
+    assert shown[1].endswith("another kind of trouble")
+    import time
+
+    time.sleep(0.35)
+    logger.error("%s [%s] %s", "FAIL", "rdkafka#consumer-3", line.format(p=9092, b="1", ms=0))
+    assert len(shown) == 3
+    assert shown[2].endswith("(500 more like it in the last 0.3 s not shown)")
+
+
+def test_a_record_whose_pid_is_another_program_is_not_our_broker(tmp_path, monkeypatch):
+    import subprocess
+
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path))
+    bystander = subprocess.Popen(["sleep", "30"])
+    try:
+        record = {"pid": bystander.pid, "port": 9092, "bootstrap_servers": "127.0.0.1:9092",
+                  "log": "x", "started": "then"}
+        (tmp_path / "broker.json").write_text(json.dumps(record))
+        assert not broker_mod.is_our_broker(record)
+        assert broker_mod.stop_background() == (record, "foreign")
+        assert bystander.poll() is None and not (tmp_path / "broker.json").exists()
+        # the same pid, but the process started at another time than recorded
+        assert not broker_mod.is_our_broker({**record, "starttime": 1})
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
+def test_start_on_another_port_and_stop_of_another_port_are_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TWIN_STATE_DIR", str(tmp_path))
+    port, other = broker_mod.free_port(), broker_mod.free_port()
+    rec = broker_mod.start_background(port)
+    try:
+        assert broker_mod.is_our_broker(rec) and rec["starttime"] is not None
+        with pytest.raises(broker_mod.BrokerConflict, match=f"127.0.0.1:{port} \\(pid "):
+            broker_mod.start_background(other)
+        assert broker_mod.start_background(0)["already_running"]
+        assert broker_mod.start_background(None)["port"] == port
+        with pytest.raises(broker_mod.BrokerConflict, match="nothing stopped"):
+            broker_mod.stop_background(other)
+        assert broker_mod.port_open(port)
+    finally:
+        stopped, what = broker_mod.stop_background(port)
+    assert what == "stopped" and stopped["pid"] == rec["pid"]
+    assert not broker_mod.port_open(port)

@@ -14,10 +14,13 @@ from confluent_kafka import Producer
 
 from jobs import example_consumer
 from pipelines.kafka.broker import free_port
+from pipelines.kafka.outputs import encode_output
+from pipelines.kafka.serde import LocalSerde
 from pipelines.kafka.topics import ensure_topics
 from schemas import schema_id, wire
 from tests.schemas.test_schemas import FIXTURES
 from transforms import signing
+from transforms.signing import Signer
 
 ROOT = Path(__file__).resolve().parents[3]
 SECRET = b"example-key"
@@ -37,7 +40,9 @@ def prediction(n: int) -> dict:
 
 
 def produce(bootstrap: str, records: list[tuple[str, dict]], sign: bool = True,
-            extra: list[tuple[str, bytes | None, bytes, list | None]] = ()) -> None:
+            extra: list[tuple[str, bytes | None, bytes, list | None]] = (),
+            signer: Signer | None = None) -> None:
+    signer = signer or Signer(SECRET)
     ensure_topics({"bootstrap.servers": bootstrap}, ["twin.actions", "twin.predictions"],
                   partitions=2)
     p = Producer({"bootstrap.servers": bootstrap})
@@ -46,7 +51,7 @@ def produce(bootstrap: str, records: list[tuple[str, dict]], sign: bool = True,
         value, key = wire.encode(schema, record), record["asset_id"].encode()
         headers = None
         if sign and topic == "twin.actions":
-            headers = [(signing.HEADER, signing.sign(SECRET, topic, key, value).encode())]
+            headers = encode_output(topic, schema, record, LocalSerde(), signer)[2]
         p.produce(topic, key=key, value=value, headers=headers)
     for topic, key, value, headers in extra:
         p.produce(topic, key=key, value=value, headers=headers)
@@ -159,9 +164,9 @@ def test_runs_as_a_module_and_stops_cleanly_on_ctrl_c(broker):
 
 def test_unreachable_broker_and_local_ids(capsys, monkeypatch):
     assert example_consumer.local_id("twin/action.v1") == schema_id("twin/action.v1")
-    assert example_consumer.signature_ok(
-        SECRET, "twin.actions", b"k", b"v",
-        [(signing.HEADER, signing.sign(SECRET, "twin.actions", b"k", b"v").encode())])
+    signed = Signer(SECRET).headers("twin.actions", b"k", b"v", seq=7)
+    assert example_consumer.signature_ok(SECRET, "twin.actions", b"k", b"v", signed)
+    assert not example_consumer.signature_ok(SECRET, "twin.actions", b"k", b"w", signed)
     assert not example_consumer.signature_ok(SECRET, "twin.actions", b"k", b"v", None)
     ids = example_consumer.RecentIds(capacity=2)
     assert [ids.add(x) for x in "abac"] == [True, True, False, True] and len(ids) == 2
@@ -173,3 +178,61 @@ def test_unreachable_broker_and_local_ids(capsys, monkeypatch):
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"example_consumer: cannot reach Kafka at {dead}: Failed to get metadata: Local: "
         "Broker transport failure")
+
+
+def test_it_verifies_exactly_what_the_twin_signs():
+    """The standalone copy of the signature check agrees with transforms/signing.py on
+    valid, tampered, re-stamped, repeated and version-1 headers."""
+    stamp = signing.Stamp(1_000, 61_000, 42)
+    good = signing.sign_headers(SECRET, "twin.actions", b"pump-1", b"v", stamp)
+    cases = {
+        "good": good,
+        "other key": signing.sign_headers(b"x", "twin.actions", b"pump-1", b"v", stamp),
+        "later expiry": [(n, b"99999999" if n == signing.EXPIRES_AT_HEADER else v)
+                         for n, v in good],
+        "repeated seq": good + [(signing.SEQ_HEADER, b"43")],
+        "v1 only": [(signing.LEGACY_HEADER, b"0" * 64)],
+    }
+    for name, headers in cases.items():
+        ours = signing.verify_headers(SECRET, "twin.actions", b"pump-1", b"v", headers)
+        theirs = example_consumer.command_stamp(SECRET, "twin.actions", b"pump-1", b"v",
+                                                headers)
+        assert (ours.status == "valid") == (theirs is not None), name
+        if theirs is not None:
+            assert theirs == (1_000, 61_000, 42)
+    assert example_consumer.stale_command((1_000, 61_000, 42), now_ms=61_001) == \
+        "expired 0.0 s ago"
+    assert example_consumer.stale_command((100_000, 161_000, 42), now_ms=60_000,
+                                          skew_ms=30_000) == "issued 40.0 s in the future"
+    assert example_consumer.stale_command((1_000, 61_000, 42), now_ms=30_000) is None
+
+
+def test_expired_setpoints_are_rejected_but_alerts_are_still_handled(broker, capsys, tmp_path):
+    b = broker.bootstrap_servers
+    key_file = tmp_path / "key"
+    key_file.write_bytes(SECRET)
+    long_ago = Signer(SECRET, validity_ms=60_000, clock=lambda: 1_000_000)
+    setpoint = action(3, kind="SETPOINT", action_id="pump-1:3:SETPOINT", dry_run=False,
+                      setpoint_name="speed", setpoint_value=140.0, setpoint_previous=155.0)
+    produce(b, [("twin.actions", setpoint), ("twin.actions", action(4))], signer=long_ago)
+    produce(b, [("twin.actions", action(5, kind="SETPOINT", action_id="pump-1:5:SETPOINT",
+                                        setpoint_name="speed", setpoint_value=150.0,
+                                        setpoint_previous=140.0))])
+    rc, lines, err = run(capsys, b, "--hmac-key-file", str(key_file))
+    assert rc == 0
+    assert sorted(x.split("  [")[1] for x in lines) == ["pump-1:4:ALERT]",
+                                                        "pump-1:5:SETPOINT]"]
+    assert "handled 2, duplicates 0, undecodable 0, rejected 1" in err
+    assert "rejected setpoint twin.actions/" in err and "pump-1:3:SETPOINT): expired" in err
+
+
+def test_secrets_go_in_the_config_file_never_on_the_command_line(broker, capsys, tmp_path):
+    b = broker.bootstrap_servers
+    rc, lines, err = run(capsys, b, "-X", "sasl.password=hunter2")
+    assert rc == 2 and "--kafka-config" in err and "hunter2" not in err
+    produce(b, [("twin.actions", action(1))])
+    props = tmp_path / "client.properties"
+    props.write_text("# plain text here; SASL settings would go here too\n"
+                     "security.protocol=PLAINTEXT\n")
+    rc, lines, err = run(capsys, b, "--kafka-config", str(props))
+    assert rc == 0 and len(lines) == 1

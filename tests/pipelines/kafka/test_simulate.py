@@ -16,12 +16,13 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from jobs.cli import main
 from pipelines.kafka.broker import free_port
 from pipelines.kafka.commands import ACTIONS_TOPIC, CommandListener
+from pipelines.kafka.outputs import encode_output
 from pipelines.kafka.serde import LocalSerde
 from pipelines.kafka.topics import ensure_topics, raw_topics
 from tests.pipelines.kafka.helpers import read_topic
-from transforms import signing
 from transforms.errors import InvalidReading
 from transforms.normalize import VENDORS, normalize_message
+from transforms.signing import Signer
 from transforms.simulator import Fleet, FleetConfig
 
 START_MS = 1_795_800_000_000
@@ -73,22 +74,22 @@ def action(asset_id: str, ts_ms: int, kind: str = "SETPOINT", value: float | Non
     }
 
 
-def send(bootstrap: str, messages: list[tuple[bytes, bytes, bytes | None]]) -> None:
-    """Produce ``(key, value, signature or None)`` to the actions topic."""
+def send(bootstrap: str, messages: list[tuple[bytes, bytes, list | None]]) -> None:
+    """Produce ``(key, value, headers or None)`` to the actions topic."""
     p = Producer({"bootstrap.servers": bootstrap})
-    for key, value, sig in messages:
-        headers = [(signing.HEADER, sig)] if sig is not None else None
+    for key, value, headers in messages:
         p.produce(ACTIONS_TOPIC, value=value, key=key, headers=headers)
     assert p.flush(10) == 0
 
 
-def signed(record: dict, secret: bytes = SECRET) -> tuple[bytes, bytes, bytes]:
-    key, value = record["asset_id"].encode(), LocalSerde().encode("twin/action.v1", record)
-    return key, value, signing.sign(secret, ACTIONS_TOPIC, key, value).encode()
+def signed(record: dict, secret: bytes = SECRET) -> tuple[bytes, bytes, list]:
+    """A command as the twin's sinks sign it (fresh, sequence = its window end)."""
+    return encode_output(ACTIONS_TOPIC, "twin/action.v1", record, LocalSerde(),
+                         Signer(secret))
 
 
-def with_signature(key: bytes, value: bytes) -> tuple[bytes, bytes, bytes]:
-    return key, value, signing.sign(SECRET, ACTIONS_TOPIC, key, value).encode()
+def with_signature(key: bytes, value: bytes) -> tuple[bytes, bytes, list]:
+    return key, value, Signer(SECRET).headers(ACTIONS_TOPIC, key, value, seq=1)
 
 
 def speeds(samples, asset_id: str, since_ms: int) -> np.ndarray:
@@ -171,7 +172,8 @@ def test_only_verified_setpoints_reach_the_assets(broker, caplog):
     for reason in ("unsigned", "bad_signature", "dry_run", "unknown_asset", "interlock",
                    "undecodable"):
         assert any(f"reason {reason}" in w for w in warnings), reason
-    assert not any(SECRET.decode() in w or sig.decode() in w for w in warnings)
+    signature = dict(sig)["twin-hmac-sha256-v2"].decode()
+    assert not any(SECRET.decode() in w or signature in w for w in warnings)
 
     # behaviour: the commanded pump runs at 0.9 of its speed from `at` on, nothing else moved
     after = list(fleet.samples())
@@ -199,6 +201,74 @@ def test_commands_take_effect_no_earlier_than_the_simulators_present(broker):
         results = listener.catch_up(now)
         assert listener.caught_up()
     assert [(r.status, r.at_ms) for r in results] == [("accepted", now)]
+
+
+def test_commands_must_be_fresh_new_and_current(broker, tmp_path, caplog):
+    """Wall-clock expiry and skew, the per-asset sequence (kept across a restart) and the
+    event-time lag, each with its reason; the first command that passes all is applied."""
+    kafka = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(kafka, [ACTIONS_TOPIC], partitions=1)
+    fleet = Fleet(config(assets=2, hours=6))
+    pump, motor = fleet.assets
+    now_wall = 1_900_000_000_000
+    present = START_MS + 4 * 3_600_000  # the simulator's event time
+
+    def cmd(asset, minutes_before_present: float, issued_s_ago: float = 1.0,
+            validity_s: float = 300.0, frac: float = 0.9):
+        at = present - int(minutes_before_present * 60_000)
+        issued = now_wall - int(issued_s_ago * 1000)
+        signer = Signer(SECRET, validity_ms=int(validity_s * 1000), clock=lambda: issued)
+        return encode_output(ACTIONS_TOPIC, "twin/action.v1",
+                             action(asset.asset_id, at, value=frac * asset.nominal_speed),
+                             LocalSerde(), signer)
+
+    state = tmp_path / "plant" / "commands.json"
+    messages = [
+        cmd(pump, 10, issued_s_ago=301),  # expired a second ago
+        cmd(pump, 10, issued_s_ago=-31),  # issued 31 s in the future (skew 30 s)
+        cmd(pump, 20),  # applied: sequence present - 20 min
+        cmd(pump, 25),  # an older decision: its sequence is below the applied one
+        cmd(motor, 3.4 * 60),  # decided 3.4 h of event time ago
+        cmd(motor, 29, frac=0.85),  # applied
+    ]
+    send(broker.bootstrap_servers, messages)
+    with caplog.at_level(logging.WARNING, logger="twinstream.simulator"), \
+            CommandListener(fleet, kafka, SECRET, from_beginning=True, sequence_file=state,
+                            clock=lambda: now_wall) as listener:
+        results = listener.catch_up(present)
+    assert [(r.asset_id, r.status, r.reason) for r in results] == [
+        (pump.asset_id, "rejected", "expired"), (pump.asset_id, "rejected", "not_yet_valid"),
+        (pump.asset_id, "accepted", "applied"), (pump.asset_id, "rejected", "replayed"),
+        (motor.asset_id, "rejected", "stale"), (motor.asset_id, "accepted", "applied")]
+    assert "3.40 h behind" in results[4].detail
+    assert f"sequence {present - 25 * 60_000} is not above {present - 20 * 60_000}" in \
+        results[3].detail
+    assert sum("reason expired" in r.getMessage() for r in caplog.records) == 1
+
+    # a restarted plant: the same messages again, plus the same decisions re-signed (a
+    # pipeline rerun) and a new one; only the new decision is applied
+    fleet = Fleet(config(assets=2, hours=6))
+    send(broker.bootstrap_servers, messages + [cmd(pump, 20), cmd(pump, 15, frac=0.95)])
+    with CommandListener(fleet, kafka, SECRET, from_beginning=True, sequence_file=state,
+                         clock=lambda: now_wall) as listener:
+        results = listener.catch_up(present)
+    replayed = [("rejected", "expired"), ("rejected", "not_yet_valid")] + \
+        [("rejected", "replayed")] * 4  # the applied ones, and the older decisions
+    assert [(r.status, r.reason) for r in results] == \
+        replayed + replayed + [("rejected", "replayed"), ("accepted", "applied")]
+    assert [(e["asset_id"], e["value"] / pump.nominal_speed) for e in fleet.setpoint_log] \
+        == [(pump.asset_id, pytest.approx(0.95))]
+
+
+def test_a_damaged_sequence_file_stops_the_listener_before_it_reads(broker, tmp_path):
+    kafka = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(kafka, [ACTIONS_TOPIC], partitions=1)
+    state = tmp_path / "commands.json"
+    state.write_text("{")
+    from pipelines.kafka.sequences import SequenceFileError
+
+    with pytest.raises(SequenceFileError, match="not ignored"):
+        CommandListener(Fleet(config(assets=1, hours=1)), kafka, SECRET, sequence_file=state)
 
 
 # -- twin simulate ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from schemas import wire
 from tests.pipelines.kafka.registry_server import RegistryServer
 from tests.schemas.test_schemas import FIXTURES, TS
 from transforms import signing
+from transforms.signing import Signer
 
 SECRET = b"tail-test-key"
 GARBAGE = b"not avro at all"
@@ -42,7 +43,7 @@ def output_messages(encode=wire.encode) -> list[tuple[str, bytes | None, bytes, 
         key = (record.get("asset_id") or "").encode() or None
         headers = None
         if topic == "twin.actions":
-            headers = [(signing.HEADER, signing.sign(SECRET, topic, key, value).encode())]
+            headers = Signer(SECRET).headers(topic, key, value, seq=record["ts_ms"])
         out.append((topic, key, value, headers))
     return out
 
@@ -91,14 +92,17 @@ def test_json_prints_each_decoded_record_and_the_garbage_with_its_reason(broker,
     assert base64.b64decode(bad[0]["value_b64"]) == GARBAGE and bad[0]["size"] == len(GARBAGE)
 
 
-def test_a_forged_signature_is_reported_invalid_and_without_key_unverified(broker, capsys):
+def test_a_forged_signature_is_reported_invalid_and_without_key_unverified(broker, capsys,
+                                                                          tmp_path):
     b = broker.bootstrap_servers
     topic, key, value, headers = output_messages()[1]
     assert topic == "twin.actions"
-    forged = [(signing.HEADER, signing.sign(b"other-key", topic, key, value).encode())]
+    forged = Signer(b"other-key").headers(topic, key, value, seq=1)
     produce(b, [(topic, key, value, headers), (topic, key, value, forged)])
+    props = tmp_path / "client.properties"
+    props.write_text(f"twin.hmac.key={SECRET.decode()}\n")
     got = tail_json(capsys, topic, "--bootstrap-servers", b, "--from-beginning", "--max", "2",
-                    "-X", f"twin.hmac.key={SECRET.decode()}")
+                    "--kafka-config", str(props))
     assert sorted(d["signature"] for d in got) == ["invalid", "valid"]
     got = tail_json(capsys, topic, "--bootstrap-servers", b, "--from-beginning", "--max", "2")
     assert [d["signature"] for d in got] == ["unverified", "unverified"]
@@ -110,6 +114,30 @@ def test_a_forged_signature_is_reported_invalid_and_without_key_unverified(broke
     assert hmac_key() == SECRET
     got = tail_json(capsys, topic, "--bootstrap-servers", b, "--from-beginning", "--max", "2")
     assert sorted(d["signature"] for d in got) == ["invalid", "valid"]
+
+
+def test_the_command_stamp_expiry_and_old_signatures_are_shown(broker, capsys, tmp_path):
+    b = broker.bootstrap_servers
+    topic, key, value, fresh = output_messages()[1]
+    old = Signer(SECRET, validity_ms=60_000, clock=lambda: 1_000_000)
+    expired = old.headers(topic, key, value, seq=1_795_785_600_000)
+    v1 = [(signing.LEGACY_HEADER, b"0" * 64)]
+    produce(b, [(topic, key, value, h) for h in (fresh, expired, v1)])
+    props = tmp_path / "client.properties"
+    props.write_text(f"twin.hmac.key={SECRET.decode()}\n")
+    got = tail_json(capsys, topic, "--bootstrap-servers", b, "--from-beginning", "--max", "3",
+                    "--kafka-config", str(props))
+    by_status = {(d["signature"], (d.get("command") or {}).get("expired")): d for d in got}
+    assert set(by_status) == {("valid", False), ("valid", True), ("legacy", None)}
+    assert by_status[("valid", True)]["command"] == {
+        "issued_at_ms": 1_000_000, "expires_at_ms": 1_060_000, "seq": 1_795_785_600_000,
+        "expired": True}
+    capsys.readouterr()
+    assert main(["tail", topic, "--bootstrap-servers", b, "--from-beginning", "--max", "3",
+                 "--kafka-config", str(props)]) == 0
+    out = capsys.readouterr().out
+    assert "signature legacy" in out and out.count("signature valid") == 2
+    assert "expired until 1970-01-01T00:17:40.000Z" in out
 
 
 def test_human_output_names_the_useful_fields(broker, capsys):
@@ -199,9 +227,11 @@ def test_unreachable_broker_and_missing_topic_exit_2(broker, capsys, monkeypatch
     assert main(["tail", "twin.actions", "--bootstrap-servers", dead, "--timeout", "1"]) == 2
     captured = capsys.readouterr()
     assert captured.out == ""
+    from jobs.hints import program
+
     assert captured.err.strip().splitlines() == [
-        f"twin tail: cannot reach Kafka at {dead} (Failed to get metadata: Local: Broker "
-        "transport failure)"]
+        f"twin tail: cannot reach Kafka at {dead} ({dead}: Connection refused); is the broker "
+        f"running? (`{program()} broker start` starts one)"]
     ensure_topics({"bootstrap.servers": broker.bootstrap_servers}, ["twin.state"])
     assert main(["tail", "twin.nope", "--bootstrap-servers", broker.bootstrap_servers]) == 2
     err = capsys.readouterr().err

@@ -14,19 +14,19 @@ from transforms.normalize import VENDORS, encode_message, normalize_batch, norma
 from transforms.simulator import Fleet, FleetConfig
 
 
-def one_by_one(payloads, nows):
+def one_by_one(payloads, nows, clock_ms=None):
     out = []
     for p, now in zip(payloads, nows, strict=True):
         try:
-            out.append(normalize_message(p, now_ms=now))
+            out.append(normalize_message(p, now_ms=now, clock_ms=clock_ms))
         except InvalidReading as exc:
             out.append((exc.reason, exc.detail))
     return out
 
 
-def check_same(payloads, nows):
-    ref = one_by_one(payloads, nows)
-    blocks, rejects = normalize_batch(payloads, nows)
+def check_same(payloads, nows, clock_ms=None):
+    ref = one_by_one(payloads, nows, clock_ms)
+    blocks, rejects = normalize_batch(payloads, nows, clock_ms=clock_ms)
     rejected = {i: (e.reason, e.detail) for i, e in rejects}
     assert all(isinstance(e, InvalidReading) for _, e in rejects)
     assert rejected == {i: r for i, r in enumerate(ref) if isinstance(r, tuple)}
@@ -72,6 +72,33 @@ def test_clock_decides_per_message():
     ref = check_same(payloads, nows)
     assert [r if isinstance(r, dict) else r[0] for r in ref][1:3] == [
         "timestamp_in_future", "timestamp_too_old"]
+
+
+def test_the_machine_clock_judges_every_path_alike():
+    """Messages of known devices are read as columns through frame templates; forged
+    copies of them (event time and arrival 10 days ahead, same frame widths) fit those
+    templates, and are refused by this machine's clock exactly as alone."""
+    from transforms.sample import Sample
+
+    cfg = FleetConfig(assets=6, duration_s=1200, interval_s=5, seed=2, malformed_rate=0.0)
+    msgs = [m for m in Fleet(cfg).messages() if m.defect == "clean"]
+    clock = max(m.arrival_ms for m in msgs) + 60_000
+    normalize_batch([m.value for m in msgs], [m.arrival_ms for m in msgs], clock_ms=clock)
+    ahead = 10 * 86_400_000
+    forged, forged_nows = [], []
+    for m in msgs[::25]:  # every vendor and device, its templates learned above
+        r = normalize_message(m.value, now_ms=m.arrival_ms)
+        forged.append(encode_message(m.vendor, Sample(r["asset_id"], r["asset_type"],
+                                                      r["ts_ms"] + ahead, r["values"])))
+        forged_nows.append(m.arrival_ms + ahead)
+    payloads = [m.value for m in msgs] + forged
+    nows = [m.arrival_ms for m in msgs] + forged_nows
+    ref = check_same(payloads, nows, clock_ms=clock)
+    assert {r[0] for r in ref[len(msgs):]} == {"timestamp_in_future"}
+    assert all(isinstance(r, dict) for r in ref[:len(msgs)])
+    assert {m.vendor for m in msgs[::25]} == set(VENDORS)
+    # without the clock they pass: the arrival time alone cannot tell
+    assert all(isinstance(r, dict) for r in check_same(forged, forged_nows))
 
 
 def test_lengths_must_match():
