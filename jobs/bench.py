@@ -67,7 +67,8 @@ def run_nab(nab_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
     if errors:
         raise BenchError("replay failed: " + "; ".join(errors))
     proc = subprocess.run([sys.executable, str(scorer), str(results), "--nab-root",
-                           str(nab_root), "--json"], capture_output=True, text=True)
+                           str(nab_root), "--score-column", "alarm", "--json"],
+                          capture_output=True, text=True)
     if proc.returncode != 0:
         raise BenchError(f"scorer failed: {proc.stderr.strip()[-2000:]}")
     report = json.loads(proc.stdout)
@@ -87,6 +88,47 @@ def _default_path(env: str, default: Path) -> Path:
     return Path(os.environ[env]) if os.environ.get(env) else default
 
 
+def run_tep(tep_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
+    """Replay the 22 TEP streams into ``out/results`` with replay's one configuration (the
+    label column ``fault`` is never read: it is one of the label names replay leaves
+    out) and score them; returns the scorer's report plus ``rows`` and ``detector_s``."""
+    from jobs.replay import replay
+
+    streams = sorted(tep_root.glob("stream_*.csv"))
+    if len(streams) != 22:
+        raise BenchError(f"no TEP streams at {tep_root} (want stream_00.csv .. stream_21.csv, "
+                         f"found {len(streams)}): see docs/benchmarks.md for where they come "
+                         f"from, and pass --data DIR or set $TWIN_TEP_DATA")
+    if not scorer.is_file():
+        raise BenchError(f"no TEP scorer at {scorer}: pass --scorer FILE or set "
+                         f"$TWIN_TEP_SCORER")
+    results = out / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    reports, errors = [], []
+    staged = out / "streams"  # only the streams: the folder also holds the raw files
+    staged.mkdir(parents=True, exist_ok=True)
+    for f in streams:
+        link = staged / f.name
+        if not link.exists():
+            link.symlink_to(f.resolve())
+    reports, errors = replay(staged, results, workers, timestamp_column="timestamp")
+    if errors:
+        raise BenchError("replay failed: " + "; ".join(errors))
+    if any("fault" in r.columns for r in reports):
+        raise BenchError("the label column fault reached the detector")
+    proc = subprocess.run([sys.executable, str(scorer), str(results), "--bench",
+                           str(tep_root), "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BenchError(f"scorer failed: {proc.stderr.strip()[-2000:]}")
+    report = json.loads(proc.stdout)
+    report["files"] = len(reports)
+    report["rows"] = sum(r.rows for r in reports)
+    report["columns"] = len(reports[0].columns)
+    report["detector_s"] = round(sum(r.elapsed_s for r in reports), 2)
+    (out / "scores.json").write_text(json.dumps(report, indent=1))
+    return report
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from jobs.options import parse_duration, positive_float, positive_int, window_duration
 
@@ -103,7 +145,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,sweep,nab,report}")
+                           metavar="{scale,history,fleet,sweep,nab,tep,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -148,7 +190,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="where results and scores.json go (default out/nab)")
     nab.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                      help="replay processes (default: up to 2)")
-    for bench in (scale, hist, fleet, sweep, nab):
+    tep = sub.add_parser("tep", help="replay and score the Tennessee Eastman fault-detection "
+                                     "benchmark")
+    tep.add_argument("--data", type=Path,
+                     default=_default_path("TWIN_TEP_DATA", SHARED_BENCH / "tep"),
+                     help="the TEP streams (stream_00.csv .. stream_21.csv; default "
+                          "$TWIN_TEP_DATA, else ../shared/bench/tep beside the repository)")
+    tep.add_argument("--scorer", type=Path,
+                     default=_default_path("TWIN_TEP_SCORER", SHARED_BENCH / "tep_score.py"),
+                     help="the TEP scorer script (default $TWIN_TEP_SCORER, else "
+                          "../shared/bench/tep_score.py)")
+    tep.add_argument("--out", type=Path, default=Path("out") / "tep",
+                     help="where results and scores.json go (default out/tep)")
+    tep.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
+                     help="replay processes (default: up to 2)")
+    for bench in (scale, hist, fleet, sweep, nab, tep):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -256,6 +312,12 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "report":
         return report_main(args)
+    if args.bench == "tep":
+        report = run_tep(args.data, args.scorer, args.out, args.workers)
+        _show(args, report, lambda r: print_tep(r, args.out))
+        _record(args, "tep", {"files": report["files"], "rows": report["rows"],
+                              "columns": report["columns"], "workers": args.workers}, report)
+        return 0
     report = run_nab(args.data, args.scorer, args.out, args.workers)
     _show(args, report, lambda r: print_nab(r, args.out))
     _record(args, "nab", {"files": report["files"], "rows": report["rows"],
@@ -288,6 +350,32 @@ def print_nab(report: dict[str, Any], out: Path) -> None:
     console.print(f"{report['rows']:,} rows in {report['files']} files; replay incl. I/O "
                   f"{per_row:.0f} us per row; results in {out / 'results'}, scores in "
                   f"{out / 'scores.json'}", highlight=False)
+
+
+def print_tep(report: dict[str, Any], out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s = report["summary"]
+    table = Table(title="TEP: 21 faults, one configuration, labels never read")
+    for col in ("fault", "FDR %", "delay (min)", "FAR before it %", "AUC"):
+        table.add_column(col, justify="right")
+    for fault, f in report["per_fault"].items():
+        usual = "" if int(fault) not in (3, 9, 15) else " *"
+        table.add_row(fault + usual, f"{f['fdr'] * 100:.1f}",
+                      "-" if f["delay_min"] is None else str(f["delay_min"]),
+                      f"{f['far_prefault'] * 100:.1f}", f"{f['auc']:.3f}")
+    console = Console()
+    console.print(table)
+    per_row = report["detector_s"] / max(report["rows"], 1) * 1e6
+    console.print(f"mean FDR, 18 usual faults: {s['mean_fdr_18'] * 100:.1f} % (21 faults "
+                  f"{s['mean_fdr_21'] * 100:.1f} %) at FAR {s['far'] * 100:.2f} % "
+                  f"(stream_00 alone {s['far_stream_00'] * 100:.2f} %); ROC AUC "
+                  f"{s['auc']:.3f}; at FAR 5 %: FDR {s['mean_fdr_at_far_18'] * 100:.1f} % "
+                  f"(* = 3, 9, 15, left out of the 18)", highlight=False)
+    console.print(f"{report['rows']:,} rows x {report['columns']} columns in "
+                  f"{report['files']} streams; replay incl. I/O {per_row:.0f} us per row; "
+                  f"results in {out / 'results'}", highlight=False)
 
 
 def report_main(args: argparse.Namespace) -> int:

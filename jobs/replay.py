@@ -1,11 +1,13 @@
 """``twin replay``: the pipelines' drift-aware detector over a table of history.
 
 One CSV or Parquet file (one or many numeric columns and a timestamp column), or a folder
-of them, is replayed row by row in timestamp order through
-:class:`~transforms.detector.DriftAwareDetector` in series mode, exactly as a stream would
-reach it: each row is scored, then learned from. The output keeps the timestamp and the
-input values and adds ``anomaly_score`` (0..1), ``is_anomaly`` (the detector's own alarm
-rule) and ``changepoint`` (a column's level changed).
+of them, is replayed row by row in timestamp order through the table detector
+(:class:`~transforms.detectors.TableDetector`), exactly as a stream would reach it: each
+row is scored, then learned from (``--entity-column``: one detector per device). The
+output keeps every input column and adds ``anomaly_score`` (0..1, how abnormal the row is
+now), ``is_anomaly`` (abnormal by the detector's calibrated limit), ``alarm`` (the onset
+of an episode: 0, or how sure in (0.5, 1]), ``contributors`` (which columns, and their
+shares) and ``changepoint`` (the row where a column's level began to change).
 
 Input problems are errors naming the file, column and row, except two that are repaired
 and reported: rows out of timestamp order are sorted (stably), and empty or NaN cells are
@@ -30,15 +32,17 @@ from typing import Any
 
 import numpy as np
 
-from transforms.detector import SERIES_CONFIG, DriftAwareDetector
+from transforms.detectors import Detector, make
 
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date", "ts")
-OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "changepoint")
+OUTPUT_COLUMNS = ("anomaly_score", "is_anomaly", "alarm", "contributors", "changepoint")
+DETECTOR = {"kind": "table"}  # replay's one configuration (every setting at its default)
 # columns that hold labels in public benchmarks (SKAB: anomaly, changepoint; NAB-style
 # label files: label): never fed to the detector unless named with --columns
 LABEL_NAMES = frozenset({"anomaly", "anomalies", "label", "labels", "is_anomaly",
-                         "anomaly_score", "changepoint", "changepoints", "target", "class"})
+                         "anomaly_score", "changepoint", "changepoints", "target", "class",
+                         "fault", "faults", "alarm", "alarms"})
 DOTTED_DATE = r"^\s*\d{1,2}\.\d{1,2}\.\d{2,4}"  # 31.01.2024: day first wherever written so
 
 
@@ -53,6 +57,7 @@ class ReplayReport:
     rows: int
     columns: list[str]
     anomalies: int
+    alarms: int
     changepoints: int
     elapsed_s: float
     notes: list[str] = field(default_factory=list)
@@ -166,23 +171,58 @@ def _value_columns(df, path: Path, ts_col: str, wanted: list[str] | None) -> tup
     return out, notes
 
 
-def score_rows(values: np.ndarray, detector: DriftAwareDetector | None = None,
-               names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Score, then learn, each row of ``values`` (rows x columns; NaN = missing)."""
-    det = detector if detector is not None else DriftAwareDetector(None, **SERIES_CONFIG)
+def score_rows(values: np.ndarray, detector: Detector | None = None,
+               names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Score, then learn, each row of ``values`` (rows x columns; NaN = missing): the
+    replay's output columns, one array each.
+
+    ``changepoint`` marks the row where a change began (the detector reports it when it
+    is sure, later: the mark is set back to the row it dates the change to)."""
+    det = detector if detector is not None else make(**DETECTOR)
     names = names or [f"c{k}" for k in range(values.shape[1])]
     n = len(values)
-    score, alarm, change = np.zeros(n), np.zeros(n, np.int8), np.zeros(n, np.int8)
+    score, flag = np.zeros(n), np.zeros(n, np.int8)
+    alarm, change = np.zeros(n), np.zeros(n, np.int8)
+    contributors = np.empty(n, dtype=object)
+    contributors[:] = ""
+    strength = getattr(det, "alarm_strength", None)
     for i, row in enumerate(values.tolist()):
         x = dict(zip(names, row, strict=True))
         a = det.assess(x)
-        change[i] = bool(det.learn_one(x, a))
-        score[i], alarm[i] = a.score, a.is_anomaly
-    return score, alarm, change
+        drifted = det.learn_one(x, a)
+        score[i], flag[i] = a.score, a.is_anomaly
+        if a.alarm or (strength is None and a.is_anomaly):
+            alarm[i] = strength(a) if strength is not None else a.score
+        if a.is_anomaly or alarm[i]:
+            w = a.weights
+            contributors[i] = ";".join(f"{c}:{w[k]:.2f}" if k < len(w) else c
+                                       for k, c in enumerate(a.contributors))
+        started = getattr(det, "change_started", {})
+        for col in drifted:
+            change[min(max(started.get(col, i), 0), i)] = 1
+    return {"anomaly_score": score, "is_anomaly": flag, "alarm": alarm,
+            "contributors": contributors, "changepoint": change}
+
+
+def score_entities(values: np.ndarray, entities: np.ndarray, names: list[str]
+                   ) -> dict[str, np.ndarray]:
+    """:func:`score_rows` with one detector per entity (rows keep their order)."""
+    out: dict[str, np.ndarray] = {}
+    for entity in dict.fromkeys(entities.tolist()):
+        idx = np.flatnonzero(entities == entity)
+        part = score_rows(values[idx], names=names)
+        for k, v in part.items():
+            if k not in out:
+                out[k] = np.empty(len(values), dtype=v.dtype)
+                if v.dtype == object:
+                    out[k][:] = ""
+            out[k][idx] = v
+    return out
 
 
 def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
-                columns: list[str] | None = None, sep: str | None = None) -> ReplayReport:
+                columns: list[str] | None = None, sep: str | None = None,
+                entity_column: str | None = None) -> ReplayReport:
     """Replay one file into ``dst`` (same format); returns what was done."""
     import pandas as pd
 
@@ -191,7 +231,11 @@ def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
     if df.empty:
         raise ReplayError(f"{src}: no rows")
     ts_col = _timestamp_column(df, src, timestamp_column)
-    cols, notes = _value_columns(df, src, ts_col, columns)
+    if entity_column is not None and entity_column not in df.columns:
+        raise ReplayError(f"{src}: no entity column {entity_column!r}; columns: "
+                          f"{', '.join(map(str, df.columns))}")
+    skip = df.drop(columns=[entity_column]) if entity_column is not None else df
+    cols, notes = _value_columns(skip, src, ts_col, columns)
     ts = _parse_times(df[ts_col], src, ts_col)
     unsorted = int((np.diff(ts) < 0).sum())
     if unsorted:
@@ -206,13 +250,21 @@ def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
     missing = int(np.isnan(values).sum())
     if missing:
         notes.append(f"{missing} empty/NaN cell(s): skipped by the detector, rows still scored")
-    score, alarm, change = score_rows(values, names=[str(c) for c in cols])
+    names = [str(c) for c in cols]
+    if entity_column is not None:
+        entities = df[entity_column].astype(str).to_numpy()
+        scored = score_entities(values, entities, names)
+        notes.append(f"{len(set(entities.tolist()))} entities in column {entity_column!r}: "
+                     f"one detector each")
+    else:
+        scored = score_rows(values, names=names)
     out = df.copy()  # every input column (labels too, for the user's own evaluation)
     clash = [c for c in OUTPUT_COLUMNS if c in out.columns]
     if clash:
         out = out.rename(columns={c: f"input_{c}" for c in clash})
         notes.append(f"input column(s) {', '.join(clash)} renamed input_<name> in the output")
-    out["anomaly_score"], out["is_anomaly"], out["changepoint"] = score, alarm, change
+    for name in OUTPUT_COLUMNS:
+        out[name] = scored[name]
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".tmp")
     if SUFFIXES[src.suffix.lower()] == "parquet":
@@ -220,8 +272,10 @@ def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
     else:
         out.to_csv(tmp, index=False, sep=used_sep or ",", float_format="%.10g")
     os.replace(tmp, dst)  # a crashed replay never leaves a half-written output behind
-    return ReplayReport(str(src), str(dst), len(out), [str(c) for c in cols], int(alarm.sum()),
-                        int(change.sum()), round(time.perf_counter() - t0, 3), notes)
+    return ReplayReport(str(src), str(dst), len(out), names,
+                        int(scored["is_anomaly"].sum()), int((scored["alarm"] > 0).sum()),
+                        int(scored["changepoint"].sum()), round(time.perf_counter() - t0, 3),
+                        notes)
 
 
 def inputs_of(src: Path) -> list[Path]:
@@ -269,6 +323,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", default=None,
                    help="comma-separated value columns (default: every numeric column)")
     p.add_argument("--sep", default=None, help="CSV separator (default: sniffed: , ; tab |)")
+    p.add_argument("--entity-column", default=None,
+                   help="a column naming the device or asset of each row: one detector "
+                        "per entity (e.g. --entity-column device)")
     p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
                    help="processes for a folder (default: up to 2)")
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
@@ -286,7 +343,7 @@ def main(args: argparse.Namespace) -> int:
     sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)
     try:
         reports, errors = replay(src, dst, args.workers, timestamp_column=args.timestamp_column,
-                                 columns=cols, sep=sep)
+                                 columns=cols, sep=sep, entity_column=args.entity_column)
     except ReplayError as exc:
         err.print(f"[red]twin replay: {exc}[/red]", highlight=False)
         return 2
@@ -299,7 +356,8 @@ def main(args: argparse.Namespace) -> int:
         for r in reports:
             rate = r.rows / r.elapsed_s if r.elapsed_s else 0
             out.print(f"{r.input}: {r.rows} rows x {len(r.columns)} column(s), "
-                      f"{r.anomalies} anomalies, {r.changepoints} change points "
+                      f"{r.anomalies} abnormal rows, {r.alarms} alarms, "
+                      f"{r.changepoints} change points "
                       f"({r.elapsed_s:.1f} s, {rate:,.0f} rows/s) -> {r.output}", highlight=False)
             for note in r.notes:
                 out.print(f"  note: {note}", highlight=False)

@@ -30,7 +30,7 @@ import numpy as np
 from schemas import wire
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.deadletter import DEAD_LETTER, dead_letter
-from transforms.detector import DriftAwareDetector
+from transforms.detectors import for_asset
 from transforms.eventtime import DEFAULT_CONFIRMATIONS, DEFAULT_MAX_JUMP_MS, EventTimeGuard
 from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
@@ -66,7 +66,9 @@ class AssetTwin:
         unless ``jump_confirmations`` readings in a row confirm the jump (``max_jump_ms``
         ``None``: no guard).
     detector, health, policy
-        Keyword arguments of :class:`~transforms.detector.DriftAwareDetector`,
+        The detector's configuration (``{"kind": "asset", <settings>}``, the kind
+        ``"asset"`` by default: :func:`transforms.detectors.for_asset`), and keyword
+        arguments of
         :class:`~transforms.health.HealthForecaster` and
         :class:`~transforms.policy.ActionPolicy`.
     """
@@ -91,7 +93,7 @@ class AssetTwin:
         self.min_readings = min_readings
         self.buffer = WindowBuffer(window_ms, allowed_lateness_ms, out_of_orderness_ms)
         self.guard = EventTimeGuard(max_jump_ms, jump_confirmations)
-        self.detector = DriftAwareDetector(asset_type, **(detector or {}))
+        self.detector = for_asset(asset_type, detector)
         self.health = HealthForecaster(window_s=window_ms / 1000, **(health or {}))
         self.policy = ActionPolicy(**(policy or {}))
         self.windows_seen = 0
@@ -207,7 +209,10 @@ class AssetTwin:
             "rul_s": rul,
         }
         out.append((PREDICTION, pred))
-        for action in self.policy.decide(pred):
+        actions = self.policy.decide(pred)
+        # the onset of an episode: the window whose verdicts made the policy page
+        pred["alarm"] = any(action["kind"] == "ALERT" for action in actions)
+        for action in actions:
             if action["kind"] == "SETPOINT":
                 scale = self.nominal.get(self.policy.setpoint_name)
                 if scale is None:  # no nominal known: cannot command safely

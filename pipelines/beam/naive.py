@@ -3,7 +3,7 @@
 Written the way Beam's programming guide teaches: one element per message, a ``Map`` to
 decode and normalize, event timestamps, ``FixedWindows``, a ``GroupByKey`` per asset and
 window, window features, then per asset all its windows in time order through the same
-:class:`~transforms.detector.DriftAwareDetector` the twin uses (Beam keeps state per key
+:mod:`detector <transforms.detectors>` the twin uses (Beam keeps state per key
 *and window*, so ordered per-asset scoring is a second ``GroupByKey`` in the global
 window and a sort). It computes the same predictions as the twin on clean input (no
 lateness handling, duplicates or dead letters: the benchmark's workload has none); it is
@@ -18,7 +18,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.transforms.window import FixedWindows, GlobalWindows, TimestampedValue
 
-from transforms.detector import DriftAwareDetector
+from transforms.detectors import for_asset
 from transforms.features import window_features
 from transforms.normalize import normalize_message
 from transforms.windowing import Window
@@ -47,7 +47,7 @@ def _score(kv, detector_kwargs: dict[str, Any], min_readings: int):
     for end, asset_type, count, feats in sorted(windows, key=lambda w: w[0]):
         if count < min_readings or not feats:
             continue
-        det = det or DriftAwareDetector(asset_type, **detector_kwargs)
+        det = det or for_asset(asset_type, detector_kwargs)
         a = det.assess(feats)
         det.learn_one(feats, a)
         yield {"asset_id": asset_id, "window_end_ms": end, "anomaly_score": a.score,

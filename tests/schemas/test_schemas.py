@@ -50,6 +50,7 @@ FIXTURES: dict[str, dict[str, Any]] = {
         "forecast_health": 0.3,
         "forecast_horizon_s": 3600,
         "rul_s": 86400.0,
+        "alarm": True,
     },
     "twin/action.v1": {
         "action_id": f"pump-1:{TS}:SETPOINT",

@@ -1,4 +1,5 @@
-"""Contract of every detector (River-style): clone/pickle, score-before-learn, drift, alarms."""
+"""The asset detector: residuals given the operating point, adaptation after a jump,
+shared covariances, gradual drift, stuck sensors, old pickles."""
 
 from __future__ import annotations
 
@@ -9,14 +10,11 @@ import random
 import numpy as np
 import pytest
 
-import transforms.detector as detector_module
+import transforms.detectors.asset as detector_module
 from tests.transforms.synthetic import pump_features
+from transforms.detectors.asset import AssetDetector
 
-DETECTORS = [
-    cls for _, cls in inspect.getmembers(detector_module, inspect.isclass)
-    if cls.__module__ == detector_module.__name__ and hasattr(cls, "learn_one")
-    and hasattr(cls, "score_one")
-]
+DETECTORS = [AssetDetector]
 
 
 def trained(cls, n: int = 80, seed: int = 0):
@@ -25,10 +23,6 @@ def trained(cls, n: int = 80, seed: int = 0):
     for _ in range(n):
         det.learn_one(pump_features(rng))
     return det, rng
-
-
-def test_discovers_the_detectors():
-    assert [c.__name__ for c in DETECTORS] == ["DriftAwareDetector"]
 
 
 @pytest.mark.parametrize("cls", DETECTORS)
@@ -73,7 +67,7 @@ def test_learning_from_an_assessment_equals_learning_from_a_stale_one(cls):
 
 
 def test_regression_models_pickle_and_old_pickles_still_load():
-    det, _ = trained(detector_module.DriftAwareDetector)
+    det, _ = trained(AssetDetector)
     model = next(iter(det._models.values()))
     clone = pickle.loads(pickle.dumps(model))
     assert (clone.w == model.w).all() and (clone.P == model.P).all()
@@ -110,7 +104,7 @@ def test_models_sharing_a_covariance_learn_exactly_as_separate_models(asset_type
                 x = {k: v for k, v in x.items() if not k.startswith("vibration.")}
             yield i, x
 
-    shared = detector_module.DriftAwareDetector(asset_type, warmup=30)
+    shared = AssetDetector(asset_type, warmup=30)
     sharing_before_split = []
     seen = []
     for i, x in stream():
@@ -125,7 +119,7 @@ def test_models_sharing_a_covariance_learn_exactly_as_separate_models(asset_type
 
     with monkeypatch.context() as m:
         _unshared(m)
-        alone = detector_module.DriftAwareDetector(asset_type, warmup=30)
+        alone = AssetDetector(asset_type, warmup=30)
         expected = []
         for _, x in stream():
             a = alone.assess(x)
@@ -136,7 +130,7 @@ def test_models_sharing_a_covariance_learn_exactly_as_separate_models(asset_type
         assert (models[name].w == model.w).all() and (models[name].P == model.P).all()
 
     # a pickle keeps one covariance for the models sharing it
-    fresh = detector_module.DriftAwareDetector(asset_type, warmup=30)
+    fresh = AssetDetector(asset_type, warmup=30)
     for _, x in list(stream())[:60]:
         fresh.learn_one(x)
     clone = pickle.loads(pickle.dumps(fresh))
@@ -241,10 +235,10 @@ def test_gradual_drift_is_reported_at_the_adwin_cadence(cls):
 
 
 def test_a_detector_pickled_before_adwin_clock_keeps_checking_every_window():
-    det, rng = trained(detector_module.DriftAwareDetector, n=40)
+    det, rng = trained(AssetDetector, n=40)
     state = dict(det.__dict__)
     del state["adwin_clock"]  # what a pickle from before the setting holds
-    old = detector_module.DriftAwareDetector.__new__(detector_module.DriftAwareDetector)
+    old = AssetDetector.__new__(AssetDetector)
     old.__setstate__(state)
     assert old.adwin_clock == 1
-    assert detector_module.DriftAwareDetector("pump").adwin_clock == 32
+    assert AssetDetector("pump").adwin_clock == 32

@@ -1,5 +1,5 @@
-"""DriftAwareDetector in series mode (``asset_type=None``): the detector of ``twin replay``
-and the NAB benchmark. Same contract as asset mode: pickle, score before learn, drift."""
+"""The series detector: what ``twin replay`` and the NAB benchmark run (the contract every
+detector keeps is in test_contract.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pickle
 import random
 
-from transforms.detector import SERIES_CONFIG, SHIFT_SCORE, DriftAwareDetector
+from transforms.detectors.series import SERIES_CONFIG, SHIFT_SCORE, SeriesDetector
 
 
 def noise(n: int, seed: int = 0, level: float = 10.0, sd: float = 1.0) -> list[float]:
@@ -15,7 +15,7 @@ def noise(n: int, seed: int = 0, level: float = 10.0, sd: float = 1.0) -> list[f
     return [level + rng.gauss(0, sd) for _ in range(n)]
 
 
-def feed(det: DriftAwareDetector, values, col: str = "value"):
+def feed(det: SeriesDetector, values, col: str = "value"):
     out = []
     for v in values:
         x = {col: v}
@@ -25,7 +25,7 @@ def feed(det: DriftAwareDetector, values, col: str = "value"):
 
 
 def test_warmup_scores_zero_then_scores_in_unit_interval():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     steps = feed(det, noise(400))
     assert all(a.warming_up and a.score == 0.0 for a, _ in steps[:150])
     assert not any(a.warming_up for a, _ in steps[150:])
@@ -33,7 +33,7 @@ def test_warmup_scores_zero_then_scores_in_unit_interval():
 
 
 def test_pickle_round_trip_scores_identically():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, noise(300, seed=1))
     clone = pickle.loads(pickle.dumps(det))
     for v in noise(100, seed=2) + [25.0, 10.0]:
@@ -43,7 +43,7 @@ def test_pickle_round_trip_scores_identically():
 
 
 def test_score_does_not_learn():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, noise(300, seed=3))
     before = pickle.dumps(det)
     s1 = det.score_one({"value": 40.0})
@@ -52,7 +52,7 @@ def test_score_does_not_learn():
 
 
 def test_spike_alarms_once_then_refractory():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     quiet = feed(det, noise(1000, seed=4))
     late_alarms = sum(a.is_anomaly for a, _ in quiet[500:])
     assert late_alarms <= 7  # i.i.d. records: ~5 ln(1000/500) = 3.5 expected
@@ -65,7 +65,7 @@ def test_spike_alarms_once_then_refractory():
 
 
 def test_seeded_step_change_is_reported_as_drift_and_not_paged_on():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, noise(600, seed=6))
     steps = feed(det, noise(600, seed=7, level=16.0))  # +6 sd, lasting
     drifts = [i for i, (_, d) in enumerate(steps) if d]
@@ -75,7 +75,7 @@ def test_seeded_step_change_is_reported_as_drift_and_not_paged_on():
 
 
 def test_step_alarms_at_its_first_row_unless_in_a_refractory_period():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, noise(600, seed=11))
     assert not det._quiet()  # precondition: no alarm in the last 50 steps of this seed
     (a, _), *_ = feed(det, noise(5, seed=7, level=16.0))
@@ -84,7 +84,7 @@ def test_step_alarms_at_its_first_row_unless_in_a_refractory_period():
     assert a.is_anomaly and a.score > 0.9 and a.contributors[0] in ("value.level", "value.rarity")
     # seed 6 has a noise alarm 6 steps before the step: a step less than
     # quiet_override (2x) beyond the records is then held back by the refractory period
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, noise(600, seed=6))
     assert det._quiet()
     (a, _), *_ = feed(det, noise(5, seed=7, level=16.0))
@@ -92,7 +92,7 @@ def test_step_alarms_at_its_first_row_unless_in_a_refractory_period():
 
 
 def test_columns_are_judged_separately_and_missing_cells_are_skipped():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     rng = random.Random(8)
     for _ in range(600):
         det.learn_one({"a": rng.gauss(0, 1), "b": 1000 + rng.gauss(0, 50), "c": math.nan})
@@ -116,20 +116,20 @@ def shift_alarms(steps) -> list[int]:
 
 
 def test_new_shape_that_turns_quieter_is_a_pattern_change_alarm():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     steps = feed(det, cycle_then_quiet())
     fired = shift_alarms(steps)
     assert fired and 1500 <= fired[0] < 1560  # within ~1 cycle of the change, not before
     a = steps[fired[0]][0]
     assert a.is_anomaly and a.score == SHIFT_SCORE and a.contributors == ["value.shift"]
     # the record views' refractory is theirs: a channel alarm does not start it
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, cycle_then_quiet()[:fired[0] + 1])
     assert det._last_alarm is None or det._last_alarm < fired[0]
 
 
 def test_pattern_change_channel_is_per_column():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     rows = [{"steady": s, "load": v}
             for s, v in zip(cycle_then_quiet(change=10**9, seed=7), cycle_then_quiet())]
     steps = []
@@ -142,18 +142,18 @@ def test_pattern_change_channel_is_per_column():
 
 
 def test_pattern_change_channel_is_silent_on_stationary_noise():
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     assert not shift_alarms(feed(det, noise(2000, seed=0)))
     # a young |V| history can be fooled (8 of 20 seeds fire once, at rows 326-391, just
     # past the 100 values it needs); later, stationary noise never confirms a new shape
     for seed in range(1, 6):
-        det = DriftAwareDetector(None, **SERIES_CONFIG)
+        det = SeriesDetector(**SERIES_CONFIG)
         assert all(i < 400 for i in shift_alarms(feed(det, noise(2000, seed=seed))))
 
 
 def test_pattern_change_channel_pickles_mid_stream_and_scores_before_learning():
     values = cycle_then_quiet(seed=3)
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, values[:1200])
     clone = pickle.loads(pickle.dumps(det))
     fired = 0
@@ -174,7 +174,7 @@ def test_records_must_be_beaten_by_the_views_margin():
     """A z view alarms only past its record times its margin (25 % for one value, 25 %/√39
     for the ~39-value smoothed level); the rarity of a bin never visited needs no margin,
     of a bin already visited the full 25 %."""
-    det = DriftAwareDetector(None, **SERIES_CONFIG)
+    det = SeriesDetector(**SERIES_CONFIG)
     feed(det, noise(400, seed=11))
     nov = det._series["value"]
     nov.records = [4.0, 4.0, 6.0, 2.0]
