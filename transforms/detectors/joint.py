@@ -102,14 +102,17 @@ class JointDetector(Detector):
         self._last: np.ndarray | None = None
         self._runs: np.ndarray | None = None
         self._longest: np.ndarray | None = None
+        self._frozen_bar: np.ndarray | None = None
 
     # -- helpers ------------------------------------------------------------------------
     def _vector(self, x: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         if self._columns is None:
             self._columns = [c for c, v in x.items() if _number(v)]
-        vals = [x.get(c) for c in self._columns]
-        ok = np.array([_number(v) for v in vals], dtype=bool)
-        return np.array([float(v) if o else math.nan for v, o in zip(vals, ok)]), ok
+        get = x.get
+        v = np.fromiter((_as_float(get(c)) for c in self._columns), float,
+                        len(self._columns))
+        ok = np.isfinite(v)
+        return v, ok
 
     def _warm(self) -> int:
         return max(self.warmup, 3 * len(self._columns or ()))
@@ -158,14 +161,16 @@ class JointDetector(Detector):
         p_m = self._tail.p(m2) if self._tail.n >= 200 and self.rate > 0 else 1.0
         p = min(1.0, (2.0 if self.rate > 0 else 1.0) * min(p_t2, p_m))
         # frozen columns: a run of one value far beyond the longest seen while normal
-        same = ok & (v == self._last) if self._last is not None else np.zeros_like(ok)
-        runs = np.where(same, self._runs + 1, 0)
-        frozen = runs > np.maximum(self.frozen_factor * self._longest, self.frozen_min)
-        abnormal = p < self.false_alarm_rate or bool(frozen.any())
-        if frozen.any():
-            names = [f"{self._columns[i]}.frozen" for i in np.flatnonzero(frozen)]
+        runs = np.where(ok & (v == self._last), self._runs + 1, 0)
+        frozen = bool((runs > self._frozen_bar).any())
+        abnormal = p < self.false_alarm_rate or frozen
+        names: list[str] = []
+        weights: list[float] = []
+        if frozen:
+            names = [f"{self._columns[i]}.frozen"
+                     for i in np.flatnonzero(runs > self._frozen_bar)]
             weights = [1.0 / len(names)] * len(names)
-        else:
+        elif abnormal:
             contrib = e * Se if p_t2 <= p_m else w * Sw  # the deciding chart's decomposition
             total = float(contrib[contrib > 0].sum()) or 1.0
             order = np.argsort(-contrib)[:3]
@@ -173,9 +178,8 @@ class JointDetector(Detector):
             weights = [round(float(contrib[i]) / total, 3) for i in order if contrib[i] > 0]
         return Assessment(
             score=1.0 - p, is_anomaly=abnormal, warming_up=False, drift=False,
-            contributors=names if abnormal else names[:3], weights=weights,
-            max_z=math.sqrt(max(t2, 0.0)),
-            terms=(self.n_seen, (v, ok, e, w, p_t2, m2, runs, bool(frozen.any()))))
+            contributors=names, weights=weights, max_z=math.sqrt(max(t2, 0.0)),
+            terms=(self.n_seen, (v, ok, e, w, p_t2, m2, runs, frozen)))
 
     def learn_one(self, x: dict[str, float], assessment: Assessment | None = None) -> list[str]:
         """Learn from one row; returns the columns of a confirmed regime change (the model
@@ -236,6 +240,7 @@ class JointDetector(Detector):
         if self._last is None:
             self._last, self._runs = v.copy(), np.zeros(len(v))
             self._longest = np.zeros(len(v))
+            self._frozen_bar = np.full(len(v), float(self.frozen_min))
             return
         if runs is None:
             same = ok & (v == self._last)
@@ -244,8 +249,17 @@ class JointDetector(Detector):
             ended = ok & (runs == 0)
             self._longest = np.where(ended, np.maximum(self._longest, self._runs),
                                      self._longest)
+            self._frozen_bar = np.maximum(self.frozen_factor * self._longest, self.frozen_min)
         self._runs = runs
         self._last = np.where(ok, v, self._last)
+
+
+def _as_float(v) -> float:
+    """A cell as a float: NaN for anything that is not a finite number (missing)."""
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _number(v) -> bool:
