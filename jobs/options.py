@@ -128,3 +128,10 @@ def twin_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
         "jump_confirmations": args.jump_confirmations,
         "policy": {"dry_run": bool(args.dry_run)},
     }
+
+
+def non_negative_duration(text: str) -> float:
+    """A duration in seconds, or 0 (``"0"``: off/never)."""
+    if text.strip() in ("0", "0s", "0.0"):
+        return 0.0
+    return parse_duration(text)

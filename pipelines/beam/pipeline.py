@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from pipelines.beam.normalize import NormalizeReadings
 from pipelines.beam.sinks import WriteRecords
-from pipelines.beam.twin import CHECKPOINT, RunTwins
+from pipelines.beam.twin import CHECKPOINT, FlushTwins, RunTwins
 from transforms.deadletter import DEAD_LETTER
 from transforms.twin import ACTION, DEFAULT_SHARDS, FEATURES, LATE, PREDICTION, STATE
 
@@ -35,12 +35,14 @@ class ProcessMessages(beam.PTransform):
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  normalize_kwargs: dict[str, Any] | None = None,
                  initial_path: str | None = None, checkpoint: bool = False,
-                 shards: int = DEFAULT_SHARDS) -> None:
-        """``initial_path`` / ``checkpoint``: continue twins from a state file and hand them
-        over at the end instead of closing their windows (bounded Kafka runs; adds a
-        ``checkpoint`` output of ``(asset_id, pickled twin)``). ``shards``: the twins'
+                 shards: int = DEFAULT_SHARDS, initial_sha256: str | None = None) -> None:
+        """``initial_path`` / ``checkpoint``: continue twins from a state file (the one
+        whose verified bytes have the SHA-256 ``initial_sha256``) and hand them over at the
+        end instead of closing their windows (bounded Kafka runs; adds a ``checkpoint``
+        output of ``(asset_id, pickled twin, newest event ms)``). ``shards``: the twins'
         state keys, 0 for one per asset (:mod:`pipelines.beam.twin`)."""
         super().__init__()
+        self.initial_sha256 = initial_sha256
         self.shards = shards
         self.twin_kwargs = twin_kwargs
         self.normalize_kwargs = normalize_kwargs or {}
@@ -51,12 +53,24 @@ class ProcessMessages(beam.PTransform):
         norm = messages | "NormalizeReadings" >> NormalizeReadings(
             **self.normalize_kwargs, shards=self.shards)
         twins = norm["readings"] | "RunTwins" >> RunTwins(
-            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards)
+            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards,
+            self.initial_sha256)
         out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
         out["dead_letters"] = (norm["dead_letters"], twins[DEAD_LETTER]) \
             | "AllDeadLetters" >> beam.Flatten()
         if self.checkpoint:
             out[CHECKPOINT] = twins[CHECKPOINT]
+        return out
+
+
+class EvictTwins(beam.PTransform):
+    """Pickled twins ``(asset_id, bytes)`` leaving the state -> the same outputs as
+    :class:`ProcessMessages` (their last windows closed and scored)."""
+
+    def expand(self, twins):
+        flushed = twins | "FlushTwins" >> FlushTwins()
+        out = {name: flushed[tag] for name, (tag, _) in OUTPUTS.items()}
+        out["dead_letters"] = flushed[DEAD_LETTER]
         return out
 
 
