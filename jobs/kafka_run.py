@@ -31,6 +31,8 @@ as they are.
 
 from __future__ import annotations
 
+import os
+import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -49,6 +51,13 @@ CHECKPOINT_SCHEMA = {
 }
 SLICE_PREFIX = ".slice-"
 DEFAULT_SLICE = 100_000
+
+
+def _can_fork() -> bool:
+    import multiprocessing
+    import sys
+
+    return sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
 
 
 @dataclass
@@ -71,7 +80,58 @@ class BoundedKafkaRun:
     shards: int = 0
     serde: Any = None
     show_progress: bool = False
+    fork: bool = field(default_factory=lambda: _can_fork())  # each slice in a child
     extra: dict[str, Any] = field(default_factory=dict)  # more for the summary
+
+
+class SliceFailed(RuntimeError):
+    """A slice's pipeline failed in a way that is not one of ours (see the message)."""
+
+
+def _pipeline_counts(build, beam_args: list[str], expected: int, show: bool
+                     ) -> dict[str, Any]:
+    from jobs.run import _execute, _metrics, _options
+
+    progress.reset()
+    return _metrics(_execute(build, _options(beam_args), expected, show))
+
+
+def _die_with_parent(parent: int) -> None:
+    """Have the kernel kill this process when its parent dies (Linux), so a killed run
+    leaves no slice running on beside its rerun."""
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+def _in_child(send, parent: int, build, beam_args: list[str], expected: int,
+              show: bool) -> None:
+    """A forked slice: its counters, or what it raised, to the parent."""
+    _die_with_parent(parent)
+    try:
+        send.send(("ok", _pipeline_counts(build, beam_args, expected, show)))
+    except BaseException as exc:  # noqa: BLE001 - the parent raises it
+        try:
+            blob = pickle.dumps(exc)
+        except Exception:  # noqa: BLE001 - not picklable: its type and text then
+            blob = None
+        send.send(("error", (blob, f"{type(exc).__name__}: {exc}")))
+    finally:
+        send.close()
+
+
+def _child_error(blob: bytes | None, text: str) -> BaseException:
+    """What a slice's child raised, as the parent can raise it."""
+    if blob is not None:
+        try:
+            return pickle.loads(blob)  # our own child's bytes, through a pipe
+        except Exception:  # noqa: BLE001 - an exception type that does not unpickle
+            pass
+    return SliceFailed(text)
 
 
 def _keys(ranges: list[PartitionRange]) -> dict[str, int]:
@@ -121,12 +181,35 @@ class _Run:
             commit_offsets(self.s.config, self.s.group_id, mine)
         return state
 
-    def _run_pipeline(self, build, expected: int):
-        from jobs.run import _execute, _metrics, _options
+    def _run_pipeline(self, build, expected: int) -> dict[str, Any]:
+        """Run the pipeline ``build`` makes; its counters. In a forked child process where
+        the platform forks: what a pipeline leaves behind in the heap (memory the
+        allocator keeps, fragmented) then goes with the child, so every slice starts from
+        the same memory, however many came before."""
+        if not self.s.fork:
+            return _pipeline_counts(build, self.beam_args, expected, self.s.show_progress)
+        import multiprocessing
 
-        progress.reset()
-        result = _execute(build, _options(self.beam_args), expected, self.s.show_progress)
-        return _metrics(result)
+        ctx = multiprocessing.get_context("fork")
+        receive, send = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_in_child, name="twin-slice",
+                            args=(send, os.getpid(), build, self.beam_args, expected,
+                                  self.s.show_progress))
+        child.start()
+        send.close()
+        try:
+            kind, value = receive.recv()
+        except EOFError:  # it died without a word: killed, out of memory, ...
+            child.join()
+            raise SliceFailed(f"the process running a slice exited with code "
+                              f"{child.exitcode} before it finished; nothing of the slice "
+                              "was committed, a rerun repeats it") from None
+        finally:
+            receive.close()
+        child.join()
+        if kind == "error":
+            raise _child_error(*value)
+        return value
 
     def slice(self, state: dict[str, Any], part: list[PartitionRange]) -> dict[str, Any]:
         """Read ``part``, write its outputs, commit twins and offsets."""

@@ -275,7 +275,11 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumer = None
 
     def setup(self) -> None:
-        self._consumer = _consumer(self.config)
+        # librdkafka fetches ahead of what is consumed, by default up to 100,000 messages
+        # or 64 MB per partition: past the end of a bounded range that is memory spent
+        # on messages the next slice reads again; a few polls' worth keeps it busy
+        self._consumer = _consumer({"queued.min.messages": 2 * POLL_BATCH,
+                                    "queued.max.messages.kbytes": 8192, **self.config})
 
     def teardown(self) -> None:
         if self._consumer is not None:
