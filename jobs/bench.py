@@ -16,6 +16,9 @@
   process: cost per window and state per asset as their history grows.
 - ``twin bench fleet``: the main job (``twin run`` on its defaults) timed in a child
   process, with its counts and its evaluation against the simulator's ground truth.
+- ``twin bench kafka-backlog``: ``twin run --source kafka`` over backlogs of several sizes
+  on a fresh embedded broker each: peak memory and time against the backlog
+  (:mod:`jobs.bench_kafka`).
 - ``twin bench sweep``: detection on many seeded fleets (``twin sweep``'s totals).
 - ``twin bench nab``: the Numenta Anomaly Benchmark replayed with ``twin replay``'s one
   configuration and scored by NAB's rules (``--data``, ``--scorer``).
@@ -145,7 +148,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,sweep,nab,tep,report}")
+                           metavar="{scale,history,fleet,kafka-backlog,sweep,nab,tep,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -173,6 +176,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "counted and evaluated")
     fleet.add_argument("--out", type=Path, default=Path("out") / "bench-fleet",
                        help="the run's output folder (default out/bench-fleet)")
+    backlog = sub.add_parser("kafka-backlog", help="peak memory and time of `twin run "
+                                                   "--source kafka` against its backlog")
+    backlog.add_argument("--messages", default="200000,1000000,2000000",
+                         help="comma-separated backlog sizes, one fresh broker each "
+                              "(default 200000,1000000,2000000)")
+    backlog.add_argument("--assets", type=positive_int, default=24,
+                         help="fleet size (default 24)")
+    backlog.add_argument("--interval", type=positive_float, default=5.0,
+                         help="seconds between an asset's samples (default 5)")
+    backlog.add_argument("--max-messages-per-slice", type=positive_int, default=None,
+                         metavar="N", help="passed to twin run (default: its own)")
+    backlog.add_argument("--out", type=Path, default=Path("out") / "bench-kafka-backlog",
+                         help="work folder; the report also goes to backlog.json in it "
+                              "(default out/bench-kafka-backlog)")
     from jobs.sweep import add_arguments as add_sweep_arguments
 
     sweep = sub.add_parser("sweep", help="detection on many seeded fleets (twin sweep)")
@@ -204,7 +221,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="where results and scores.json go (default out/tep)")
     tep.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                      help="replay processes (default: up to 2)")
-    for bench in (scale, hist, fleet, sweep, nab, tep):
+    for bench in (scale, hist, fleet, backlog, sweep, nab, tep):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -294,6 +311,25 @@ def _main(args: argparse.Namespace) -> int:
         _show(args, report, print_history)
         _record(args, "history", {"assets": args.assets, "duration_s": args.duration,
                                   "interval_s": args.interval, "window_s": args.window},
+                report)
+        return 0
+    if args.bench == "kafka-backlog":
+        from jobs.bench_kafka import print_backlog, run_backlog
+
+        sizes = _int_list(args.messages, 1, None)
+        if sizes is None:
+            return _fail(" kafka-backlog", f"--messages wants positive integers like "
+                                           f"200000,2000000, not {args.messages!r}")
+        try:
+            report = run_backlog(sizes, args.assets, args.interval,
+                                 args.max_messages_per_slice, args.out)
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "backlog.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_backlog)
+        _record(args, "kafka-backlog", {"messages": sizes, "assets": args.assets,
+                                        "interval_s": args.interval,
+                                        "max_messages_per_slice": args.max_messages_per_slice},
                 report)
         return 0
     if args.bench == "fleet":
