@@ -108,10 +108,26 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _close_out_dir_lock() -> None:
+    """Close this process's copy of the output folder's lock (the run holds it: see
+    :func:`~pipelines.beam.sinks.claim_out_dir`), so the lock goes the moment the run
+    does, not when this child has finished dying."""
+    from pipelines.beam.sinks import LOCK_FILE
+
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if os.path.basename(target) == LOCK_FILE:
+            os.close(int(fd))
+
+
 def _in_child(send, parent: int, build, beam_args: list[str], expected: int,
               show: bool) -> None:
     """A forked slice: its counters, or what it raised, to the parent."""
     _die_with_parent(parent)
+    _close_out_dir_lock()
     try:
         send.send(("ok", _pipeline_counts(build, beam_args, expected, show)))
     except BaseException as exc:  # noqa: BLE001 - the parent raises it
