@@ -10,7 +10,8 @@ One run reads what the raw topics hold now, from where the last run stopped:
    (low/high watermarks, topic ids); offsets that do not fit stop the run unless
    ``--on-offset-reset`` chose earliest or latest (:mod:`pipelines.kafka.offsets`). The
    backlog up to the end offsets present now (at most ``--max-messages``) is cut into
-   slices of at most ``--max-messages-per-slice`` messages.
+   slices of at most ``--max-messages-per-slice`` messages and ``--max-bytes-per-slice``
+   bytes (the messages' sizes are read first: memory follows bytes, not counts).
 3. **slices**: each slice is one Beam pipeline: read, normalize, twins (started from the
    state file, handed back at the end with their windows open), outputs to Kafka
    (flushed, failing the slice if any delivery failed) and to files in a slice folder.
@@ -51,6 +52,10 @@ CHECKPOINT_SCHEMA = {
 }
 SLICE_PREFIX = ".slice-"
 DEFAULT_SLICE = 100_000
+# The bytes of ~100,000 typical messages (~500 bytes each): a slice of larger messages is
+# cut shorter, as a pipeline's memory follows the bytes it holds (about 5x for typical
+# messages, more for large ones, which are copied whole at every stage).
+DEFAULT_SLICE_BYTES = 48 << 20
 
 
 def _can_fork() -> bool:
@@ -73,6 +78,7 @@ class BoundedKafkaRun:
     state_path: str | None = None  # default OUT/twin-state.pkl
     on_offset_reset: str = "fail"
     max_messages_per_slice: int = DEFAULT_SLICE
+    max_bytes_per_slice: int | None = DEFAULT_SLICE_BYTES
     max_messages: int | None = None
     state_ttl_ms: int = 7 * 86_400_000
     trust_unsigned_state: bool = False
@@ -300,6 +306,19 @@ class _Run:
             "evicted": state["evicted"] + len(gone), "steps": state["steps"] + 1},
             offsets_changed=False)
 
+    def next_slice(self, remaining: list[PartitionRange], left: int) -> list[PartitionRange]:
+        """The next slice: at most ``--max-messages-per-slice`` messages of what is left
+        (each partition's share in proportion to what it has left), then cut to at most
+        ``--max-bytes-per-slice`` (messages vary in size: memory follows bytes). The same
+        offsets give the same slice, so a rerun cuts as the run it repeats did."""
+        from pipelines.beam.kafka import message_sizes
+        from pipelines.kafka.offsets import split, trim
+
+        (part, *_) = split(remaining, self.s.max_messages_per_slice, left)
+        if self.s.max_bytes_per_slice is None:
+            return part
+        return trim(part, message_sizes(self.s.config, part), self.s.max_bytes_per_slice)
+
     def stale(self, state: dict[str, Any]) -> list[str]:
         from transforms.retention import expired, stream_time_ms
 
@@ -342,7 +361,6 @@ class _Run:
 
     def run(self) -> dict[str, Any]:
         from pipelines.beam.kafka import plan_reads
-        from pipelines.kafka.offsets import split
         from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics
         from pipelines.statefile import read_state
 
@@ -359,9 +377,8 @@ class _Run:
                   else f"consumer group {s.group_id!r}'s committed offsets")
         plan = plan_reads(s.config, s.topics, s.group_id, state["offsets"] or None,
                           state["topic_ids"], s.on_offset_reset, source=source)
-        slices = split(plan.ranges, s.max_messages_per_slice, s.max_messages)
         backlog = sum(r.stop - r.start for r in plan.ranges)
-        planned = sum(r.stop - r.start for part in slices for r in part)
+        planned = backlog if s.max_messages is None else min(backlog, s.max_messages)
         notes = [_reset_note(plan.resets)] if plan.resets else []
         # offsets as the plan has them (resets applied, partitions that are gone dropped)
         offsets = {k: v for k, v in state["offsets"].items() if k not in plan.dropped}
@@ -371,7 +388,7 @@ class _Run:
         state = {**state, "offsets": offsets,
                  "topic_ids": {**state["topic_ids"], **plan.topic_ids}}
         stale = self.stale(state)
-        if not slices and not stale and not state["pending"]:
+        if not planned and not stale and not state["pending"]:
             if moved:  # the user chose where to go on from: remember it
                 self._commit(state, offsets_changed=True)
             message = (f"nothing new on topics {', '.join(s.topics)} since offsets "
@@ -383,8 +400,13 @@ class _Run:
         t0 = time.perf_counter()
         if stale:
             state = self.evict(state, stale)
-        for part in slices:
+        remaining, left = list(plan.ranges), planned
+        while left > 0:
+            part = self.next_slice(remaining, left)
             state = self.slice(state, part)
+            done = {r.key: r.stop for r in part}
+            remaining = [r._replace(start=done.get(r.key, r.start)) for r in remaining]
+            left -= sum(r.stop - r.start for r in part)
             stale = self.stale(state)
             if stale:
                 state = self.evict(state, stale)

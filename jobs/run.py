@@ -18,6 +18,10 @@ the drift-aware detector, health forecasting and the action policy, and writes::
 It runs on Beam's DirectRunner by default. Flags the job does not know are Beam pipeline
 options, so ``twin run -- --runner=FlinkRunner --flink_master=...`` or Dataflow options
 pass straight through. ``twin evaluate OUT`` scores the run against the ground truth.
+
+``--source kafka`` reads the raw topics instead, from where the last run stopped, in
+slices each committed with a signed state file (:mod:`jobs.kafka_run`); ``--unbounded``
+reads them as a stream.
 """
 
 from __future__ import annotations
@@ -32,10 +36,11 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from jobs.kafka_run import DEFAULT_SLICE
+from jobs.kafka_run import DEFAULT_SLICE, DEFAULT_SLICE_BYTES
 from jobs.options import (
     add_fleet_args,
     add_twin_args,
+    byte_size,
     fleet_config_from,
     non_negative_duration,
     non_negative_int,
@@ -101,6 +106,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"read the backlog in slices of at most N messages, each run "
                         f"through the twin and committed with its state; memory follows N, "
                         f"not the backlog (default {DEFAULT_SLICE})")
+    g.add_argument("--max-bytes-per-slice", type=byte_size, default=DEFAULT_SLICE_BYTES,
+                   metavar="SIZE",
+                   help=f"cut a slice shorter when its messages weigh more than this (e.g. "
+                        f"64MiB; 0: no limit; default {DEFAULT_SLICE_BYTES >> 20}MiB, about "
+                        f"{DEFAULT_SLICE} typical messages)")
     g.add_argument("--max-messages", type=positive_int, default=None, metavar="N",
                    help="read at most N messages in this run, the rest in the next "
                         "(default: everything there is now)")
@@ -270,7 +280,8 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         topics=args.topics.split(",") if args.topics else raw_topics(),
         group_id=args.group_id, state_path=args.state_file,
         on_offset_reset=args.on_offset_reset,
-        max_messages_per_slice=args.max_messages_per_slice, max_messages=args.max_messages,
+        max_messages_per_slice=args.max_messages_per_slice,
+        max_bytes_per_slice=args.max_bytes_per_slice or None, max_messages=args.max_messages,
         state_ttl_ms=int(args.state_ttl * 1000),
         trust_unsigned_state=args.trust_unsigned_state, twin_kwargs=twin_kwargs_from(args),
         shards=_shards(args), serde=serde, show_progress=not args.no_progress,

@@ -10,8 +10,9 @@ range. Elements are lists (one per poll, up to ``POLL_BATCH``) of messages
 Kafka timestamp in the list; normalization then stamps each reading with the event time
 in its payload.
 
-- **bounded** (``stop`` offsets given, what :func:`plan_partitions` computes from the end
-  offsets present at start): reads ``[start, stop)`` and finishes. This is how
+- **bounded** (``stop`` offsets given, what :func:`plan_reads` computes from the end
+  offsets present at start, after checking the stored start offsets against the broker):
+  reads ``[start, stop)`` and finishes. This is how
   ``twin run --source kafka`` runs on the DirectRunner, which does not advance
   event-time watermarks for unbounded splittable DoFns (Beam 2.61).
 - **unbounded** (``unbounded=True``): the same DoFn marked unbounded per element; when it
@@ -221,6 +222,48 @@ def end_offsets(consumer, tps, timeout_s: float = 15.0, probe_s: float = 5.0
     return ends
 
 
+def message_sizes(config: dict[str, Any], ranges: list[PartitionRange],
+                  stall_s: float = STALL_TIMEOUT_S) -> dict[str, list[tuple[int, int]]]:
+    """``(offset, bytes of key and value)`` of every message in each bounded range, read
+    and dropped (to cut a slice by weight: :func:`pipelines.kafka.offsets.trim`)."""
+    from confluent_kafka import TopicPartition
+
+    c = _consumer({"queued.min.messages": 2 * POLL_BATCH, "queued.max.messages.kbytes": 8192,
+                   **config})
+    out: dict[str, list[tuple[int, int]]] = {}
+    try:
+        for r in ranges:
+            sizes = out[r.key] = []
+            if r.stop is None or r.stop <= r.start:
+                continue
+            tp = TopicPartition(r.topic, r.partition)
+            c.assign([TopicPartition(r.topic, r.partition, r.start)])
+            nxt, since = r.start, time.monotonic()
+            while nxt < r.stop:
+                batch = [m for m in c.consume(max(1, min(POLL_BATCH, r.stop - nxt)),
+                                              timeout=POLL_TIMEOUT_S)
+                         if m.error() is None and m.topic() == r.topic
+                         and m.partition() == r.partition]
+                for m in batch:
+                    if m.offset() >= r.stop:
+                        break
+                    sizes.append((m.offset(), len(m.value() or b"") + len(m.key() or b"")))
+                    nxt = m.offset() + 1
+                if batch:
+                    since = time.monotonic()
+                    continue
+                nxt = max(nxt, c.position([tp])[0].offset)  # past control records
+                if time.monotonic() - since > stall_s and nxt < r.stop:
+                    raise BrokerUnavailable(
+                        f"no progress reading {r.key} at offset {nxt} of {r.stop} for "
+                        f"{stall_s:.0f} s (broker down, restarted without its data, or "
+                        "retention removed it)")
+            c.unassign()
+    finally:
+        c.close()
+    return out
+
+
 def commit_offsets(config: dict[str, Any], group_id: str, offsets: dict[str, int],
                    timeout_s: float = 15.0) -> None:
     """Commit ``"topic/partition" -> next offset`` for ``group_id`` (after outputs are safe)."""
@@ -392,7 +435,7 @@ class ReadFromKafka(beam.PTransform):
     config
         librdkafka settings (``bootstrap.servers``, TLS/SASL, ...).
     partitions
-        What to read, from :func:`plan_partitions`.
+        What to read, from :func:`plan_reads` (or a slice of it).
     unbounded
         Keep reading (for runners that drive watermarks); ranges' ``stop`` must be None.
     """

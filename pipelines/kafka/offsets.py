@@ -172,3 +172,64 @@ def split(ranges: Iterable[PartitionRange], per_slice: int, limit: int | None = 
         budget -= sum(take)
         slices.append(part)
     return slices
+
+
+def trim(part: Sequence[PartitionRange], sizes: dict[str, list[tuple[int, int]]],
+         max_bytes: int) -> list[PartitionRange]:
+    """The slice ``part`` cut so its messages weigh at most ``max_bytes``.
+
+    ``sizes``: for each range (by ``key``), ``(offset, bytes)`` of its messages in offset
+    order. Every partition keeps the same fraction of its messages (the largest that
+    fits), so partitions still advance together; a slice keeps at least one message, so
+    a run always moves on, even past a message larger than the limit.
+
+    >>> part = [PartitionRange("t", 0, 10, 14), PartitionRange("t", 1, 0, 2)]
+    >>> sizes = {"t/0": [(10, 5), (11, 5), (12, 5), (13, 5)], "t/1": [(0, 10), (1, 900)]}
+    >>> [(r.key, r.start, r.stop) for r in trim(part, sizes, 100)]  # t/1's 900 bytes wait
+    [('t/0', 10, 13), ('t/1', 0, 1)]
+    >>> [(r.key, r.stop) for r in trim(part, sizes, 1000)]
+    [('t/0', 14), ('t/1', 2)]
+    >>> big = {"t/0": [(10, 5000), (11, 5000)]}
+    >>> [(r.key, r.stop) for r in trim([part[0]._replace(stop=12)], big, 100)]  # one, anyway
+    [('t/0', 11)]
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be at least 1, got {max_bytes}")
+    ranges = [r for r in part if sizes.get(r.key)]
+    if sum(b for r in ranges for _, b in sizes[r.key]) <= max_bytes:
+        return list(part)
+    cumulative = {}
+    for r in ranges:
+        total, acc = 0, []
+        for _, b in sizes[r.key]:
+            total += b
+            acc.append(total)
+        cumulative[r.key] = acc
+
+    def taken(k: int) -> dict[str, int]:
+        """Messages of each range at step ``k`` of ``steps``: the same fraction of each."""
+        return {r.key: len(sizes[r.key]) * k // steps for r in ranges}
+
+    def weight(counts: dict[str, int]) -> int:
+        return sum(cumulative[key][n - 1] for key, n in counts.items() if n)
+
+    steps = max(len(sizes[r.key]) for r in ranges)
+    low, high = 0, steps  # the largest k whose messages fit
+    while low < high:
+        mid = (low + high + 1) // 2
+        if weight(taken(mid)) <= max_bytes:
+            low = mid
+        else:
+            high = mid - 1
+    counts = taken(low)
+    if not any(counts.values()):  # not even one step fits: one message, to move on
+        counts = {ranges[0].key: 1}
+    out = []
+    for r in ranges:
+        n = counts.get(r.key, 0)
+        if n == 0:
+            continue
+        listed = sizes[r.key]
+        stop = r.stop if n == len(listed) else listed[n][0]
+        out.append(r._replace(stop=stop))
+    return out

@@ -242,6 +242,26 @@ def test_a_backlog_is_read_in_slices_each_committed_and_the_outputs_are_one_runs
     assert not list(sliced.glob(".slice*")) and not list(sliced.glob(".checkpoint*"))
 
 
+def test_slices_of_large_messages_are_cut_by_their_weight(broker, tmp_path, key_file):
+    """Memory follows the bytes a slice holds, not its count of messages."""
+    bs = broker.bootstrap_servers
+    n = publish(bs, fleet(hours=0.25, malformed_rate=0.0).messages())
+    p = Producer({"bootstrap.servers": bs, "message.max.bytes": 4_000_000})
+    for i in range(3):  # 1.5 MB each: oversize garbage, dead letters with all their bytes
+        p.produce("twin.raw.orca", value=bytes([i]) * 1_500_000, key=b"pump-002", partition=0)
+    assert p.flush(30) == 0
+    out = tmp_path / "run"
+    assert main(run_args(bs, out, "--max-bytes-per-slice", "2MiB")) == 0
+    s = summary(out)
+    assert s["readings_in"] == n + 3 and s["invariant_ok"]
+    assert s["dead_letter_reasons"] == {"oversize_payload": 3}
+    assert s["slices"] == 3  # one of the large messages per slice (1,000 small ones fit)
+    import fastavro
+
+    with open(out / "dead_letters.avro", "rb") as f:
+        assert sorted(len(d["payload"]) for d in fastavro.reader(f)) == [1_500_000] * 3
+
+
 def test_max_messages_caps_one_run_and_the_next_run_continues(broker, tmp_path, key_file):
     bs = broker.bootstrap_servers
     n = publish(bs, fleet(hours=1.0).messages())
@@ -269,7 +289,10 @@ def test_peak_memory_follows_the_slice_not_the_backlog(make_broker, tmp_path, ke
     peaks = {}
     for hours in (0.5, 3.0):
         b = make_broker()
-        n = publish(b.bootstrap_servers, fleet(hours=hours, assets=12).messages())
+        # (no malformed messages: a few oversize ones, 1 MB each, would weigh more on
+        # whichever slice holds them than the backlog's size does)
+        n = publish(b.bootstrap_servers,
+                    fleet(hours=hours, assets=12, malformed_rate=0.0).messages())
         out = tmp_path / f"h{hours}"
         peaks[n] = _peak_rss_mb([sys.executable, "-m", "jobs.cli", *run_args(
             b.bootstrap_servers, out, "--max-messages-per-slice", "4000")], tmp_path)

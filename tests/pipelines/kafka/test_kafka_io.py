@@ -14,6 +14,7 @@ from pipelines.beam.kafka import (
     _ReadPartitionFn,
     _ReadPartitionUnboundedFn,
     commit_offsets,
+    message_sizes,
     plan_partitions,
     plan_reads,
 )
@@ -72,6 +73,13 @@ def test_a_topic_with_another_id_than_the_stored_one_was_recreated(broker):
     with pytest.raises(OffsetResetError) as err:
         plan_reads(cfg, ["t"], "g", {"t/0": 20}, stored_topic_ids={"t": "another-id"})
     assert err.value.mismatches[0].why == "recreated"
+
+
+def test_message_sizes_weigh_each_message_of_a_range(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 30)  # key b"a", value b"v<i>"
+    sizes = message_sizes(cfg, [PartitionRange("t", 0, 5, 25), PartitionRange("u", 0, 7, 7)])
+    assert sizes == {"t/0": [(i, 1 + len(b"v%d" % i)) for i in range(5, 25)], "u/0": []}
 
 
 def test_bounded_read_claims_exactly_its_range(broker):

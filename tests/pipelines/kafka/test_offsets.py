@@ -110,3 +110,22 @@ def test_never_a_backwards_range():
         split([PartitionRange("t", 0, 10, 5)], 100)
     with pytest.raises(ValueError):
         split([PartitionRange("t", 0, 0, 5)], 0)
+
+
+def test_a_slice_is_cut_to_its_weight_with_partitions_advancing_together():
+    from pipelines.kafka.offsets import trim
+
+    rng = random.Random(5)
+    part = [PartitionRange("t", p, 100 * p, 100 * p + 200) for p in range(3)]
+    sizes = {r.key: [(o, rng.choice((500, 500, 500, 1_000_000))) for o in range(r.start, r.stop)]
+             for r in part}
+    for limit in (1, 600, 2_000_000, 5_000_000):
+        cut = trim(part, sizes, limit)
+        weights = {r.key: sum(b for o, b in sizes[r.key] if r.start <= o < r.stop) for r in cut}
+        taken = sum(r.stop - r.start for r in cut)
+        assert taken >= 1  # always moves on
+        assert sum(weights.values()) <= limit or taken == 1
+        assert all(r.start == part[r.partition].start for r in cut)  # a prefix of each
+        counts = [r.stop - r.start for r in cut]
+        assert max(counts) - min(counts) <= 1 or len(cut) == 1  # the same share of each
+    assert trim(part, sizes, 10**12) == part  # everything fits: unchanged
