@@ -18,7 +18,10 @@ One run reads what the raw topics hold now, from where the last run stopped:
    Then the slice is committed: state file (atomic, signed), then the consumer group's
    offsets. A run killed at any point loses nothing: the rerun starts at the last
    committed slice and, cutting the rest the same way, gives the same outputs (same ids).
-   Memory follows the slice, not the backlog.
+   Memory follows the slice, not the backlog: the DirectRunner holds a pipeline's data in
+   memory, so each slice is its own pipeline, run in a child process forked for it (the
+   heap a pipeline leaves behind goes with the child; the kernel ends the child if the run
+   dies).
 4. **retention**: after each slice, twins of assets not seen for ``--state-ttl`` of event
    time are flushed (their open windows scored, their last state on ``twin.state``) and
    leave the state file (:mod:`transforms.retention`), in a step committed the same way.
