@@ -127,6 +127,9 @@ class KafkaFeed(_Feed):
         self.behind = 0  # messages on the topics not read yet, at the last look
         self.last_message_ms: int | None = None
         self.caught_up_ms: int | None = None  # when the view first had all there was
+        self.before_lookback = 0  # messages older than the lookback, passed over
+        self._since_ms = (signing.wall_clock_ms() - lookback_ms
+                          if lookback_ms is not None else None)
         self._consumer = None
 
     def _open(self):
@@ -160,8 +163,8 @@ class KafkaFeed(_Feed):
                     new.append(TopicPartition(topic, p, OFFSET_BEGINNING))
         if not new:
             return
-        if self.lookback_ms is not None:
-            since = signing.wall_clock_ms() - self.lookback_ms
+        if self._since_ms is not None:
+            since = self._since_ms
             timed = [TopicPartition(tp.topic, tp.partition, since) for tp in new
                      if tp.topic != STATE_TOPIC]
             if timed:
@@ -229,6 +232,12 @@ class KafkaFeed(_Feed):
             ts_type, ts = m.timestamp()
             received = ts if ts_type else None
             topic, value = m.topic(), m.value()
+            if (self._since_ms is not None and received is not None
+                    and received < self._since_ms and topic != STATE_TOPIC):
+                # offsets_for_times starts near the lookback; brokers that do not index
+                # time (the embedded one) start at the beginning, so the cut is made here
+                self.before_lookback += 1
+                continue
             try:
                 if value is None:
                     raise InvalidReading("empty_payload",
@@ -260,6 +269,7 @@ class KafkaFeed(_Feed):
         return {"source": "kafka", "bootstrap_servers": self.config.get("bootstrap.servers"),
                 "topics": self.topics, "partitions": len(self.assigned),
                 "messages": self.messages, "unreadable": self.unreadable,
+                "before_lookback": self.before_lookback,
                 "behind_messages": self.behind, "last_message_ms": self.last_message_ms,
                 "caught_up_ms": self.caught_up_ms, "error": self.error}
 
