@@ -41,6 +41,7 @@ True
 from __future__ import annotations
 
 import math
+import re
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
@@ -480,6 +481,9 @@ class AssetView:
                             for s in self.sensor_names}}
 
 
+_POINTER = re.compile(r"(.+)/\d+@\d+")
+
+
 def _nan(value: Any) -> float:
     v = _num(value)
     return math.nan if v is None else v
@@ -518,7 +522,10 @@ class Quality:
                 del series[key]
 
     def add_dead_letter(self, r: Mapping[str, Any]) -> None:
-        reason, source = str(r.get("reason") or "?"), str(r.get("source") or "?")
+        reason, pointer = str(r.get("reason") or "?"), str(r.get("source") or "?")
+        # from Kafka the source is a pointer, topic/partition@offset: counted by topic
+        where = _POINTER.fullmatch(pointer)
+        source = where.group(1) if where else pointer
         stage = str(r.get("stage") or "?")
         self.dead_letters += 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
@@ -541,7 +548,7 @@ class Quality:
             key = bytes(key).decode("utf-8", "replace")
         head = bytes(payload[:PREVIEW_BYTES])
         self.samples.setdefault(reason, deque(maxlen=SAMPLES_PER_REASON)).append({
-            "reason": reason, "stage": stage, "source": source,
+            "reason": reason, "stage": stage, "source": pointer,
             "detail": str(r.get("detail") or ""), "ts_ms": ms, "key": key,
             "payload_bytes": len(payload), "payload_hex": head.hex(" "),
             "payload_text": "".join(chr(b) if 32 <= b < 127 else "." for b in head),

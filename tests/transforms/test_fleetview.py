@@ -184,7 +184,8 @@ def test_sensor_history_uses_features_min_and_max_when_there_are_features():
 
 def test_dead_letters_are_counted_by_reason_and_source_with_samples():
     v = FleetView()
-    for i, (reason, source) in enumerate([("bad_magic", "twin.raw.orca")] * 7
+    for i, (reason, source) in enumerate([("bad_magic", f"twin.raw.orca/1@{n}")
+                                          for n in range(7)]
                                          + [("unknown_unit", "twin.raw.kestrel")] * 2):
         v.ingest(fv.DEAD_LETTER, {"stage": "decode", "reason": reason, "detail": f"#{i}",
                                   "source": source, "key": b"pump-000",
@@ -195,6 +196,7 @@ def test_dead_letters_are_counted_by_reason_and_source_with_samples():
     assert q["by_source"] == {"twin.raw.orca": 7, "twin.raw.kestrel": 2}
     assert [s["detail"] for s in q["samples"]["bad_magic"]] == ["#6", "#5", "#4", "#3", "#2"]
     sample = q["samples"]["bad_magic"][0]
+    assert sample["source"] == "twin.raw.orca/1@6"  # the pointer to the original
     assert sample["payload_bytes"] == 160 and sample["key"] == "pump-000"
     assert sample["payload_text"].startswith(".abc.abc")
     assert q["dead_letters_per_minute"]["count"] == [3, 3, 3]

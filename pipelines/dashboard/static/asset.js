@@ -38,10 +38,11 @@
     const ctx = u.ctx, top = u.bbox.top, h = u.bbox.height;
     ctx.save();
     for (const m of data.marks) {
+      if (m.kind === "anomaly") continue;  // abnormal windows are the score chart's dots
       const x = u.valToPos(m.ms / 1e3, "x", true);
       if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
-      ctx.strokeStyle = m.kind === "drift" ? "#1565c0" : m.kind === "alarm" ? "#c62828" : "rgba(224,123,0,.35)";
-      ctx.lineWidth = m.kind === "anomaly" ? 1 : 2;
+      ctx.strokeStyle = m.kind === "drift" ? "rgba(21,101,192,.7)" : "#c62828";
+      ctx.lineWidth = m.kind === "drift" ? 1 : 2;
       ctx.setLineDash(m.kind === "drift" ? [4, 3] : []);
       ctx.beginPath(); ctx.moveTo(x, top); ctx.lineTo(x, top + h); ctx.stroke();
     }
@@ -76,6 +77,11 @@
     return [s.window_end_ms.map(t => t / 1e3), v.mean, v.min, v.max];
   }
 
+  // compact axis numbers: 412,800 Pa reads 4.13e5, not a clipped "2,800"
+  const compact = (u, vals) => vals.map(v => v === null ? "" : Math.abs(v) >= 1e4 || (v !== 0 && Math.abs(v) < 1e-2)
+    ? v.toExponential(2) : String(+v.toPrecision(4)));
+  const axes = [{}, { size: 64, values: compact }];
+
   function makeCharts() {
     for (const c of Object.values(charts)) c.destroy();
     charts = {};
@@ -101,7 +107,7 @@
       const div = document.createElement("div");
       div.innerHTML = `<h3>${twin.esc(name)} <small class="muted">${twin.esc(s.unit ?? "")}</small></h3>`;
       box.appendChild(div);
-      charts["s:" + name] = new uPlot({ ...base, width: width(div), height: 150, legend: { show: false },
+      charts["s:" + name] = new uPlot({ ...base, axes, width: width(div), height: 150, legend: { show: false },
         series: [{}, { label: "mean", stroke: "#1565c0", width: 1.5 },
                  { label: "min", stroke: "rgba(21,101,192,.25)" }, { label: "max", stroke: "rgba(21,101,192,.25)" }],
         bands: [{ series: [3, 2], fill: "rgba(21,101,192,.12)" }] },
@@ -124,7 +130,8 @@
       `<td>${m.score === undefined ? "" : twin.fmt(m.score, 3)}</td>` +
       `<td>${twin.esc((m.contributors || m.sensors || []).join(", "))}</td></tr>`).join("");
     $("actions").tBodies[0].innerHTML = data.actions.map(a => {
-      const sp = a.setpoint_name ? `${twin.esc(a.setpoint_name)} ${a.setpoint_previous ?? "-"} → ${a.setpoint_value ?? "-"}${a.dry_run ? " (dry run)" : ""}` : "";
+      const num = x => x === null || x === undefined ? "-" : Number(x).toPrecision(5);
+      const sp = a.setpoint_name ? `${twin.esc(a.setpoint_name)} ${num(a.setpoint_previous)} → ${num(a.setpoint_value)}${a.dry_run ? " (dry run)" : ""}` : "";
       const sig = a.signature ? `<span class="sig-${twin.esc(a.signature)}">${twin.esc(a.signature)}</span>` +
         (a.command ? ` <small class="muted">seq ${a.command.seq}${a.command.expired ? ", expired" : ""}</small>` : "") : "<small class='muted'>file</small>";
       return `<tr data-action="${twin.esc(a.action_id)}"><td>${twin.time(a.ts_ms)}</td><td>${twin.esc(a.kind)}</td>` +

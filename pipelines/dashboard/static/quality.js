@@ -6,16 +6,21 @@
   let q = null, picked = null, chart = null, timer = null;
   const utc = ts => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
 
+  // per-minute counts, summed into at most ~120 buckets of whole minutes
   function series() {
-    const minutes = new Set();
     const parts = [q.dead_letters_per_minute, q.late_per_minute, q.duplicates_per_minute];
-    for (const s of parts) if (s) s.minute_ms.forEach(m => minutes.add(m));
-    const xs = [...minutes].sort((a, b) => a - b);
-    const cols = [xs.map(m => m / 1e3)];
+    let lo = Infinity, hi = -Infinity;
+    for (const s of parts) if (s) for (const m of s.minute_ms) { lo = Math.min(lo, m); hi = Math.max(hi, m); }
+    if (lo > hi) return [[], [], [], []];
+    const step = 60e3 * Math.max(1, Math.ceil((hi - lo) / 60e3 / 120));
+    const n = Math.floor((hi - lo) / step) + 1;
+    const cols = [Array.from({ length: n }, (_, i) => (lo + i * step) / 1e3)];
     for (const s of parts) {
-      const by = new Map(s ? s.minute_ms.map((m, i) => [m, s.count[i]]) : []);
-      cols.push(xs.map(m => s ? (by.get(m) ?? 0) : null));
+      const c = s ? new Array(n).fill(0) : new Array(n).fill(null);
+      if (s) s.minute_ms.forEach((m, i) => { c[Math.floor((m - lo) / step)] += s.count[i]; });
+      cols.push(c);
     }
+    q._bucketMin = step / 60e3;
     return cols;
   }
 
@@ -38,6 +43,7 @@
     samples();
     const el = $("c-quality");
     const data = series();
+    $("bucket").textContent = q._bucketMin ? `per ${q._bucketMin} min` : "";
     if (chart) { chart.setData(data); return; }
     chart = new uPlot({ width: Math.max(300, el.clientWidth - 12), height: 200, tzDate: utc,
       series: [{}, { label: "dead letters", stroke: "#c62828", width: 1.5 },
