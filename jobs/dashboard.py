@@ -136,10 +136,20 @@ def read_asset_info(path: Path | None) -> dict[str, dict[str, Any]]:
 
 def lookback_ms(text: str) -> int | None:
     """``--lookback`` in ms; None for ``all``."""
+    import re
+
     from jobs.options import parse_duration
 
-    if text.strip().lower() == "all":
+    text = text.strip().lower()
+    if text == "all":
         return None
+    simple = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text)
+    if simple:  # the usual spellings, without loading pandas into a long-running server
+        value = float(simple.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600,
+                                          "d": 86400}[simple.group(2)]
+        if value <= 0:
+            raise DashboardError(f"--lookback must be positive: {text!r} (or 'all')")
+        return int(value * 1000)
     try:
         return int(parse_duration(text) * 1000)
     except argparse.ArgumentTypeError as exc:

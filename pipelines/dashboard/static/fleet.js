@@ -94,8 +94,12 @@
     pending = true;
     requestAnimationFrame(() => {
       pending = false;
+      const t0 = performance.now();
       if (dirty) { rebuild(); dirty = false; }
       paint();
+      const stats = window.twinStats;
+      (stats.paintMs ||= []).push(performance.now() - t0);
+      if (stats.paintMs.length > 5000) stats.paintMs.splice(0, stats.paintMs.length - 5000);
     });
   }
 
