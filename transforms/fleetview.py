@@ -63,6 +63,7 @@ MAX_ACTIONS = 200  # per asset, newest kept
 MAX_MARKS = 200  # alarm and drift marks per asset
 SAMPLES_PER_REASON = 5  # dead-letter samples kept per reason, newest
 PREVIEW_BYTES = 96  # of a dead letter's payload, shown as hex and text
+MAX_POINTERS = 200_000  # dead letters' source pointers remembered, to count each once
 MINUTE_MS = 60_000
 MAX_MINUTES = 24 * 60  # per-minute quality series, newest kept
 RUL_HORIZON_S = 24 * 3600.0  # a remaining life shorter than this raises the risk
@@ -509,6 +510,8 @@ class Quality:
         self.late_known = False  # whether the source carries late readings at all
         self.duplicates_known = False
         self.unreadable = 0  # messages on the topics the view could not decode
+        self.repeats = 0  # dead letters seen before (a rerun's, or redelivered)
+        self._pointers: OrderedDict[str, None] = OrderedDict()
         self.unreadable_by_reason: dict[str, int] = {}
 
     @staticmethod
@@ -526,6 +529,13 @@ class Quality:
         # from Kafka the source is a pointer, topic/partition@offset: counted by topic
         where = _POINTER.fullmatch(pointer)
         source = where.group(1) if where else pointer
+        if where:  # one message's dead letter, written again by a rerun: counted once
+            if pointer in self._pointers:
+                self.repeats += 1
+                return
+            self._pointers[pointer] = None
+            if len(self._pointers) > MAX_POINTERS:
+                self._pointers.popitem(last=False)
         stage = str(r.get("stage") or "?")
         self.dead_letters += 1
         self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
@@ -580,7 +590,7 @@ class Quality:
                                                       key=lambda kv: (-kv[1], kv[0]))),
                 "late_readings": self.late if self.late_known else None,
                 "duplicate_readings": self.duplicates if self.duplicates_known else None,
-                "unreadable": self.unreadable}
+                "unreadable": self.unreadable, "repeated_dead_letters": self.repeats}
 
     def detail(self) -> dict[str, Any]:
         """Everything (for the data-quality page)."""

@@ -278,3 +278,16 @@ def test_a_view_pickles():
     v.lock = None  # a lock does not pickle; the view's data does
     w = pickle.loads(pickle.dumps(v))
     assert w.rows() == v.rows()
+
+
+def test_a_dead_letter_written_again_by_a_rerun_is_counted_once():
+    v = FleetView()
+    dl = {"stage": "decode", "reason": "bad_magic", "detail": "x", "payload": b"",
+          "ts_ms": T0, "source": "twin.raw.orca/2@17"}
+    v.ingest(fv.DEAD_LETTER, dl)
+    v.ingest(fv.DEAD_LETTER, dict(dl, ts_ms=T0 + MIN))  # the rerun's
+    v.ingest(fv.DEAD_LETTER, dict(dl, source="twin.raw.orca/2@18"))
+    v.ingest(fv.DEAD_LETTER, dict(dl, source="helios"))  # no pointer: each one counts
+    v.ingest(fv.DEAD_LETTER, dict(dl, source="helios"))
+    s = v.quality.summary()
+    assert (s["dead_letters"], s["repeated_dead_letters"]) == (4, 1)

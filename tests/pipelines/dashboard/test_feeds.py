@@ -240,3 +240,35 @@ def test_folder_feed_rereads_a_changed_folder(tmp_path):
         assert feed.view.assets["pump-000"].health == 0.3
     finally:
         feed.stop()
+
+
+@pytest.mark.slow
+def test_the_folder_twin_run_writes_is_shown_as_its_files_say(tmp_path):
+    import pyarrow.parquet as pq
+
+    from jobs.cli import main
+
+    out = tmp_path / "run"
+    assert main(["run", "--assets", "4", "--duration", "3h", "--out", str(out),
+                 "--no-progress"]) == 0
+    view = load_folder(out)
+    states = pq.read_table(out / "state.parquet").to_pylist()
+    latest = {}
+    for s in states:
+        if s["asset_id"] not in latest or s["ts_ms"] > latest[s["asset_id"]]["ts_ms"]:
+            latest[s["asset_id"]] = s
+    rows = {r["asset_id"]: r for r in view.rows()}
+    assert set(rows) == set(latest)
+    for asset, s in latest.items():
+        assert rows[asset]["window_end_ms"] == fv.epoch_ms(s["ts_ms"])
+        assert rows[asset]["health_index"] == pytest.approx(s["health_index"])
+        assert rows[asset]["alert_open"] == s["alert_open"]
+        assert rows[asset]["values"] == pytest.approx(dict(s["values"]))
+    summary = json.loads((out / "summary.json").read_text())
+    q = view.quality.summary()
+    assert q["dead_letters"] == summary["dead_letters"]
+    assert q["dead_letters_by_reason"] == summary["dead_letter_reasons"]
+    assert (q["late_readings"], q["duplicate_readings"]) == \
+        (summary["late_readings"], summary["duplicate_readings"])
+    actions = pq.read_table(out / "actions.parquet").num_rows
+    assert sum(len(a.actions) for a in view.assets.values()) == actions
