@@ -244,7 +244,7 @@ class AssetView:
                  "setpoints", "windows_seen", "drift_events", "last_drift_ms", "health",
                  "score", "score_ms", "is_anomaly", "warming_up", "drift", "contributors",
                  "forecast", "horizon_s", "rul_s", "interval", "alert_open", "alert_ms",
-                 "alert", "last_seen_ms", "received_ms", "predictions", "sensors",
+                 "alert", "cleared_ms", "last_seen_ms", "received_ms", "predictions", "sensors",
                  "sensor_names", "has_features", "actions", "action_ids", "actions_added",
                  "marks", "marks_added", "intervals", "_row")
 
@@ -271,7 +271,8 @@ class AssetView:
         self.interval: tuple[float, float] | None = None
         self.alert_open = False
         self.alert_ms: int | None = None
-        self.alert: dict[str, Any] | None = None  # the ALERT action of the open episode
+        self.alert: dict[str, Any] | None = None  # the newest ALERT action
+        self.cleared_ms: int | None = None  # the newest ALERT_CLEARED
         self.last_seen_ms: int | None = None
         self.received_ms: int | None = None
         self.predictions = Ring(PREDICTION_COLUMNS, history)
@@ -291,7 +292,7 @@ class AssetView:
     def alert_severity(self) -> str | None:
         if not self.alert_open:
             return None
-        return (self.alert or {}).get("severity") or "warning"
+        return (self.open_alert() or {}).get("severity") or "warning"
 
     def status(self) -> str:
         if self.alert_open:
@@ -311,7 +312,7 @@ class AssetView:
         if self._row is not None:
             return self._row
         severity = self.alert_severity()
-        alert = self.alert if self.alert_open else None
+        alert = self.open_alert()
         low, high = self.interval or (None, None)
         self._row = {
             "asset_id": self.asset_id, "asset_type": self.asset_type,
@@ -353,12 +354,21 @@ class AssetView:
                                                     for stat in SENSOR_STATS)], history)
         return self.sensors
 
-    def _alert_from(self, ms: int, is_open: bool, action: dict[str, Any] | None) -> None:
+    def _alert_from(self, ms: int, is_open: bool) -> None:
+        """Whether an alert is open: what the newest record in event time says (state and
+        actions arrive on different topics, in any order)."""
         if self.alert_ms is not None and ms < self.alert_ms:
             return
         self.alert_ms, self.alert_open = ms, is_open
-        if action is not None:
-            self.alert = action if is_open else None
+
+    def open_alert(self) -> dict[str, Any] | None:
+        """The ALERT action of the open episode (None when none is open or it is not
+        known: the ALERT was before the lookback)."""
+        if not self.alert_open or self.alert is None:
+            return None
+        if self.cleared_ms is not None and self.cleared_ms >= self.alert["ts_ms"]:
+            return None
+        return self.alert
 
     # -- records --------------------------------------------------------------------
 
@@ -377,7 +387,7 @@ class AssetView:
         self.last_drift_ms = r.get("last_drift_ms")
         if self.score_ms is None or ms >= self.score_ms:
             self.health, self.score = _num(r.get("health_index")), _num(r.get("anomaly_score"))
-        self._alert_from(ms, bool(r.get("alert_open")), None)
+        self._alert_from(ms, bool(r.get("alert_open")))
         if new_window and not self.has_features and self.values:
             ring = self._sensor_ring(self.values, history)
             row = [ms] + [self.values.get(s, math.nan) if stat == "mean" else math.nan
@@ -461,9 +471,12 @@ class AssetView:
         self.actions.append(action)
         self.actions_added += 1
         if action["kind"] == "ALERT":
-            self._alert_from(ms, True, action)
+            if self.alert is None or ms >= self.alert["ts_ms"]:
+                self.alert = action
+            self._alert_from(ms, True)
         elif action["kind"] == "ALERT_CLEARED":
-            self._alert_from(ms, False, action)
+            self.cleared_ms = ms if self.cleared_ms is None else max(ms, self.cleared_ms)
+            self._alert_from(ms, False)
         return True
 
     # -- details --------------------------------------------------------------------

@@ -211,9 +211,14 @@ def test_fleet_page_shows_what_the_topics_hold(live, page):
         want = t.latest(asset)
         assert cell(page, asset, "health_index") == f"{want['health']:.2f}", asset
         assert cell(page, asset, "anomaly_score") == f"{want['score']:.3f}", asset
-        alert = "-" if not t.state[asset]["alert_open"] else None
-        if alert:
-            assert cell(page, asset, "alert_severity") == alert
+        if not t.state[asset]["alert_open"]:
+            assert cell(page, asset, "alert_severity") == "-"
+        else:  # the severity and reason of the episode's ALERT
+            alerts = [a for a in t.actions.get(asset, {}).values() if a["kind"] == "ALERT"]
+            newest = max(alerts, key=lambda a: epoch_ms(a["ts_ms"]))
+            assert cell(page, asset, "alert_severity") == \
+                f"{newest['severity']} {newest['reason']}"
+    assert any(s["alert_open"] for s in t.state.values()), "the fleet should have an alert"
     assert page.inner_text("#n-dead") == f"{sum(t.dead.values()):,}"
     assert int(page.inner_text("#n-alert")) == sum(s["alert_open"] for s in t.state.values())
     risks = [float(x) for x in page.locator("[data-field='risk']").all_inner_texts()]

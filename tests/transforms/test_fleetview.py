@@ -291,3 +291,17 @@ def test_a_dead_letter_written_again_by_a_rerun_is_counted_once():
     v.ingest(fv.DEAD_LETTER, dict(dl, source="helios"))
     s = v.quality.summary()
     assert (s["dead_letters"], s["repeated_dead_letters"]) == (4, 1)
+
+
+def test_the_open_alert_is_known_whichever_topic_arrives_first():
+    v = FleetView()
+    v.ingest(fv.STATE, state("motor-001", T0 + 5 * MIN, alert=True))  # a later window first
+    assert v.rows()[0]["alert_reason"] is None and v.rows()[0]["alert_severity"] == "warning"
+    v.ingest(fv.ACTION, action("motor-001", T0 + 2 * MIN, "ALERT", "critical"))
+    row = v.rows()[0]
+    assert (row["alert_open"], row["alert_severity"], row["alert_reason"],
+            row["alert_since_ms"]) == (True, "critical", "alert reason", T0 + 2 * MIN)
+    v.ingest(fv.ACTION, action("motor-001", T0 + 9 * MIN, "ALERT_CLEARED", "info"))
+    v.ingest(fv.STATE, state("motor-001", T0 + 12 * MIN, alert=True))  # a new episode
+    row = v.rows()[0]
+    assert row["alert_open"] is True and row["alert_reason"] is None  # its ALERT not yet in

@@ -49,3 +49,23 @@ const twin = {
   },
   statusClass(status) { return "badge st-" + String(status || "").replace(" ", "-"); },
 };
+
+// Where the data comes from, and whether it keeps up (the header's source note).
+(function watchSource() {
+  const el = document.getElementById("source");
+  if (!el) return;
+  const show = async () => {
+    try {
+      const s = await twin.get("/api/status");
+      const where = s.source === "kafka" ? `Kafka ${s.bootstrap_servers}` : s.source === "folder" ? s.folder : s.source;
+      let note = "";
+      if (s.error) note = ` · error: ${s.error}`;
+      else if (s.behind_messages > 0) note = ` · ${s.behind_messages.toLocaleString("en")} messages to read`;
+      el.textContent = where + note;
+      el.className = "source" + (s.error ? " bad" : "");
+      el.title = `${s.records.toLocaleString("en")} records read` + (s.unreadable ? `, ${s.unreadable} unreadable` : "");
+    } catch (err) { /* the live indicator shows a lost server */ }
+  };
+  show();
+  setInterval(show, 5000);
+})();

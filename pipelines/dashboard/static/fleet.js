@@ -104,6 +104,9 @@
   }
 
   function options(select, values) {
+    const key = JSON.stringify(values);
+    if (select.dataset.values === key) return;  // unchanged: leave an open list alone
+    select.dataset.values = key;
     const keep = select.value;
     select.innerHTML = `<option value="">all</option>` + values.map(v => `<option>${twin.esc(v)}</option>`).join("");
     select.value = values.includes(keep) ? keep : "";

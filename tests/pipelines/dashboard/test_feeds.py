@@ -31,10 +31,10 @@ TOPIC = {tag: topic for tag, (topic, _) in OUTPUT_TOPICS.items()}
 SCHEMA = {tag: schema for tag, (_, schema) in OUTPUT_TOPICS.items()}
 
 
-def dead_letter(reason: str = "bad_magic", ms: int = T0) -> dict:
+def dead_letter(reason: str = "bad_magic", ms: int = T0, offset: int = 12) -> dict:
     return {"stage": "decode", "reason": reason, "detail": "magic byte 7 != 0",
-            "source": "twin.raw.orca/0@12", "key": b"pump-000", "payload": b"\x07junk",
-            "ts_ms": ms}
+            "source": f"twin.raw.orca/0@{offset}", "key": b"pump-000",
+            "payload": b"\x07junk", "ts_ms": ms}
 
 
 def publish(bootstrap: str, items, now_ms: int | None = None) -> None:
@@ -174,7 +174,8 @@ def avro_folder(out: Path) -> Path:
                [prediction("pump-000", T0 + i * MIN, health=1 - i / 10, score=0.1 * i)
                 for i in range(3)])
     write_avro(out / "actions.avro", fv.ACTION, [action("pump-000", T0 + MIN, "ALERT")])
-    write_avro(out / "dead_letters.avro", fv.DEAD_LETTER, [dead_letter("unknown_tag")] * 2)
+    write_avro(out / "dead_letters.avro", fv.DEAD_LETTER,
+               [dead_letter("unknown_tag", offset=n) for n in (3, 4)])
     write_avro(out / "late.avro", fv.LATE, [{
         "reading_id": "orca:pump-000:1", "asset_id": "pump-000", "asset_type": "pump",
         "vendor": "orca", "ts_ms": T0, "values": {"flow": 0.4}, "bad_quality": []}])
