@@ -16,6 +16,9 @@
   process: cost per window and state per asset as their history grows.
 - ``twin bench fleet``: the main job (``twin run`` on its defaults) timed in a child
   process, with its counts and its evaluation against the simulator's ground truth.
+- ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
+  browser: time to render, row updates per second, lag behind the topics, server memory
+  (:mod:`jobs.bench_dashboard`).
 - ``twin bench sweep``: detection on many seeded fleets (``twin sweep``'s totals).
 - ``twin bench nab``: the Numenta Anomaly Benchmark replayed with ``twin replay``'s one
   configuration and scored by NAB's rules (``--data``, ``--scorer``).
@@ -145,7 +148,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,sweep,nab,tep,report}")
+                           metavar="{scale,history,fleet,dashboard,sweep,nab,tep,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -173,6 +176,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "counted and evaluated")
     fleet.add_argument("--out", type=Path, default=Path("out") / "bench-fleet",
                        help="the run's output folder (default out/bench-fleet)")
+    from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
+
+    dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "
+                                                 "assets in a browser: render time, updates/s, "
+                                                 "server memory")
+    add_dashboard_arguments(dashboard)
     from jobs.sweep import add_arguments as add_sweep_arguments
 
     sweep = sub.add_parser("sweep", help="detection on many seeded fleets (twin sweep)")
@@ -204,7 +213,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="where results and scores.json go (default out/tep)")
     tep.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                      help="replay processes (default: up to 2)")
-    for bench in (scale, hist, fleet, sweep, nab, tep):
+    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -301,6 +310,20 @@ def _main(args: argparse.Namespace) -> int:
         _show(args, report, print_fleet)
         _record(args, "fleet", {"command": "twin run (defaults)"}, report)
         return 0 if report["summary"]["invariant_ok"] else 1
+    if args.bench == "dashboard":
+        from jobs import bench_dashboard
+
+        try:
+            report = bench_dashboard.run(args.assets, args.windows, args.rate, args.seconds,
+                                         args.renders, args.out)
+        except bench_dashboard.BenchDashboardError as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "dashboard.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, bench_dashboard.print_report)
+        _record(args, "dashboard", {"assets": args.assets, "windows": args.windows,
+                                    "rate": args.rate, "seconds": args.seconds,
+                                    "renders": args.renders}, report)
+        return 0
     if args.bench == "sweep":
         from jobs.sweep import sweep
 

@@ -299,6 +299,36 @@ the cost of a window and the state of an asset as their history grows.
 {_source(r)}"""
 
 
+def dashboard(r: dict[str, Any]) -> str:
+    f, p = r["figures"], r["parameters"]
+    table = _table(
+        ["assets", "fleet page render (median / max)", "row updates applied", "behind the "
+         "topics (p50 / p95)", "redraw (p50 / p95)", "server memory (empty / loaded)",
+         "ingest"],
+        [[_n(f["assets"]), f"{f['render_ms']['median']:,.0f} / {f['render_ms']['max']:,.0f} ms",
+          f"{_n(f['rows_applied_per_s'])}/s of {_n(f['updates_published_per_s'])}/s "
+          f"published", f"{_n(f['lag_ms']['p50'])} / {_n(f['lag_ms']['p95'])} ms",
+          f"{f['redraw_ms']['p50']} / {f['redraw_ms']['p95']} ms",
+          f"{f['server_rss_empty_mb']:,.0f} / {f['server_rss_mb']:,.0f} MB",
+          f"{_n(f['backlog_records'])} records in {f['ingest_s']} s"]])
+    return f"""### The dashboard's fleet page (`twin bench dashboard`)
+
+`twin dashboard` on a fresh embedded broker holding {_n(f['assets'])} assets' twin state
+and predictions ({p['windows']} windows each, alerts on every 50th asset, dead letters),
+the fleet page opened {p['renders']} times in headless Chromium: render is navigation start
+to the whole table drawn, fetching every asset included (`/api/assets` for the page:
+{f['api_fleet_fields']['bytes'] / 1e6:.1f} MB, {f['api_fleet_fields']['ms']:.0f} ms). Then
+state and predictions of random assets were published at {p['rate']:g} updates/s for
+{p['seconds']:g} s with the page open: rows it applied per second, how far behind the
+topics each was when applied (now minus its Kafka timestamp), and each redraw (re-sort of
+the fleet, the rows in view). Server memory: resident, before the first record and at the
+end (most of the first figure is what the `twin` CLI imports).
+
+{table}
+
+{_source(r)}"""
+
+
 def generic(r: dict[str, Any]) -> str:
     import json
 
@@ -309,6 +339,7 @@ def generic(r: dict[str, Any]) -> str:
 SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = [
     ("Detection", [("nab", nab), ("tep", tep), ("sweep", sweep), ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history)]),
+    ("Dashboard", [("dashboard", dashboard)]),
 ]
 
 

@@ -28,6 +28,7 @@ into predictions and actions (alerts, work orders, signed setpoint commands).
 start here:
   twin run                   simulate a fleet, run the twin on Beam, write out/run/
   twin evaluate out/run      score that run against the simulator's ground truth
+  twin dashboard             the fleet live in a browser (out/run, or --bootstrap-servers)
   twin broker start          an embedded Kafka-compatible broker for the Kafka commands
   twin <command> --help      every flag of a command
 """
@@ -340,6 +341,13 @@ def build_parser() -> argparse.ArgumentParser:
         "replay", help="score a CSV/Parquet history (or a folder) with the twin's detector")
     replay_job.add_arguments(p_replay)
     p_replay.set_defaults(func=lambda a, _rest: replay_job.main(a))
+    from jobs import dashboard as dashboard_job
+
+    p_dashboard = sub.add_parser(
+        "dashboard", help="the fleet live in a browser (from Kafka or a run folder) and a "
+                          "read-only twin-state JSON API")
+    dashboard_job.add_arguments(p_dashboard)
+    p_dashboard.set_defaults(func=lambda a, _rest: dashboard_job.main(a))
     from jobs import bench as bench_job
 
     p_bench = sub.add_parser("bench", help="benchmarks: throughput (scale, history) and "
