@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from transforms.catalog import ASSET_TYPES
+from transforms.catalog import SI_UNITS
 from transforms.errors import InvalidReading
 from transforms.validate import show
 
@@ -73,8 +73,8 @@ SPELLINGS: dict[str, str] = {
     "ft*lbf": "pound_force * foot",
 }
 
-# The catalog's SI spellings are accepted as-is (identity or SI-to-SI conversion).
-_SI_UNITS: frozenset[str] = frozenset(s.unit for ss in ASSET_TYPES.values() for s in ss)
+# The catalog's unit spellings are accepted as-is (identity or SI-to-SI conversion).
+_SI_UNITS = SI_UNITS  # the catalog's live set: a model registered later adds its units
 
 
 @cache
