@@ -225,12 +225,13 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
+    from transforms.model import ModelError
 
     console = Console(highlight=False)
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError, OutputFolderBusy) as exc:
+            BeamOptionsError, OutputFolderBusy, ModelError) as exc:
         message = hints.rewrite(str(exc))
         Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)

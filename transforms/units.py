@@ -124,6 +124,18 @@ def _snap(x: float) -> float:
     return short if abs(short - x) <= 1e-14 * abs(x) else x
 
 
+def declare_unit(unit: str) -> None:
+    """Accept ``unit`` (a pint expression a format file declares) as a source unit;
+    ``InvalidReading("unknown_unit")`` if pint does not know it."""
+    if unit in SPELLINGS or unit in _SI_UNITS:
+        return
+    try:
+        _registry()(unit)
+    except Exception as exc:  # pint raises several kinds for an unknown unit
+        raise InvalidReading("unknown_unit", f"unit {show(unit)} is not a pint unit") from exc
+    SPELLINGS[unit] = unit
+
+
 def factors(unit: str, si_unit: str) -> tuple[float, float]:
     """The affine ``(scale, offset)`` with ``si = value * scale + offset``.
 
