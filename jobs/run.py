@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fleet_args(parser)
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument("--max-dead-share", type=float, default=0.9, metavar="SHARE",
+                        help="fail the run (exit 1) when a source's dead letters reach this "
+                             "share of its messages: it cannot be read (default 0.9)")
     parser.add_argument("--shards", type=non_negative_int, default=None,
                         help=f"state keys the twins are spread over: a runner runs at "
                              f"most this many twin workers, and each shard's assets are "
