@@ -73,3 +73,31 @@ def test_a_topic_the_twin_cannot_read_fails_the_run_with_a_hint(broker, tmp_path
     err = capsys.readouterr().err
     assert "cannot read plant.comp9: 201 of 201 messages are dead letters (bad_magic 201)" in err
     assert "these look like plain JSON: declare a json format for topic plant.comp9" in err
+
+
+@pytest.mark.slow
+def test_the_same_files_run_the_flink_job(broker, tmp_path):
+    """The Flink job reads the same topic with the same two files: the same alert. (In a
+    subprocess: PyFlink, once loaded, takes over Beam's operations in this process.)"""
+    import subprocess
+    import sys
+
+    from pipelines.flink.sinks import read_json_outputs
+
+    bs = broker.bootstrap_servers
+    publish(bs, "plant.comp7")
+    out = tmp_path / "flink"
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "jobs.cli", "flink", "run", "--source", "kafka", "--bounded",
+         "--bootstrap-servers", bs, "--sink", "files", "--out", str(out),
+         "--model", str(EXAMPLE / "compressor.model.yaml"),
+         "--format", str(EXAMPLE / "compressor.format.yaml")],
+        cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    actions = read_json_outputs(out, "actions")
+    assert {a["asset_id"] for a in actions if a["kind"] == "ALERT"} == {"comp-7"}
+    dead = read_json_outputs(out, "dead_letters")
+    assert [d["reason"] for d in dead] == ["malformed_payload"]
+    preds = read_json_outputs(out, "predictions")
+    assert {p["asset_type"] for p in preds} == {"compressor"} and len(preds) >= 2 * 248
