@@ -299,6 +299,23 @@ the cost of a window and the state of an asset as their history grows.
 {_source(r)}"""
 
 
+def formats(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    table = _table(["source", "µs per message"],
+                   [[k, f"{v:.2f}"] for k, v in f["us_per_message"].items()])
+    return f"""### Data formats: the generic adapter's cost (`twin bench formats`)
+
+Normalization (decode, map, convert units, validate; `normalize_batch` in batches of
+5,000) of messages read through a data format file (the compressor example written as
+plain JSON, CSV lines and plain Avro, 4 values each) beside the built-in vendors' own
+adapters (8 values each; Helios' binary frames and Orca's and Kestrel's text frames are
+read through frame templates). Best of {f['rounds']} interleaved rounds, one process.
+
+{table}
+
+{_source(r)}"""
+
+
 def generic(r: dict[str, Any]) -> str:
     import json
 
@@ -308,7 +325,8 @@ def generic(r: dict[str, Any]) -> str:
 
 SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = [
     ("Detection", [("nab", nab), ("tep", tep), ("sweep", sweep), ("fleet", fleet)]),
-    ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history)]),
+    ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history),
+                    ("formats", formats)]),
 ]
 
 

@@ -274,15 +274,15 @@ _BY_TOPIC: dict[str, FormatAdapter] = {}
 def register(fmt: Format, model: Model) -> FormatAdapter:
     """Make ``fmt`` known to :mod:`transforms.normalize` (its schema name, its topics);
     idempotent for the same format."""
-    from transforms.normalize import _BY_SCHEMA, VENDORS
+    from transforms.normalize import _BY_SCHEMA, ADAPTERS, VENDORS
 
     known = _BY_SCHEMA.get(fmt.schema_name)
     if isinstance(known, FormatAdapter) and known.format == fmt and known.model == model:
         return known
-    if fmt.name in VENDORS and not isinstance(VENDORS[fmt.name], FormatAdapter):
+    if fmt.name in VENDORS:
         raise ValueError(f"format name {fmt.name!r} is a built-in vendor's; choose another")
     adapter = FormatAdapter(fmt, model)
-    VENDORS[fmt.name] = adapter
+    ADAPTERS[fmt.name] = adapter
     _BY_SCHEMA[fmt.schema_name] = adapter
     for topic in fmt.topics:
         _BY_TOPIC[topic] = adapter
