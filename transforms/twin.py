@@ -248,8 +248,14 @@ class AssetTwin:
             "health_index": pred["health_index"], "anomaly_score": pred["anomaly_score"],
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
-            "last_drift_ms": self.last_drift_ms,
+            "last_drift_ms": self.last_drift_ms, "model": self._model_id(),
         }
+
+    def _model_id(self) -> str | None:
+        from transforms.catalog import active_model
+
+        m = active_model(self.asset_type)
+        return m.id if m is not None else None
 
 
 def policy_defaults(asset_type: str) -> dict[str, Any]:
