@@ -54,8 +54,9 @@ def use(model: Model) -> None:
             raise ModelError(f"{model.source}: asset type {name!r} is already declared "
                              f"differently (by {_owner(name)})")
         _register(t)
-    if model not in _MODELS:
-        _MODELS.append(model)
+    if model in _MODELS:
+        _MODELS.remove(model)
+    _MODELS.append(model)
 
 
 def _owner(type_name: str) -> str:
@@ -75,8 +76,9 @@ def _register(t: AssetType) -> None:
 
 
 def active_model(asset_type: str) -> Model | None:
-    """The model that declared ``asset_type`` (its id goes into the twin's state)."""
-    return next((m for m in _MODELS if asset_type in m.asset_types), None)
+    """The model ``asset_type`` was last declared by (its id goes into the twin's state:
+    a new version of a model, used, is the one twins learn under from then on)."""
+    return next((m for m in reversed(_MODELS) if asset_type in m.asset_types), None)
 
 
 def sensors_of(asset_type: str) -> tuple[Sensor, ...]:

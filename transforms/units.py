@@ -124,6 +124,9 @@ def _snap(x: float) -> float:
     return short if abs(short - x) <= 1e-14 * abs(x) else x
 
 
+BUILTIN_SPELLINGS = frozenset(SPELLINGS)  # the vendors' (declare_unit adds formats' units)
+
+
 def declare_unit(unit: str) -> None:
     """Accept ``unit`` (a pint expression a format file declares) as a source unit;
     ``InvalidReading("unknown_unit")`` if pint does not know it."""
