@@ -28,6 +28,7 @@ into predictions and actions (alerts, work orders, signed setpoint commands).
 start here:
   twin run                   simulate a fleet, run the twin on Beam, write out/run/
   twin evaluate out/run      score that run against the simulator's ground truth
+  twin dashboard             the fleet live in a browser (out/run, or --bootstrap-servers)
   twin broker start          an embedded Kafka-compatible broker for the Kafka commands
   twin <command> --help      every flag of a command
 """
@@ -226,12 +227,13 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
     from pipelines.statefile import StateFileError
+    from transforms.model import ModelError
 
     console = Console(highlight=False)
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError, OutputFolderBusy, StateFileError) as exc:
+            BeamOptionsError, OutputFolderBusy, StateFileError, ModelError) as exc:
         message = hints.rewrite(str(exc))
         Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)
@@ -243,10 +245,20 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         console.print(note, markup=False, soft_wrap=True)
     out = Path(summary["out"])
     _print_summary(summary, out, console)
+    from jobs.inputcheck import check
+
+    unreadable = check(out, summary, args.max_dead_share)
     console.print(f"outputs in [bold]{hints.path(out)}/[/bold]: predictions, actions, state, "
                   f"features, late, dead_letters (.avro and .parquet), summary.json")
     if (out / "ground_truth.json").is_file():
         console.print(f"score it: [bold]{hints.command('evaluate', hints.path(out))}[/bold]")
+    if unreadable:
+        err = Console(stderr=True, soft_wrap=True, highlight=False)
+        for u in unreadable:
+            err.print(f"[red]twin run: cannot read {u.describe()}[/red]")
+        err.print(f"(a source fails the run when at least {args.max_dead_share:.0%} of its "
+                  f"messages are dead letters: --max-dead-share)")
+        return 1
     return 0 if summary["invariant_ok"] else 1
 
 
@@ -340,12 +352,25 @@ def build_parser() -> argparse.ArgumentParser:
                                            "submit, cancel, a mini-cluster run")
     flink_job.add_arguments(p_flink)
     p_flink.set_defaults(func=lambda a, _rest: flink_job.main(a))
+    from jobs import model as model_job
+
+    p_model = sub.add_parser("model", help="your plant in files: check model and format "
+                                           "files, draft them from sample messages")
+    model_job.add_arguments(p_model)
+    p_model.set_defaults(func=lambda a, _rest: model_job.main(a))
     from jobs import replay as replay_job
 
     p_replay = sub.add_parser(
         "replay", help="score a CSV/Parquet history (or a folder) with the twin's detector")
     replay_job.add_arguments(p_replay)
     p_replay.set_defaults(func=lambda a, _rest: replay_job.main(a))
+    from jobs import dashboard as dashboard_job
+
+    p_dashboard = sub.add_parser(
+        "dashboard", help="the fleet live in a browser (from Kafka or a run folder) and a "
+                          "read-only twin-state JSON API")
+    dashboard_job.add_arguments(p_dashboard)
+    p_dashboard.set_defaults(func=lambda a, _rest: dashboard_job.main(a))
     from jobs import bench as bench_job
 
     p_bench = sub.add_parser("bench", help="benchmarks: throughput (scale, history) and "

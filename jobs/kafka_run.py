@@ -88,6 +88,7 @@ class BoundedKafkaRun:
     twin_kwargs: dict[str, Any] = field(default_factory=dict)
     shards: int = 0
     serde: Any = None
+    plant: Any = None  # transforms.plant.Plant (a model and data formats); None: built-in
     show_progress: bool = False
     fork: bool = field(default_factory=lambda: _can_fork())  # each slice in a child
     extra: dict[str, Any] = field(default_factory=dict)  # more for the summary
@@ -257,7 +258,7 @@ class _Run:
                 | "ProcessMessages" >> ProcessMessages(
                     twin_kwargs=s.twin_kwargs, normalize_kwargs={"serde": s.serde},
                     initial_path=initial, initial_sha256=sha, checkpoint=True,
-                    shards=s.shards)
+                    shards=s.shards, plant=s.plant)
             )
             outputs | "WriteOutputs" >> WriteOutputs(str(folder))
             outputs | "WriteKafka" >> WriteKafkaOutputs(s.config, s.signer, s.serde)
@@ -294,7 +295,7 @@ class _Run:
 
         def build(p):
             outputs = (p | "Twins" >> beam.Create(pairs, reshuffle=False)
-                       | "EvictTwins" >> EvictTwins())
+                       | "EvictTwins" >> EvictTwins(s.plant))
             outputs | "WriteOutputs" >> WriteOutputs(str(folder))
             outputs | "WriteKafka" >> WriteKafkaOutputs(s.config, s.signer, s.serde)
 

@@ -39,11 +39,13 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from jobs.kafka_run import DEFAULT_SLICE, DEFAULT_SLICE_BYTES
 from jobs.options import (
     add_fleet_args,
+    add_plant_args,
     add_twin_args,
     byte_size,
     fleet_config_from,
     non_negative_duration,
     non_negative_int,
+    plant_from,
     positive_int,
     twin_kwargs_from,
 )
@@ -72,6 +74,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fleet_args(parser)
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument("--max-dead-share", type=float, default=0.9, metavar="SHARE",
+                        help="fail the run (exit 1) when a source's dead letters reach this "
+                             "share of its messages: it cannot be read (default 0.9)")
     parser.add_argument("--shards", type=non_negative_int, default=None,
                         help=f"state keys the twins are spread over: a runner runs at "
                              f"most this many twin workers, and each shard's assets are "
@@ -84,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "topics up to their end offsets now, continuing from the "
                              "state file")
     add_twin_args(parser)
+    add_plant_args(parser)
     from pipelines.kafka.config import add_kafka_args
 
     add_kafka_args(parser)
@@ -235,6 +241,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     config = fleet_config_from(args)
     fleet = Fleet(config)
+    plant = plant_from(args)
     (out / "ground_truth.json").write_text(json.dumps(fleet.ground_truth(), indent=1))
     progress.reset()
     t0 = time.perf_counter()
@@ -244,7 +251,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             p
             | "ReadSimulator" >> ReadSimulator(config)
             | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
-                                                   shards=_shards(args))
+                                                   shards=_shards(args), plant=plant)
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
 
@@ -275,16 +282,18 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     if args.unbounded:
         out.mkdir(parents=True, exist_ok=True)
         return run_kafka_unbounded(args, beam_args, cfg, secret, out, serde, registry)
+    plant = plant_from(args)
     return run_bounded(BoundedKafkaRun(
         out=out, config=cfg, key=secret.secret, signer=secret,
-        topics=args.topics.split(",") if args.topics else raw_topics(),
+        topics=args.topics.split(",") if args.topics else (
+            list(plant.topics) if plant is not None and plant.topics else raw_topics()),
         group_id=args.group_id, state_path=args.state_file,
         on_offset_reset=args.on_offset_reset,
         max_messages_per_slice=args.max_messages_per_slice,
         max_bytes_per_slice=args.max_bytes_per_slice or None, max_messages=args.max_messages,
         state_ttl_ms=int(args.state_ttl * 1000),
         trust_unsigned_state=args.trust_unsigned_state, twin_kwargs=twin_kwargs_from(args),
-        shards=_shards(args), serde=serde, show_progress=not args.no_progress,
+        shards=_shards(args), serde=serde, plant=plant, show_progress=not args.no_progress,
         extra=registry), beam_args)
 
 
@@ -299,7 +308,9 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
     from pipelines.beam.pipeline import WriteKafkaOutputs
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
 
-    topics = args.topics.split(",") if args.topics else raw_topics()
+    plant = plant_from(args)
+    topics = args.topics.split(",") if args.topics else (
+        list(plant.topics) if plant is not None and plant.topics else raw_topics())
     ensure_topics(cfg, topics)
     ensure_topics(cfg, [t for t, _ in OUTPUT_TOPICS.values()])
     plan = plan_reads(cfg, topics, args.group_id, on_offset_reset=args.on_offset_reset,
@@ -315,7 +326,7 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
                                        max_out_of_orderness_ms=int(args.out_of_orderness * 1000))
         | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
                                                normalize_kwargs={"serde": serde},
-                                               shards=_shards(args))
+                                               shards=_shards(args), plant=plant)
     )
     outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
     result = p.run()

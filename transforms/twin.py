@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from schemas import wire
+from transforms.catalog import SETPOINTS
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.detectors import for_asset
@@ -95,7 +96,7 @@ class AssetTwin:
         self.guard = EventTimeGuard(max_jump_ms, jump_confirmations)
         self.detector = for_asset(asset_type, detector)
         self.health = HealthForecaster(window_s=window_ms / 1000, **(health or {}))
-        self.policy = ActionPolicy(**(policy or {}))
+        self.policy = ActionPolicy(**{**policy_defaults(asset_type), **(policy or {})})
         self.windows_seen = 0
         self.last_drift_ms: int | None = None
         self.nominal: dict[str, float] = {}  # warm-up mean of setpoint-controlled sensors
@@ -247,8 +248,24 @@ class AssetTwin:
             "health_index": pred["health_index"], "anomaly_score": pred["anomaly_score"],
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
-            "last_drift_ms": self.last_drift_ms,
+            "last_drift_ms": self.last_drift_ms, "model": self._model_id(),
         }
+
+    def _model_id(self) -> str | None:
+        from transforms.catalog import active_model
+
+        m = active_model(self.asset_type)
+        return m.id if m is not None else None
+
+
+def policy_defaults(asset_type: str) -> dict[str, Any]:
+    """The action policy's setpoint settings from the asset type's model: the sensor the
+    twin may command and its guardrails (none: the twin commands nothing)."""
+    sp = SETPOINTS.get(asset_type)
+    if sp is None:
+        return {"setpoint_name": None}
+    return {"setpoint_name": sp.sensor, "setpoint_min": sp.min, "setpoint_max": sp.max,
+            "derate_step": sp.step, "setpoint_interval_s": sp.interval_s}
 
 
 def close_windows(closed: list[tuple[AssetTwin, list[Window]]]) -> list[Output]:

@@ -161,10 +161,11 @@ class TwinFn(beam.DoFn):
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  checkpoint: bool = False, initial_path: str | None = None,
-                 initial_sha256: str | None = None) -> None:
+                 initial_sha256: str | None = None, plant=None) -> None:
         if initial_path and not initial_sha256:
             raise ValueError("initial_path needs the initial_sha256 of the verified file")
         self.twin_kwargs = twin_kwargs or {}
+        self.plant = plant  # transforms.plant.Plant: installed in each worker
         self.checkpoint = checkpoint
         self.initial_path = initial_path
         self.initial_sha256 = initial_sha256
@@ -188,6 +189,8 @@ class TwinFn(beam.DoFn):
         from pipelines.worker import tune_gc
 
         tune_gc()
+        if self.plant is not None:
+            self.plant.install()
         if self.initial_path:
             from pipelines.statefile import load_twins
 
@@ -264,12 +267,14 @@ class RunTwins(beam.PTransform):
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  initial_path: str | None = None, checkpoint: bool = False,
-                 shards: int = DEFAULT_SHARDS, initial_sha256: str | None = None) -> None:
+                 shards: int = DEFAULT_SHARDS, initial_sha256: str | None = None,
+                 plant=None) -> None:
         """``initial_path``: a state file to start the twins from (``initial_sha256``: the
         digest of its verified bytes); ``checkpoint``: bounded runs only, see the module
         doc (adds a ``checkpoint`` output of ``(asset_id, pickled twin, newest event
         ms)``); ``shards``: the number of state keys, 0 for one per asset (the same as
-        normalization's, when it groups)."""
+        normalization's, when it groups); ``plant``: a :class:`~transforms.plant.Plant`
+        installed in every worker, None: the built-in fleet's."""
         super().__init__()
         if shards < 0:
             raise ValueError(f"shards must be 0 (one per asset) or more, got {shards}")
@@ -278,6 +283,7 @@ class RunTwins(beam.PTransform):
         self.initial_sha256 = initial_sha256
         self.checkpoint = checkpoint
         self.shards = shards
+        self.plant = plant
 
     def expand(self, readings):
         tags = (*TAGS, CHECKPOINT) if self.checkpoint else TAGS
@@ -286,8 +292,8 @@ class RunTwins(beam.PTransform):
             | "KeyByShard" >> beam.Map(_sharded, self.shards).with_output_types(
                 tuple[int, Any] if self.shards else tuple[str, Any])
             | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs, self.checkpoint,
-                                          self.initial_path, self.initial_sha256)
-                                   ).with_outputs(*tags)
+                                          self.initial_path, self.initial_sha256,
+                                          self.plant)).with_outputs(*tags)
         )
         return {tag: outs[tag] for tag in tags}
 
@@ -296,9 +302,14 @@ class FlushTwinFn(beam.DoFn):
     """``(asset_id, pickled twin)`` -> the outputs of closing all its open windows, tagged
     and counted as :class:`TwinFn`'s (a twin leaving the state, see the module doc)."""
 
-    def __init__(self) -> None:
+    def __init__(self, plant=None) -> None:
+        self.plant = plant  # transforms.plant.Plant: installed in each worker
         self.counted = _Counted()
         self.evicted = Metrics.counter("twin", "evicted_assets")
+
+    def setup(self) -> None:
+        if self.plant is not None:
+            self.plant.install()
 
     def process(self, element: tuple[str, bytes]):
         _, blob = element  # (a twin of the state file the job verified)
@@ -309,8 +320,12 @@ class FlushTwinFn(beam.DoFn):
 
 class FlushTwins(beam.PTransform):
     """Pickled twins ``(asset_id, bytes)`` -> a dict of PCollections keyed by :data:`TAGS`:
-    what closing every open window of each gives."""
+    what closing every open window of each gives. ``plant``: as :class:`RunTwins`'."""
+
+    def __init__(self, plant=None) -> None:
+        super().__init__()
+        self.plant = plant
 
     def expand(self, twins):
-        outs = twins | "Flush" >> beam.ParDo(FlushTwinFn()).with_outputs(*TAGS)
+        outs = twins | "Flush" >> beam.ParDo(FlushTwinFn(self.plant)).with_outputs(*TAGS)
         return {tag: outs[tag] for tag in TAGS}

@@ -79,6 +79,7 @@ FIXTURES: dict[str, dict[str, Any]] = {
         "windows_seen": 1234,
         "drift_events": 3,
         "last_drift_ms": TS - 3_600_000,
+        "model": "builtin-fleet@1",
     },
     "twin/deadletter.v1": {
         "stage": "decode",
