@@ -354,6 +354,29 @@ end (most of the first figure is what the `twin` CLI imports).
 {_source(r)}"""
 
 
+def kafka_backlog(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    slices = f["max_messages_per_slice"] or "100,000 (the default)"
+    table = _table(["backlog (messages)", "slices", "readings in", "predictions",
+                    "peak memory", "run", "messages/s"],
+                   [[_n(x["backlog"]), x["slices"], _n(x["readings_in"]), _n(x["predictions"]),
+                     f"{x['peak_rss_mb']:,} MB", f"{x['run_s']} s", _n(x["msg_per_s"])]
+                    for x in f["rows"]])
+    return f"""### A Kafka run against its backlog (`twin bench kafka-backlog`)
+
+For each backlog size, a fresh embedded broker gets the simulator's messages
+({f['assets']} assets every {f['interval_s']:g} s, the usual transport defects), then one
+`twin run --source kafka` reads it all in slices of {slices} messages, in a child process:
+its peak resident memory (the whole run, slices' children included) and wall time.
+
+{table}
+
+Peak memory, largest backlog over smallest: **{f['peak_ratio']}x** (memory follows the
+slice, not the backlog).
+
+{_source(r)}"""
+
+
 def formats(r: dict[str, Any]) -> str:
     f = r["figures"]
     table = _table(["source", "µs per message"],
@@ -382,7 +405,7 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
     ("Detection", [("nab", nab), ("tep", tep), ("tep-twin", tep_twin), ("sweep", sweep),
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history),
-                    ("formats", formats)]),
+                    ("kafka-backlog", kafka_backlog), ("formats", formats)]),
     ("Dashboard", [("dashboard", dashboard)]),
 ]
 
