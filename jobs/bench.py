@@ -19,6 +19,9 @@
 - ``twin bench kafka-backlog``: ``twin run --source kafka`` over backlogs of several sizes
   on a fresh embedded broker each: peak memory and time against the backlog
   (:mod:`jobs.bench_kafka`).
+- ``twin bench faults``: the simulator's fleet plus hostile messages on two brokers, one
+  undisturbed Kafka run against one SIGKILLed and rerun again and again: lost, extra and
+  duplicated outputs by id, scores that differ (:mod:`jobs.bench_faults`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
@@ -162,7 +165,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,kafka-backlog,dashboard,sweep,nab,"
+                           metavar="{scale,history,fleet,kafka-backlog,faults,dashboard,sweep,nab,"
                                    "tep,formats,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
@@ -205,6 +208,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     backlog.add_argument("--out", type=Path, default=Path("out") / "bench-kafka-backlog",
                          help="work folder; the report also goes to backlog.json in it "
                               "(default out/bench-kafka-backlog)")
+    faults = sub.add_parser("faults", help="a Kafka run SIGKILLed and rerun over hostile "
+                                           "input against an undisturbed one: lost, extra, "
+                                           "duplicated outputs by id")
+    faults.add_argument("--assets", type=positive_int, default=24,
+                        help="fleet size (default 24)")
+    faults.add_argument("--hours", type=positive_float, default=3.0,
+                        help="event time of the fleet in hours (default 3)")
+    faults.add_argument("--interval", type=positive_float, default=5.0,
+                        help="seconds between an asset's samples (default 5)")
+    faults.add_argument("--max-messages-per-slice", type=positive_int, default=2000,
+                        metavar="N", help="slices of the killed runs (default 2000)")
+    faults.add_argument("--kills", type=positive_int, default=5,
+                        help="SIGKILLs, each followed by a rerun (default 5)")
+    faults.add_argument("--seed", type=int, default=1,
+                        help="the fleet, the hostile messages and the kill moments (default 1)")
+    faults.add_argument("--out", type=Path, default=Path("out") / "bench-faults",
+                        help="work folder; the report also goes to faults.json in it "
+                             "(default out/bench-faults)")
     from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
 
     dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "
@@ -251,7 +272,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "built-in vendors' adapters")
     formats.add_argument("--messages", type=positive_int, default=20000,
                          help="messages of each source (default 20000)")
-    for bench in (scale, hist, fleet, backlog, dashboard, sweep, nab, tep, formats):
+    for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -362,6 +383,21 @@ def _main(args: argparse.Namespace) -> int:
                                         "max_messages_per_slice": args.max_messages_per_slice},
                 report)
         return 0
+    if args.bench == "faults":
+        from jobs.bench_faults import BenchFaultsError, print_faults, run_faults
+
+        try:
+            report = run_faults(args.assets, args.hours, args.interval,
+                                args.max_messages_per_slice, args.kills, args.seed, args.out)
+        except (BenchFaultsError, RuntimeError) as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "faults.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_faults)
+        _record(args, "faults", {"assets": args.assets, "hours": args.hours,
+                                 "interval_s": args.interval,
+                                 "max_messages_per_slice": args.max_messages_per_slice,
+                                 "kills": args.kills, "seed": args.seed}, report)
+        return 1 if report["failed"] else 0
     if args.bench == "fleet":
         report = run_fleet(args.out)
         _show(args, report, print_fleet)
