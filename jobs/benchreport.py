@@ -377,6 +377,56 @@ slice, not the backlog).
 {_source(r)}"""
 
 
+def faults(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    m = f["messages"]
+    hostile = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in m["hostile"].items())
+    defects = ", ".join(f"{_n(n)} {kind.replace('_', '-')}" for kind, n in
+                        m["fleet_defects"].items() if kind != "clean")
+    cols = ["reference", "records", "distinct", "lost", "extra", "duplicates",
+            "score_mismatch"]
+    rows = [[f"{where}: {tag.replace('_', ' ')}", *(_n(c[k]) for k in cols)]
+            for where in ("topics", "files") for tag, c in f[where].items()]
+    table = _table(["output", "undisturbed run", "records", "distinct ids", "lost", "extra",
+                    "duplicates", "scores differ"], rows)
+    runs = _table(["run", "kill planned", "killed at", "slices it committed",
+                   "messages it committed", "outputs it published"],
+                  [[x["run"], x["planned"] or "- (runs to the end)",
+                    f"{x['at_s']} s" if x["killed"] else f"finished, {x['at_s']} s",
+                    x["slices_committed"], _n(x["messages_committed"]),
+                    _n(x["outputs_before_kill"])] for x in f["runs"]])
+    s = f["summary"]
+    reasons = ", ".join(f"{k} {v}" for k, v in s["dead_letter_reasons"].items())
+    verdict = ("every check passed" if not f["failed"]
+               else "**failed: " + "; ".join(f["failed"]) + "**")
+    return f"""### Kills and hostile input (`twin bench faults`)
+
+{_n(m['published'])} messages on each of two fresh brokers: the simulator's fleet
+({f['assets']} assets, {f['hours']:g} h every {f['interval_s']:g} s; {defects}) and
+{hostile}. One undisturbed `twin run --source kafka` on the first is the reference; on the
+second, `twin run --source kafka --max-messages-per-slice {_n(f['max_messages_per_slice'])}`
+was SIGKILLed **{f['kills']}** times at seeded moments ({f['kills_before_commit']} before
+the run committed a slice, {f['kills_after_commit']} after), each kill followed by a rerun
+(**{f['reruns']}** reruns):
+
+{runs}
+
+The final summary counts every message once: readings in {_n(s['readings_in'])} = valid
+{_n(s['readings_valid'])} + dead letters {_n(s['dead_letters'])}
+({'holds' if s['invariant_ok'] else 'BROKEN'}); reasons: {reasons}.
+
+Outputs against the undisturbed run's, by id (dead letters by source offset and reason):
+
+{table}
+
+Lost **{f['lost']}**, extra **{f['extra']}**, scores differ **{f['score_mismatch']}**,
+duplicates in the files **{f['file_duplicates']}**; copies on the topics
+**{_n(f['topic_duplicates'])}** (outputs of slices published again after a kill before
+their commit: at-least-once, consumers dedupe by id). Checks: {verdict}.
+
+{_source(r)}"""
+
+
 def formats(r: dict[str, Any]) -> str:
     f = r["figures"]
     table = _table(["source", "µs per message"],
@@ -406,6 +456,7 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history),
                     ("kafka-backlog", kafka_backlog), ("formats", formats)]),
+    ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
 ]
 
