@@ -224,8 +224,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     faults.add_argument("--seed", type=int, default=1,
                         help="the fleet, the hostile messages and the kill moments (default 1)")
     faults.add_argument("--out", type=Path, default=Path("out") / "bench-faults",
-                        help="work folder; the report also goes to faults.json in it "
-                             "(default out/bench-faults)")
+                        help="work folder (its calm/ and crashy/ run folders are made "
+                             "afresh); the report also goes to faults.json in it (default "
+                             "out/bench-faults)")
     from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
 
     dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "

@@ -37,6 +37,7 @@ import json
 import os
 import random
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,10 +231,20 @@ def _committed(path: Path, key: bytes) -> tuple[int, int]:
 
 
 def _spawn(args: list[str], log: Path, tmp: Path) -> subprocess.Popen:
+    tmp.mkdir(exist_ok=True)
     env = {**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(tmp)}
     with log.open("ab") as err:
         return subprocess.Popen([sys.executable, "-m", "jobs.cli", *args], cwd=REPO, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+
+
+def left_behind(out: Path, tmp: Path) -> dict[str, int]:
+    """What the runs left once the last one finished: work folders in the output folder
+    (slices, checkpoints, Beam's temporary files: the finishing run removes them) and
+    entries in the runs' ``$TMPDIR``."""
+    patterns = (".slice-*", ".checkpoint*", "beam-temp-*")
+    return {"out": sum(len(list(out.glob(p))) for p in patterns),
+            "tmpdir": len(list(tmp.iterdir())) if tmp.is_dir() else 0}
 
 
 def _tail(log: Path) -> str:
@@ -255,9 +266,11 @@ def kill_plan(kills: int, seed: int) -> list[str]:
 
 
 def crash_and_rerun(args: list[str], state: Path, key: bytes, bootstrap: str, kills: int,
-                    seed: int, work: Path, timeout_s: float = 1800) -> list[dict[str, Any]]:
+                    seed: int, work: Path, tmp: Path, timeout_s: float = 1800
+                    ) -> list[dict[str, Any]]:
     """Run ``twin <args>`` killed ``kills`` times at seeded moments (:func:`kill_plan`),
-    rerun after each kill, until a run finishes; one row per run."""
+    rerun after each kill, until a run finishes; one row per run (logs in ``work``, the
+    runs' ``$TMPDIR`` is ``tmp``)."""
     from confluent_kafka import Consumer
 
     from pipelines.kafka.topics import OUTPUT_TOPICS
@@ -276,7 +289,7 @@ def crash_and_rerun(args: list[str], state: Path, key: bytes, bootstrap: str, ki
             ends0 = _output_ends(peek, outputs)
             log = work / f"run-{n}.log"
             t0 = time.monotonic()
-            proc = _spawn(args, log, work)
+            proc = _spawn(args, log, tmp)
             kill_at = first_out = first_commit = None
             extra = rng.uniform(0.0, 0.5)
             while proc.poll() is None:
@@ -370,21 +383,23 @@ def run_faults(assets: int, hours: float, interval_s: float, per_slice: int, kil
                     str(run_out), "--no-progress", "--hmac-key-file", str(key_path), *extra]
 
         calm_out, crashy_out = out / "calm", out / "crashy"
-        for d in (calm_out, crashy_out):
-            for stale in ("twin-state.pkl", "summary.json"):
-                (d / stale).unlink(missing_ok=True)
-            d.mkdir(parents=True, exist_ok=True)
+        for d in (calm_out, crashy_out, out / "calm-tmp", out / "crashy-tmp"):
+            if d.exists():  # a previous bench's folders: start afresh
+                shutil.rmtree(d)
+            d.mkdir(parents=True)
         t0 = time.monotonic()
         (calm_run,) = crash_and_rerun(args(calm.bootstrap_servers, calm_out),
                                       calm_out / "twin-state.pkl", key,
-                                      calm.bootstrap_servers, 0, seed, calm_out)
+                                      calm.bootstrap_servers, 0, seed, calm_out,
+                                      out / "calm-tmp")
         figures["reference_wall_s"] = round(time.monotonic() - t0, 1)
         t0 = time.monotonic()
         runs = crash_and_rerun(args(crashy.bootstrap_servers, crashy_out,
                                     "--max-messages-per-slice", str(per_slice)),
                                crashy_out / "twin-state.pkl", key, crashy.bootstrap_servers,
-                               kills, seed, crashy_out)
+                               kills, seed, crashy_out, out / "crashy-tmp")
         figures["crashy_wall_s"] = round(time.monotonic() - t0, 1)
+        figures["left_behind"] = left_behind(crashy_out, out / "crashy-tmp")
         killed = [r for r in runs if r["killed"]]
         figures.update({
             "kills": len(killed), "reruns": len(runs) - 1, "runs": runs,

@@ -390,13 +390,17 @@ def faults(r: dict[str, Any]) -> str:
     table = _table(["output", "undisturbed run", "records", "distinct ids", "lost", "extra",
                     "duplicates", "scores differ"], rows)
     runs = _table(["run", "kill planned", "killed at", "slices it committed",
-                   "messages it committed", "outputs it published"],
+                   "messages it committed", "records it put on the output topics"],
                   [[x["run"], x["planned"] or "- (runs to the end)",
                     f"{x['at_s']} s" if x["killed"] else f"finished, {x['at_s']} s",
                     x["slices_committed"], _n(x["messages_committed"]),
                     _n(x["outputs_before_kill"])] for x in f["runs"]])
     s = f["summary"]
     reasons = ", ".join(f"{k} {v}" for k, v in s["dead_letter_reasons"].items())
+    left = f.get("left_behind", {})
+    leftovers = (f"Left behind after the last run: {left['out']} work folders in the output "
+                 f"folder, {left['tmpdir']} entries in the runs' `$TMPDIR` (empty "
+                 f"`beam-pipeline-temp*` folders of killed runs). " if left else "")
     verdict = ("every check passed" if not f["failed"]
                else "**failed: " + "; ".join(f["failed"]) + "**")
     return f"""### Kills and hostile input (`twin bench faults`)
@@ -423,6 +427,8 @@ Lost **{f['lost']}**, extra **{f['extra']}**, scores differ **{f['score_mismatch
 duplicates in the files **{f['file_duplicates']}**; copies on the topics
 **{_n(f['topic_duplicates'])}** (outputs of slices published again after a kill before
 their commit: at-least-once, consumers dedupe by id). Checks: {verdict}.
+The undisturbed run took {f['reference_wall_s']} s, the killed runs and their reruns
+{f['crashy_wall_s']} s together. {leftovers}
 
 {_source(r)}"""
 

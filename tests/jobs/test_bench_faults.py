@@ -14,6 +14,7 @@ from jobs.bench_faults import (
     failed_checks,
     hostile_messages,
     kill_plan,
+    left_behind,
     with_hostile,
 )
 from jobs.benchreport import faults, render
@@ -58,6 +59,15 @@ def test_hostile_messages_go_before_their_index_and_nothing_else_moves(messages)
     for at, m in hostile:
         i = out.index(messages[at])
         assert m in out[:i] and m not in out[i + 1:]
+
+
+def test_left_behind_counts_work_folders_and_temporary_entries(tmp_path):
+    out, tmp = tmp_path / "out", tmp_path / "tmp"
+    for d in (out / ".slice-000001", out / "beam-temp-x-0", tmp / "beam-pipeline-tempab"):
+        d.mkdir(parents=True)
+    (out / "predictions.avro").write_bytes(b"")
+    assert left_behind(out, tmp) == {"out": 2, "tmpdir": 1}
+    assert left_behind(out, tmp_path / "none") == {"out": 2, "tmpdir": 0}
 
 
 def test_expected_dead_letters_add_the_hostile_reasons():
@@ -125,7 +135,8 @@ FIGURES = {
                "dead_letter": _counts()},
     "files": {"prediction": _counts(), "action": _counts(), "dead_letter": _counts()},
     "lost": 0, "extra": 0, "score_mismatch": 0, "topic_duplicates": 7,
-    "file_duplicates": 0, "failed": [],
+    "file_duplicates": 0, "failed": [], "reference_wall_s": 40.5, "crashy_wall_s": 90.1,
+    "left_behind": {"out": 0, "tmpdir": 2},
 }
 
 
@@ -162,6 +173,8 @@ def test_the_page_section_gives_kills_reruns_and_the_counts_by_id():
     assert "readings in 100 = valid\n94 + dead letters 6" in text
     assert "Lost **0**, extra **0**" in text and "every check passed" in text
     assert "twin bench faults --kills 2" in text
+    assert "took 40.5 s, the killed runs and their reruns\n90.1 s together" in text
+    assert "0 work folders in the output folder, 2 entries" in text
     failed = copy.deepcopy(FIGURES)
     failed["failed"] = ["topics prediction: lost 2"]
     assert "**failed: topics prediction: lost 2**" in faults(_record(failed))
