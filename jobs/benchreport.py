@@ -398,19 +398,20 @@ def faults(r: dict[str, Any]) -> str:
     s = f["summary"]
     reasons = ", ".join(f"{k} {v}" for k, v in s["dead_letter_reasons"].items())
     left = f.get("left_behind", {})
-    leftovers = (f"Left behind after the last run: {left['out']} work folders in the output "
-                 f"folder, {left['tmpdir']} entries in the runs' `$TMPDIR` (empty "
-                 f"`beam-pipeline-temp*` folders of killed runs). " if left else "")
+    leftovers = (f"\nLeft behind after the last run: {left['out']} work folders in the "
+                 f"output folder, {left['tmpdir']} entries in the runs' `$TMPDIR` (Beam's "
+                 f"empty `beam-pipeline-temp*` folders, one per killed run)." if left else "")
     verdict = ("every check passed" if not f["failed"]
                else "**failed: " + "; ".join(f["failed"]) + "**")
     return f"""### Kills and hostile input (`twin bench faults`)
 
 {_n(m['published'])} messages on each of two fresh brokers: the simulator's fleet
 ({f['assets']} assets, {f['hours']:g} h every {f['interval_s']:g} s; {defects}) and
-{hostile}. One undisturbed `twin run --source kafka` on the first is the reference; on the
-second, `twin run --source kafka --max-messages-per-slice {_n(f['max_messages_per_slice'])}`
-was SIGKILLed **{f['kills']}** times at seeded moments ({f['kills_before_commit']} before
-the run committed a slice, {f['kills_after_commit']} after), each kill followed by a rerun
+{hostile}. One undisturbed `twin run --source kafka` on the first, on its defaults
+({_n(f['reference_summary']['slices'])} slice(s)), is the reference; on the second,
+`twin run --source kafka --max-messages-per-slice {f['max_messages_per_slice']}` was
+SIGKILLed **{f['kills']}** times at seeded moments ({f['kills_before_commit']} before the
+run committed a slice, {f['kills_after_commit']} after), each kill followed by a rerun
 (**{f['reruns']}** reruns):
 
 {runs}
@@ -428,7 +429,7 @@ duplicates in the files **{f['file_duplicates']}**; copies on the topics
 **{_n(f['topic_duplicates'])}** (outputs of slices published again after a kill before
 their commit: at-least-once, consumers dedupe by id). Checks: {verdict}.
 The undisturbed run took {f['reference_wall_s']} s, the killed runs and their reruns
-{f['crashy_wall_s']} s together. {leftovers}
+{f['crashy_wall_s']} s together.{leftovers}
 
 {_source(r)}"""
 

@@ -128,7 +128,7 @@ FIGURES = {
               "slices_committed": 2, "messages_committed": 600, "outputs_before_kill": 80},
              {"run": 2, "planned": None, "killed": False, "at_s": 30.0,
               "slices_committed": 1, "messages_committed": 400, "outputs_before_kill": 50}],
-    "reference_summary": {"dead_letter_reasons": REASONS},
+    "reference_summary": {"dead_letter_reasons": REASONS, "slices": 1},
     "summary": {"readings_in": 100, "readings_valid": 94, "dead_letters": 6,
                 "invariant_ok": True, "dead_letter_reasons": REASONS, "slices": 4},
     "topics": {"prediction": _counts(records=17, duplicates=7), "action": _counts(),
@@ -175,6 +175,8 @@ def test_the_page_section_gives_kills_reruns_and_the_counts_by_id():
     assert "twin bench faults --kills 2" in text
     assert "took 40.5 s, the killed runs and their reruns\n90.1 s together" in text
     assert "0 work folders in the output folder, 2 entries" in text
+    assert "on its defaults\n(1 slice(s)), is the reference" in text
+    assert not [line for line in text.splitlines() if line != line.rstrip()]
     failed = copy.deepcopy(FIGURES)
     failed["failed"] = ["topics prediction: lost 2"]
     assert "**failed: topics prediction: lost 2**" in faults(_record(failed))
