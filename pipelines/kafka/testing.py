@@ -3,9 +3,10 @@
 For the tests and the benches that drive ``twin run --source kafka`` against a real broker
 (the embedded one) and check what landed: :func:`publish` writes messages the way a plant
 would (keyed by asset, Kafka timestamp = arrival time), :func:`read_topic` reads a topic
-from its first offset to the end it has when called, and :func:`output_records` decodes
-every copy of the twin's output records (copies are how at-least-once shows: a run killed
-after publishing a slice's outputs but before committing it publishes them again).
+from its first offset until it is idle and at least to the end it had when called, and
+:func:`output_records` decodes every copy of the twin's output records (copies are how
+at-least-once shows: a run killed after publishing a slice's outputs but before committing
+it publishes them again).
 """
 
 from __future__ import annotations
@@ -51,10 +52,12 @@ def publish(bootstrap: str, messages: Iterable[Any], partitions: int = 2,
     return n
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[Message]:
-    """Every message of ``topic`` (partition by partition in offset order) up to the end
-    offsets it has now, or, if those are not reached, until nothing new arrived for
-    ``idle_s`` seconds. A topic that does not exist has no messages."""
+def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5,
+               wait_s: float = 30.0) -> list[Message]:
+    """Every message of ``topic`` (partition by partition in offset order): read until
+    nothing new arrived for ``idle_s`` seconds and, in any case, up to the end offsets the
+    topic had when called (waiting up to ``wait_s`` for those). A topic that does not exist
+    has no messages."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "twin-reader",
                   "enable.auto.commit": False, "fetch.message.max.bytes": 2 * MAX_MESSAGE_BYTES})
     try:
@@ -67,14 +70,17 @@ def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[Message]
         out: list[Message] = []
         reached = {p: end <= 0 for p, end in ends.items()}
         last = time.monotonic()
-        while not all(reached.values()) and time.monotonic() - last < idle_s:
+        while True:
             batch = [m for m in c.consume(5000, timeout=0.3) if m.error() is None]
+            now = time.monotonic()
             if batch:
-                last = time.monotonic()
+                last = now
             for m in batch:
                 out.append(m)
                 if m.offset() + 1 >= ends.get(m.partition(), 0):
                     reached[m.partition()] = True
+            if now - last >= idle_s and (all(reached.values()) or now - last >= wait_s):
+                break
         out.sort(key=lambda m: (m.partition(), m.offset()))
         return out
     finally:
