@@ -30,11 +30,13 @@ import numpy as np
 from schemas import wire
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.deadletter import DEAD_LETTER, dead_letter
-from transforms.detectors import for_asset
+from transforms.detectors import AssetDetector, for_asset
 from transforms.eventtime import DEFAULT_CONFIRMATIONS, DEFAULT_MAX_JUMP_MS, EventTimeGuard
 from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
+from transforms.whatif.fidelity import Fidelity
+from transforms.whatif.operating import OperatingPoint
 from transforms.windowing import Window, WindowBuffer
 
 FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
@@ -71,6 +73,10 @@ class AssetTwin:
         arguments of
         :class:`~transforms.health.HealthForecaster` and
         :class:`~transforms.policy.ActionPolicy`.
+    model_every
+        Every this many scored windows the state record carries the learned models
+        (``model``, a JSON document, :mod:`transforms.whatif.model`) for what-if
+        questions from the state alone; 0: never. With the asset detector only.
     """
 
     def __init__(
@@ -86,7 +92,10 @@ class AssetTwin:
         detector: dict[str, Any] | None = None,
         health: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
+        model_every: int = 60,
     ) -> None:
+        if model_every < 0:
+            raise ValueError(f"model_every must be >= 0, got {model_every}")
         self.asset_id = asset_id
         self.asset_type = asset_type
         self.window_ms = window_ms
@@ -100,11 +109,25 @@ class AssetTwin:
         self.last_drift_ms: int | None = None
         self.nominal: dict[str, float] = {}  # warm-up mean of setpoint-controlled sensors
         self._warm_sums: dict[str, tuple[float, int]] = {}
+        # what-if: how the operating point moves, and how faithful the models are
+        self.model_every = model_every
+        self.operating = (OperatingPoint(asset_type) if isinstance(self.detector, AssetDetector)
+                          else None)
+        self.fidelity = Fidelity()
+        self.last_noise_z: dict[str, float] = {}
+        self.last_window: tuple[int, dict[str, float]] | None = None  # end, sensor means
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "guard" not in state:  # a twin saved before the guard existed: the default one
             self.guard = EventTimeGuard()
+        if "fidelity" not in state:  # a twin saved before what-if: it learns from now on
+            self.model_every = 60
+            self.operating = (OperatingPoint(self.asset_type)
+                              if isinstance(self.detector, AssetDetector) else None)
+            self.fidelity = Fidelity()
+            self.last_noise_z = {}
+            self.last_window = None
 
     # -- engine entry points ------------------------------------------------------------
     def add(self, reading: dict[str, Any]) -> list[Output]:
@@ -188,6 +211,7 @@ class AssetTwin:
         if w.count < self.min_readings or not feats:
             return out
         a = self.detector.assess(feats)
+        fidelity = self._learn_whatif(w, feats, a)  # before the detector learns the window
         drifted = self.detector.learn_one(feats, a)
         if a.warming_up:  # no operating point to drift from yet
             drifted = []
@@ -196,7 +220,10 @@ class AssetTwin:
             self.last_drift_ms = w.end_ms
         self._learn_nominal(feats)
         # the health index follows unexplained deviation; drift windows are explained
+        h = self.health
+        ahead = None if h.level is None or h._n < 3 else h.level + h.trend
         hi, forecast, rul = self.health.update(0.0 if a.warming_up else a.max_z)
+        self.fidelity.health_step(ahead, hi)
         pred = {
             "prediction_id": f"{w.asset_id}:{w.end_ms}:prediction",
             "asset_id": w.asset_id, "asset_type": w.asset_type,
@@ -207,6 +234,7 @@ class AssetTwin:
             "health_index": hi, "forecast_health": forecast,
             "forecast_horizon_s": int(self.health.horizon_windows * self.window_ms / 1000),
             "rul_s": rul,
+            "fidelity_error": fidelity[0], "fidelity_coverage": fidelity[1],
         }
         out.append((PREDICTION, pred))
         actions = self.policy.decide(pred)
@@ -222,6 +250,26 @@ class AssetTwin:
             out.append((ACTION, action))
         out.append((STATE, self.state(w, feats, pred)))
         return out
+
+    def _learn_whatif(self, w: Window, feats: dict[str, float], a: Any
+                      ) -> tuple[float | None, float | None]:
+        """The what-if side of a window, before the detector learns it: how well the
+        models predicted it (the running fidelity, None while warming up) and how the
+        operating point moved."""
+        det = self.detector
+        if self.operating is None:
+            return None, None
+        gate = a.warming_up or det.adapt_left > 0 or a.score < det.learn_below
+        op = self.operating
+        means = {s: v for s in op.driven + op.exogenous
+                 if (v := feats.get(FEATURE_KEY["mean"][s])) is not None}
+        op.learn(means, gate=gate, jump=a.drift and not a.warming_up)
+        self.last_noise_z = dict(a.terms[1]["noise_z"]) if a.terms is not None else {}
+        self.last_window = (w.end_ms, {s: feats[k] for s in sensor_names(self.asset_type)
+                                       if (k := FEATURE_KEY["mean"][s]) in feats})
+        if a.warming_up:
+            return None, None
+        return self.fidelity.update(det.explain(a))
 
     def _learn_nominal(self, feats: dict[str, float]) -> None:
         if self.windows_seen > self.detector.warmup:
@@ -248,7 +296,19 @@ class AssetTwin:
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
             "last_drift_ms": self.last_drift_ms,
+            "fidelity_error": pred.get("fidelity_error"),
+            "fidelity_coverage": pred.get("fidelity_coverage"),
+            "model": self._model_document(w, feats),
         }
+
+    def _model_document(self, w: Window, feats: dict[str, float]) -> str | None:
+        """The learned models as JSON every ``model_every`` scored windows, else None."""
+        every = self.model_every
+        if not every or self.operating is None or self.windows_seen % every:
+            return None
+        from transforms.whatif.model import dumps, snapshot
+
+        return dumps(snapshot(self))
 
 
 def close_windows(closed: list[tuple[AssetTwin, list[Window]]]) -> list[Output]:
