@@ -62,7 +62,9 @@ class Fleet:
         self.chunks = math.ceil(self.samples_per_asset / self.per_chunk)
         self._kinds = {v: list(malformed_kinds(v)) for v in VENDORS}
         self._setpoints: dict[str, list[tuple[int, float]]] = {}
+        self._loads: dict[str, list[tuple[int, float]]] = {}
         self.setpoint_log: list[dict[str, Any]] = []
+        self.models: dict[str, AssetModel] = {}  # the assets' physics, once generating
 
     # -- closing the loop -----------------------------------------------------------------
 
@@ -94,6 +96,26 @@ class Fleet:
                                   "at_ms": at_ms, "accepted": ok, "reason": why})
         return ok, why
 
+    def change_load(self, asset_id: str, delta: float, at_ms: int) -> None:
+        """From ``at_ms`` on, ask ``asset_id`` for ``delta`` (a fraction of rated) more load
+        than its base (a change of demand: another duty, a valve opened). Like a setpoint,
+        it shapes samples generated after the call; the load still wanders around it."""
+        if asset_id not in self._by_id:
+            raise KeyError(f"unknown asset {asset_id!r}")
+        if not math.isfinite(delta):
+            raise ValueError(f"non-finite load change {delta!r}")
+        self._loads.setdefault(asset_id, []).append((int(at_ms), float(delta)))
+        self._loads[asset_id].sort()
+
+    def load_offset(self, asset_id: str, t_ms: np.ndarray) -> np.ndarray | None:
+        changes = self._loads.get(asset_id)
+        if not changes:
+            return None
+        out = np.zeros(len(t_ms))
+        for at_ms, delta in changes:
+            out[t_ms >= at_ms] = delta
+        return out
+
     def speed_fraction(self, asset_id: str, t_ms: np.ndarray) -> np.ndarray:
         frac = np.ones(len(t_ms))
         for at_ms, value in self._setpoints.get(asset_id, ()):
@@ -112,6 +134,9 @@ class Fleet:
         f = self.scenario.faults.get(spec.asset_id)
         if f is None:
             return np.ones(len(t_ms), dtype=bool)
+        model = self.models.get(spec.asset_id)
+        if model is not None and model.wear_law:  # the failure the law brought about
+            return ~model.offline(t_ms)
         return (t_ms < f.failure_ms) | (t_ms >= f.repaired_ms)
 
     def _rngs(self, spec: AssetSpec) -> tuple[np.random.Generator, np.random.Generator]:
@@ -120,17 +145,20 @@ class Fleet:
 
     def _chunks(self) -> Iterator[tuple[int, list[tuple[AssetSpec, np.ndarray, Any, Any]]]]:
         """Per chunk: for each asset its event times, true values and fates (all samples)."""
-        models = {a.asset_id: AssetModel(a, self.config.interval_s, self.config.start_ms,
-                                         self.scenario.faults.get(a.asset_id),
-                                         self.scenario.regimes.get(a.asset_id))
-                  for a in self.assets}
+        models = self.models = {
+            a.asset_id: AssetModel(a, self.config.interval_s, self.config.start_ms,
+                                   self.scenario.faults.get(a.asset_id),
+                                   self.scenario.regimes.get(a.asset_id),
+                                   wear_law=self.config.wear_law)
+            for a in self.assets}
         rngs = {a.asset_id: self._rngs(a) for a in self.assets}
         for c in range(self.chunks):
             rows = []
             for a in self.assets:
                 t = self._grid(a, c)
                 phys, fate_rng = rngs[a.asset_id]
-                values = models[a.asset_id].step(t, self.speed_fraction(a.asset_id, t), phys)
+                values = models[a.asset_id].step(t, self.speed_fraction(a.asset_id, t), phys,
+                                                 self.load_offset(a.asset_id, t))
                 fates = draw_fates(self.config, len(t), fate_rng, len(self._kinds[a.vendor]))
                 rows.append((a, t, values, fates))
             yield c, rows
