@@ -75,3 +75,24 @@ PROCESS_SENSORS: frozenset[str] = frozenset(
 # Process sensors nothing on the asset can explain (the weather): detectors use them as
 # inputs but never as targets, and their drift is reported, never a reason to re-learn.
 EXOGENOUS_SENSORS: frozenset[str] = frozenset({"ambient_temp"})
+
+
+# The component whose wear each condition sensor shows: what a what-if's life law works
+# on when a fault is developing (transforms.whatif.life: a bearing's rolling-contact
+# fatigue, a winding's thermal ageing).
+COMPONENTS: dict[str, str] = {
+    "vibration": "bearing",
+    "bearing_temp": "bearing",
+    "winding_temp": "winding",
+}
+
+
+def component(asset_type: str, name: str) -> str | None:
+    """The component the condition sensor ``name`` of ``asset_type`` watches, or None."""
+    sensor(asset_type, name)  # KeyError for an unknown sensor
+    return COMPONENTS.get(name)
+
+
+def component_sensors(asset_type: str, part: str) -> tuple[Sensor, ...]:
+    """The condition sensors of ``asset_type`` that watch component ``part``."""
+    return tuple(s for s in sensors_of(asset_type) if COMPONENTS.get(s.name) == part)
