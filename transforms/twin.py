@@ -77,6 +77,13 @@ class AssetTwin:
         Every this many scored windows the state record carries the learned models
         (``model``, a JSON document, :mod:`transforms.whatif.model`) for what-if
         questions from the state alone; 0: never. With the asset detector only.
+    recommend
+        Keyword arguments of :func:`transforms.whatif.optimize.recommend` (e.g.
+        ``{"min_rul_s": 86400}``), or None (the default): off. When on, the work order of
+        each alert episode asks the twin's what-if for the setpoint that keeps the asset
+        running that long, says it in the work order's reason ("derate to 85% speed: RUL
+        9.0 h -> 31.0 h") and proposes it as a dry-run ``SETPOINT`` action for people to
+        confirm. The same on every engine (it is the twin's code).
     """
 
     def __init__(
@@ -93,6 +100,7 @@ class AssetTwin:
         health: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
         model_every: int = 60,
+        recommend: dict[str, Any] | None = None,
     ) -> None:
         if model_every < 0:
             raise ValueError(f"model_every must be >= 0, got {model_every}")
@@ -111,10 +119,12 @@ class AssetTwin:
         self._warm_sums: dict[str, tuple[float, int]] = {}
         # what-if: how the operating point moves, and how faithful the models are
         self.model_every = model_every
+        self.recommend = None if recommend is None else dict(recommend)
         self.operating = (OperatingPoint(asset_type) if isinstance(self.detector, AssetDetector)
                           else None)
         self.fidelity = Fidelity()
         self.last_noise_z: dict[str, float] = {}
+        self.last_score = 0.0
         self.last_window: tuple[int, dict[str, float]] | None = None  # end, sensor means
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -123,10 +133,12 @@ class AssetTwin:
             self.guard = EventTimeGuard()
         if "fidelity" not in state:  # a twin saved before what-if: it learns from now on
             self.model_every = 60
+            self.recommend = None
             self.operating = (OperatingPoint(self.asset_type)
                               if isinstance(self.detector, AssetDetector) else None)
             self.fidelity = Fidelity()
             self.last_noise_z = {}
+            self.last_score = 0.0
             self.last_window = None
 
     # -- engine entry points ------------------------------------------------------------
@@ -248,8 +260,35 @@ class AssetTwin:
                 action["setpoint_value"] *= scale
                 action["setpoint_previous"] *= scale
             out.append((ACTION, action))
+        if self.recommend is not None and self.operating is not None:
+            out.extend((ACTION, a) for a in self._recommended(actions))
         out.append((STATE, self.state(w, feats, pred)))
         return out
+
+    def _recommended(self, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """With ``recommend`` on: the episode's work order (among ``actions``, already
+        emitted) carries the what-if's recommendation in its reason; returns the
+        recommendation as a dry-run SETPOINT (SI units), if it changes anything."""
+        order = next((a for a in actions if a["kind"] == "WORK_ORDER"), None)
+        if order is None:
+            return []
+        from transforms.whatif import ModelError
+        from transforms.whatif.model import snapshot
+        from transforms.whatif.optimize import GuardrailError, recommend, setpoint_action
+
+        try:
+            doc = snapshot(self)
+            rec = recommend(doc, **self.recommend)
+        except ModelError as exc:
+            order["reason"] += f"; no what-if recommendation: {exc}"
+            return []
+        order["reason"] += f"; what-if: {rec['text']}"
+        try:
+            proposal = setpoint_action(doc, rec, dry_run=True)
+        except GuardrailError as exc:  # e.g. the policy changed the setpoint just now
+            order["reason"] += f" (not proposed now: {exc})"
+            return []
+        return [] if proposal is None else [proposal]
 
     def _learn_whatif(self, w: Window, feats: dict[str, float], a: Any
                       ) -> tuple[float | None, float | None]:
@@ -265,6 +304,7 @@ class AssetTwin:
                  if (v := feats.get(FEATURE_KEY["mean"][s])) is not None}
         op.learn(means, gate=gate, jump=a.drift and not a.warming_up)
         self.last_noise_z = dict(a.terms[1]["noise_z"]) if a.terms is not None else {}
+        self.last_score = a.score
         self.last_window = (w.end_ms, {s: feats[k] for s in sensor_names(self.asset_type)
                                        if (k := FEATURE_KEY["mean"][s]) in feats})
         if a.warming_up:

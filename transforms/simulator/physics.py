@@ -54,6 +54,13 @@ WEAR_LAW_FAULTS = ("bearing_wear", "winding_insulation")
 LOAD_SENSOR = {"pump": "flow", "motor": "torque"}
 
 
+def load_reading(asset_type: str, load: float, speed_frac: float = 1.0) -> float:
+    """The expected reading of :data:`LOAD_SENSOR` at a base load and speed fraction."""
+    if asset_type == "pump":
+        return PUMP_FLOW * speed_frac * load
+    return MOTOR_TORQUE * load * speed_frac
+
+
 def healthy_vibration(speed_frac: np.ndarray | float, load: np.ndarray | float):
     """Vibration of a healthy machine (m/s RMS) at a speed fraction and load."""
     return VIBRATION * (0.6 + 0.4 * speed_frac ** 2) * (1 + 0.3 * load)

@@ -59,6 +59,7 @@ def snapshot(twin: Any) -> dict[str, Any]:
         "values": {s: float(v) for s, v in values.items()},
         "windows_seen": int(twin.windows_seen),
         "noise_z": {s: float(v) for s, v in twin.last_noise_z.items()},
+        "anomaly_score": float(twin.last_score),
         "detector": det.export(),
         "operating": twin.operating.export(),
         "health": {
@@ -77,6 +78,7 @@ def snapshot(twin: Any) -> dict[str, Any]:
             "derate_step": pol.derate_step, "setpoint_interval_s": pol.setpoint_interval_s,
             "setpoint_changed_ms": pol.setpoint_changed_ms,
             "alert_open": bool(pol.alert_open),
+            "dry_run": bool(pol.dry_run),
         },
     }
 
@@ -190,6 +192,7 @@ def advance(doc: dict[str, Any], later: list[dict[str, Any]]) -> dict[str, Any]:
         if sp is not None and pol.get("nominal"):
             pol["setpoint"] = sp / pol["nominal"]
         doc["values"], doc["ts_ms"] = values, ts
+        doc["anomaly_score"] = float(r["anomaly_score"])
         doc["windows_seen"] = int(r["windows_seen"])
     return doc
 

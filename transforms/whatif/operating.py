@@ -138,6 +138,7 @@ class OperatingPoint:
         w["sum"] += x
         w["count"] += 1
         if w["count"] == self.block:
+            w["blocks"] = w.get("blocks", 0) + 1
             w["means"] = (w["means"] + [w["sum"] / self.block])[-2:]
             w["sum"], w["count"] = 0.0, 0
             if len(w["means"]) == 2:
@@ -171,7 +172,8 @@ class OperatingPoint:
             exo[s] = {"level": float(w["level"]), "slope": float(w["slope"]),
                       "slope_var": None if w["slope_var"] is None else float(w["slope_var"]),
                       "noise_var": float(w["noise_var"] or 0.0),
-                      "since_block": int(w["count"]), "block": int(self.block)}
+                      "since_block": int(w["count"]), "block": int(self.block),
+                      "blocks": int(w.get("blocks", 0))}
         return {
             "driven": list(self.driven),
             "exogenous": list(self.exogenous),

@@ -14,7 +14,9 @@ The maths, all linear and Gaussian, so exact rather than sampled:
    it is unless the scenario sets it; a set sensor's level is the scenario's value; the
    unset ones follow by Gaussian conditioning on the set ones (a regression on the
    asset's own history). That regression's uncertainty grows with how far the shift
-   lies outside what the asset has shown (its leverage).
+   lies outside what the asset has shown (its leverage), and the part of the response
+   that comes from beyond the 99 % region of that history counts as uncertain as it is
+   large: the history says nothing about it.
 2. **Condition sensors**: the detector's residual models (RLS, one per condition sensor)
    on the process sensors and their lagged averages, propagated as a linear state-space
    model (deviations and lagged averages as the state), so the interval holds the
@@ -36,14 +38,15 @@ The maths, all linear and Gaussian, so exact rather than sampled:
 **Extrapolation** is reported, not smoothed over: a window is flagged when the residual
 models' leverage at its expected inputs exceeds the largest leverage of the windows they
 were asked to predict so far (the test for hidden extrapolation in regression; Montgomery,
-Peck and Vining) or when a set sensor's shift lies outside the 99 % region of the asset's
-history (Mahalanobis distance against the chi-squared quantile).
+Peck and Vining), when a set sensor's shift lies outside the 99 % region of the asset's
+history (Mahalanobis distance against the chi-squared quantile), or, for temperatures,
+when it lies further ahead than the weather has been watched (how far the weather moves
+in 6 h cannot be learned from 4 h of it).
 """
 
 from __future__ import annotations
 
 import math
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -56,7 +59,6 @@ from transforms.whatif.model import ModelError
 from transforms.whatif.operating import conditional, effective_windows
 from transforms.whatif.scenario import Scenario
 
-_ND = NormalDist()
 CHI2_99 = {1: 6.635, 2: 9.210, 3: 11.345, 4: 13.277, 5: 15.086, 6: 16.812, 7: 18.475}
 
 
@@ -120,6 +122,11 @@ class _Models:
         self.cov = np.asarray(op["cov"])
         self.phi = float(op["phi"])
         self.weather = {s: op["exo"][s] for s in self.exo}
+        # how far ahead the weather's history reaches: a temperature forecast further
+        # ahead than the weather has been watched is an extrapolation in time
+        self.weather_windows = min(
+            (w.get("blocks", 0) * w["block"] + w["since_block"] for w in self.weather.values()),
+            default=float("inf"))
         self.n_op = effective_windows(op["n"], op.get("fading", 0.001))
         # the operating point's wander: the deviations' covariance given the setpoint,
         # which the controller holds (a setpoint the asset was moved to is no wander)
@@ -218,29 +225,24 @@ def _holt_var(err_var: float, h: float, alpha: float, beta: float) -> float:
                                      + beta ** 2 * h * (2 * h - 1) / 6))
 
 
-def _max_abs_quantile(mus: list[float], n_terms: int, q: float) -> float:
-    """The ``q`` quantile of the largest |N(mu, 1)| over ``n_terms`` terms (the ones
-    beyond ``mus`` centred)."""
-    mus = list(mus) + [0.0] * max(0, n_terms - len(mus))
+def _max_abs_quantiles(mus: np.ndarray, n_terms: int, q: float) -> np.ndarray:
+    """Per row of ``mus`` (time x terms), the ``q`` quantile of the largest |N(mu, 1)|
+    over ``n_terms`` terms (those beyond the row's centred): bisection on its CDF."""
+    from scipy.special import ndtr
 
-    def cdf(m: float) -> float:
-        p = 1.0
-        for mu in mus:
-            p *= _ND.cdf(m - mu) - _ND.cdf(-m - mu)
-        return p
-
-    lo, hi = 0.0, 60.0
-    for _ in range(60):
+    mus = np.atleast_2d(np.asarray(mus, dtype=float))
+    extra = max(0, n_terms - mus.shape[1])
+    lo = np.zeros(len(mus))
+    hi = np.full(len(mus), 60.0)
+    for _ in range(50):
         mid = 0.5 * (lo + hi)
-        if cdf(mid) < q:
-            lo = mid
-        else:
-            hi = mid
+        m = mid[:, None]
+        cdf = np.prod(ndtr(m - mus) - ndtr(-m - mus), axis=1)
+        cdf *= (ndtr(mid) - ndtr(-mid)) ** extra
+        below = cdf < q
+        lo = np.where(below, mid, lo)
+        hi = np.where(below, hi, mid)
     return 0.5 * (lo + hi)
-
-
-def _score(max_z: float, n_terms: int) -> float:
-    return 1.0 - tail_probability(max_z, n_terms)
 
 
 def _targets_at(models: _Models, changes: dict, current: dict[str, float]) -> dict[str, float]:
@@ -282,10 +284,16 @@ def _path(models: _Models, scenario: Scenario, windows: int,
         if unset:
             x[unset] = (np.array([mo.level[mo.driven[j]] for j in unset]) + decay * d0[unset]
                         + (B @ shift if len(idx) else 0.0))
-        # how far the set sensors' shift lies outside the asset's history
+        # how far the set sensors' shift lies outside the asset's history; the part of
+        # the unset sensors' response that comes from beyond its 99 % region is as
+        # uncertain as it is large (the history says nothing about it)
+        beyond = np.zeros(len(unset))
         if len(idx):
             lev_op = float(shift @ np.linalg.solve(info, shift))
             dist = float(shift @ np.linalg.solve(info / mo.n_op, shift))
+            edge = _chi2_99(len(idx))
+            if dist > edge and unset:
+                beyond = B @ (shift * (1.0 - math.sqrt(edge / dist)))
         else:
             lev_op, dist = 0.0, 0.0
         xe = {}
@@ -328,7 +336,7 @@ def _path(models: _Models, scenario: Scenario, windows: int,
                     if r in mo.regs:
                         base = 1 + mo.regs.index(r) * (1 + len(mo.alphas))
                         c[jj] = sd_t * float(w[base:base + 1 + len(mo.alphas)].sum()) / mo.sd(r)
-                var += lev_op * float(c @ resid_cov @ c)
+                var += lev_op * float(c @ resid_cov @ c) + float(c @ beyond) ** 2
             if fault is not None:
                 mean += fault["level"].get(t, 0.0) + fault["trend"].get(t, 0.0) * tau
             out[t]["mean"].append(mean)
@@ -338,7 +346,7 @@ def _path(models: _Models, scenario: Scenario, windows: int,
             var = float(P[j, j])
             if unset and j in unset and lev_op > 0:
                 jj = unset.index(j)
-                var += lev_op * float(resid_cov[jj, jj])
+                var += lev_op * float(resid_cov[jj, jj]) + float(beyond[jj]) ** 2
             out[s]["mean"].append(float(x[j]))
             out[s]["sd"].append(math.sqrt(max(var, 0.0)))
         for s in mo.exo:
@@ -352,6 +360,8 @@ def _path(models: _Models, scenario: Scenario, windows: int,
             why.append("models")
         if len(idx) and dist > _chi2_99(len(idx)):
             why.append("operating point")
+        if mo.rises and i > mo.weather_windows:
+            why.append("weather")
         flags.append(why)
     return {"sensors": out, "healthy": healthy, "leverage": leverage,
             "op_distance": op_distance, "flags": flags, "leverage_limit": lev_limit}
@@ -412,21 +422,24 @@ def _health(doc: dict[str, Any], clock: np.ndarray, windows: int,
             "rul_hi_s": crossing(fc + Z90 * sds)}
 
 
-def _scores(models: _Models, path: dict, fault: dict | None, doc: dict) -> dict[str, list]:
+def _scores(models: _Models, path: dict, fault: dict | None, doc: dict,
+            keep: list[int]) -> dict[str, list]:
+    """Median and 90 % band of the anomaly score at the windows ``keep``."""
     n_terms = doc["detector"]["n_terms"]
     noise = list(doc.get("noise_z", {}).values()) if fault is not None else []
-    med, lo, hi = [], [], []
-    for i in range(len(path["leverage"])):
-        mus = list(noise)
-        if fault is not None:
-            for t in models.targets:
-                sd_det = models.scale[t][1] * math.sqrt(models.r2[t] * (1 + path["leverage"][i]))
-                healthy = path["healthy"][t][i]
-                mus.append((path["sensors"][t]["mean"][i] - healthy) / sd_det)
-        med.append(_score(_max_abs_quantile(mus, n_terms, 0.5), n_terms))
-        lo.append(_score(_max_abs_quantile(mus, n_terms, 0.05), n_terms))
-        hi.append(_score(_max_abs_quantile(mus, n_terms, 0.95), n_terms))
-    return {"median": med, "lo": lo, "hi": hi}
+    cols = [np.full(len(keep), z) for z in noise]
+    if fault is not None:
+        lev = np.asarray(path["leverage"])[keep]
+        for t in models.targets:
+            sd_det = models.scale[t][1] * np.sqrt(models.r2[t] * (1 + lev))
+            shift = (np.asarray(path["sensors"][t]["mean"])[keep]
+                     - np.asarray(path["healthy"][t])[keep])
+            cols.append(shift / sd_det)
+    mus = np.column_stack(cols) if cols else np.zeros((len(keep), 0))
+    score = np.vectorize(lambda z: 1.0 - tail_probability(z, n_terms))
+    return {"median": score(_max_abs_quantiles(mus, n_terms, 0.5)),
+            "lo": score(_max_abs_quantiles(mus, n_terms, 0.05)),
+            "hi": score(_max_abs_quantiles(mus, n_terms, 0.95))}
 
 
 def roll_forward(doc: dict[str, Any], scenario: Scenario,
@@ -471,17 +484,18 @@ def roll_forward(doc: dict[str, Any], scenario: Scenario,
                           "mean": _r(m[keep]), "lo": _r((m - Z90 * sd)[keep]),
                           "hi": _r((m + Z90 * sd)[keep]), "sd": _r(sd[keep])}
         health = _health(doc, clk, windows, rate_tail)
-        scores = _scores(mo, path, fault, doc)
+        scores = _scores(mo, path, fault, doc, keep)
         flagged = [i for i, f in enumerate(path["flags"]) if f]
         reasons = sorted({r for f in path["flags"] for r in f})
         return {
             "sensors": sensors,
             "health": {k: _r(np.asarray(health[k])[keep]) for k in ("mean", "lo", "hi")},
-            "anomaly_score": {k: _r(np.asarray(scores[k])[keep]) for k in scores},
+            "anomaly_score": {k: _r(scores[k]) for k in scores},
             "rul_s": health["rul_s"], "rul_lo_s": health["rul_lo_s"],
             "rul_hi_s": health["rul_hi_s"],
             "leverage": _r(np.asarray(path["leverage"])[keep]),
             "extrapolating": bool(flagged),
+            "extrapolating_at": [bool(path["flags"][i]) for i in keep],
             "extrapolation": {
                 "windows": len(flagged), "from_s": (flagged[0] + 1) * W if flagged else None,
                 "reasons": reasons, "max_leverage": round(max(path["leverage"]), 6),
