@@ -158,9 +158,11 @@ def _records_from_files(path: Path) -> list[dict[str, Any]]:
 
 
 def _records_from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
-    from confluent_kafka import KafkaException, TopicPartition
+    """Every record of the state topic from its start to its end as it stands now."""
+    from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 
     from jobs.tail import open_consumer
+    from pipelines.beam.kafka import end_offsets
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError, config_from_args, twin_settings
     from pipelines.kafka.serde import serde_from_args
@@ -174,13 +176,10 @@ def _records_from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise WhatIfError(str(exc)) from exc
     records = []
     try:
-        ends = {}
-        for tp in consumer.assignment():
-            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                     timeout=10)
-            if high > 0:
-                ends[tp.partition] = high
-        done = {p for p, h in ends.items() if h <= 0}
+        tps = [TopicPartition(tp.topic, tp.partition) for tp in consumer.assignment()]
+        ends = {p: e for (_, p), e in end_offsets(consumer, tps).items() if e > 0}
+        consumer.assign([TopicPartition(args.state_topic, p, OFFSET_BEGINNING) for p in ends])
+        done: set[int] = set()
         while len(done) < len(ends):
             msg = consumer.poll(1.0)
             if msg is None:
@@ -191,11 +190,11 @@ def _records_from_kafka(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             if msg.offset() + 1 >= ends.get(msg.partition(), 0):
                 done.add(msg.partition())
-            if msg.value() is None:
+            if msg.value() is None:  # a tombstone
                 continue
             try:
                 name, record = serde.decode(msg.value())
-            except Exception:  # noqa: BLE001 - a foreign message on the topic: skipped
+            except Exception:  # noqa: BLE001 - not a state record: not ours to read
                 continue
             if name.startswith("twin/state"):
                 records.append(record)
@@ -256,7 +255,7 @@ def load_documents(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         else:
             records = (_records_from_kafka(args) if args.source == "kafka"
                        else _records_from_files(args.dir))
-            docs = from_states(records, args.asset)
+            docs = from_states(records)
     except ModelError as exc:
         raise WhatIfError(str(exc)) from exc
     if not docs:

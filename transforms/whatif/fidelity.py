@@ -127,4 +127,5 @@ class Fidelity:
         return {"error": self.error, "coverage": self.coverage, "windows": self.windows,
                 "resid_level": dict(self.resid_level), "resid_trend": dict(self.resid_trend),
                 "health_err_var": self.health_err_var, "kappa": self._kappa,
-                "max_leverage": self.max_leverage}
+                "max_leverage": self.max_leverage, "level_alpha": self.level_alpha,
+                "trend_beta": self.trend_beta}

@@ -27,7 +27,8 @@ The maths, all linear and Gaussian, so exact rather than sampled:
 3. **A developing fault** (an alert is open): what the models leave unexplained (each
    condition sensor's residual level and trend, :class:`~transforms.whatif.fidelity.
    Fidelity`) is carried forward on the fault's own clock, which a life law
-   (:mod:`transforms.whatif.life`) runs faster or slower at the scenario's operating point.
+   (:mod:`transforms.whatif.life`) runs faster or slower at the scenario's operating
+   point, with the widening interval of Holt's method.
 4. **Health and remaining life**: the health forecaster's Holt trend on the same clock,
    with the interval of Holt's method (ETS(A,A,N)); the remaining useful life is where the
    forecast (and its interval's edges) cross the failure level.
@@ -337,8 +338,10 @@ def _path(models: _Models, scenario: Scenario, windows: int,
                         base = 1 + mo.regs.index(r) * (1 + len(mo.alphas))
                         c[jj] = sd_t * float(w[base:base + 1 + len(mo.alphas)].sum()) / mo.sd(r)
                 var += lev_op * float(c @ resid_cov @ c) + float(c @ beyond) ** 2
-            if fault is not None:
+            if fault is not None:  # the fault's residual, carried on its clock by Holt
                 mean += fault["level"].get(t, 0.0) + fault["trend"].get(t, 0.0) * tau
+                var += _holt_var(sd_t ** 2 * mo.r2[t] / mo.kappa, tau, fault["alpha"],
+                                 fault["beta"])
             out[t]["mean"].append(mean)
             out[t]["sd"].append(math.sqrt(max(var, 0.0)))
         for s in mo.driven:
@@ -378,7 +381,8 @@ def _fault(doc: dict[str, Any], models: _Models) -> dict[str, Any] | None:
     spread = {t: models.scale[t][1] * math.sqrt(models.r2[t]) for t in models.targets}
     worst = max(models.targets, key=lambda t: abs(level[t]) / spread[t])
     return {"level": level, "trend": trend, "sensor": worst,
-            "component": component(models.asset_type, worst)}
+            "component": component(models.asset_type, worst),
+            "alpha": fid.get("level_alpha", 0.2), "beta": fid.get("trend_beta", 0.05)}
 
 
 def _health(doc: dict[str, Any], clock: np.ndarray, windows: int,

@@ -43,7 +43,7 @@ from transforms.catalog import PROCESS_SENSORS, sensors_of
 
 DEFAULT_HORIZON_S = 6 * 3600.0
 MAX_HORIZON_S = 7 * 86_400.0
-_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(d|h|m|s|ms)?", re.IGNORECASE)
+_DURATION = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(ms|d|h|m|s)?", re.IGNORECASE)
 _SECONDS = {"d": 86_400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001, None: 1.0}
 _VALUE = re.compile(r"^\s*([+-])?\s*((?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(%|[^\d\s%].*)?$")
 
@@ -139,8 +139,8 @@ def parse_duration(text: Any, what: str = "duration", allow_zero: bool = True) -
         body = raw[1:].strip() if raw.startswith("+") else raw
         pos, seconds = 0, 0.0
         for m in _DURATION.finditer(body):
-            if m.start() != pos or (m.group(2) is None and m.end() != len(body)):
-                break
+            if m.start() != pos or (m.group(2) is None and (m.end() != len(body) or pos)):
+                break  # a bare number is seconds, and only on its own
             seconds += float(m.group(1)) * _SECONDS[m.group(2) and m.group(2).lower()]
             pos = m.end()
             while pos < len(body) and body[pos] == " ":
