@@ -529,9 +529,7 @@ def _print_recommendation(rec: dict[str, Any], console: Console) -> None:
         table.add_row(f"{c['fraction']:.0%}{mark}", f"{c['objective']:.4g}", _hours(c["rul_s"]),
                       "yes" if c["feasible"] else "no", escape("; ".join(c["why"])))
     console.print(table)
-    console.print(f"[bold]{escape(rec['text'])}[/bold]"
-                  + ("" if rec["feasible"] else " [yellow](no setpoint meets every "
-                                                "constraint: the longest-lived one)[/yellow]"))
+    console.print(f"[bold]{escape(rec['text'])}[/bold]")
     a = rec.get("action")
     if a is None:
         console.print("no SETPOINT action: the recommendation changes nothing")

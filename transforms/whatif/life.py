@@ -54,11 +54,12 @@ def rate_ratio(part: str | None, scenario: dict[str, float], baseline: dict[str,
                     if s.unit == "meter / second"), None)
         speed = _speed(asset_type)
         try:
-            ratio = (scenario[speed] / baseline[speed]) * (
-                scenario[vib] / baseline[vib]) ** FATIGUE_EXPONENT
-        except (KeyError, ZeroDivisionError):
+            levels = (scenario[speed], baseline[speed], scenario[vib], baseline[vib])
+        except KeyError:
             return 1.0
-        return max(ratio, 0.0)
+        if min(levels) <= 0:  # no physical level (an extrapolation gone wild): no law
+            return 1.0
+        return (levels[0] / levels[1]) * (levels[2] / levels[3]) ** FATIGUE_EXPONENT
     if part == "winding":
         temp = next((s.name for s in component_sensors(asset_type, part)
                      if s.unit == "kelvin"), None)

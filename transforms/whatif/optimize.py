@@ -130,6 +130,7 @@ def _evaluate(doc, frac, horizon_s, objective, limits, min_rul_s, allow_extrapol
     if hard and not allow_extrapolation:
         why.append("extrapolates (" + ", ".join(hard) + ")")
     return {"fraction": round(frac, 6), "steps": steps, "objective": obj, "rul_s": rul,
+            "extrapolates": bool(hard),
             "rul_lo_s": path["rul_lo_s"], "rul_hi_s": path["rul_hi_s"],
             "feasible": not why, "why": why,
             "peaks": {n: max(path["sensors"][n]["hi"]) for n in limits}}
@@ -183,12 +184,15 @@ def recommend(doc: dict[str, Any], *, objective: str | None = None,
         ok = [c for c in seen.values() if c["feasible"]]
         if ok:
             return max(ok, key=lambda c: (c["objective"], c["fraction"]))
-        # none meets every constraint: the longest expected life; where the setpoint does
-        # not change it (no life law), the current setpoint (no change for nothing)
+        # none meets every constraint: the longest expected life among the answers that
+        # do not extrapolate (an extrapolated life is no reason to move); where the
+        # setpoint does not change it (no life law), the current one: no change for nothing
         inf = float("inf")
         current = round(pol["setpoint"], 6)
-        return max(seen.values(), key=lambda c: (inf if c["rul_s"] is None else c["rul_s"],
-                                                 c["fraction"] == current, c["objective"]))
+        pool = [c for c in seen.values() if not c["extrapolates"] or allow_extrapolation
+                or c["fraction"] == current]
+        return max(pool, key=lambda c: (inf if c["rul_s"] is None else c["rul_s"],
+                                        c["fraction"] == current, c["objective"]))
 
     if not failed:
         first = best()
@@ -202,6 +206,14 @@ def recommend(doc: dict[str, Any], *, objective: str | None = None,
     gain = None  # also when the recommended setpoint shows no end of life at all
     if base["rul_s"] and chosen["rul_s"]:
         gain = chosen["rul_s"] / base["rul_s"]
+    text = describe(name, pol["setpoint"], chosen["fraction"], base["rul_s"],
+                    chosen["rul_s"], cost, objective)
+    others = [c for c in seen.values() if c is not base]
+    if not chosen["feasible"] and others and all(c["extrapolates"] for c in others):
+        text += (f" (every other {name} would be an extrapolation: the twin has not seen "
+                 f"this asset run there)")
+    elif not chosen["feasible"] and not failed:
+        text += " (no setpoint meets every constraint: the longest-lived one)"
     return {
         "asset_id": doc["asset_id"], "asset_type": doc["asset_type"], "from_ms": doc["ts_ms"],
         "setpoint_name": name, "nominal": nominal, "objective": objective,
@@ -214,8 +226,7 @@ def recommend(doc: dict[str, Any], *, objective: str | None = None,
         "recommended": {k: chosen[k] for k in ("objective", "rul_s", "rul_lo_s", "rul_hi_s",
                                                "peaks")},
         "objective_cost": cost, "rul_gain": gain,
-        "text": describe(name, pol["setpoint"], chosen["fraction"], base["rul_s"],
-                         chosen["rul_s"], cost, objective),
+        "text": text,
         "candidates": [{k: c[k] for k in ("fraction", "objective", "rul_s", "feasible", "why")}
                        for c in sorted(seen.values(), key=lambda c: c["fraction"])],
     }

@@ -76,8 +76,18 @@ def test_no_constraint_keeps_the_asset_where_it_does_the_most():
 def test_when_nothing_lasts_long_enough_the_longest_lived_is_named():
     rec = recommend(faulty(), min_rul_s=100 * 3600.0, horizon_s=3600)
     assert not rec["feasible"]
-    assert rec["fraction"] == 0.8
     assert any("RUL" in w for w in rec["why"])
+    # the slowest speed whose answer does not extrapolate: a derating lengthens life here
+    judged = [c for c in rec["candidates"] if not any("extrapolates" in w for w in c["why"])]
+    assert rec["fraction"] == min(c["fraction"] for c in judged) < 1.0
+    assert rec["text"].endswith("(no setpoint meets every constraint: the longest-lived one)")
+
+
+def test_when_every_other_setpoint_extrapolates_nothing_moves():
+    rec = recommend(faulty(fidelity__max_leverage=0.0101), min_rul_s=100 * 3600.0,
+                    horizon_s=3600)
+    assert rec["fraction"] == 1.0 and rec["steps"] == []
+    assert "every other speed would be an extrapolation" in rec["text"]
 
 
 def test_a_failed_asset_gets_no_setpoint():
