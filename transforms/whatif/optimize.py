@@ -38,7 +38,9 @@ class GuardrailError(ValueError):
 def _policy(doc: dict[str, Any]) -> dict[str, Any]:
     """The policy's guardrails, with ``setpoint`` the fraction of nominal the asset runs
     at: the policy's own when it commands the asset, the measured one (to 1 %) when it
-    runs in dry run (its setpoint is then what it would have commanded)."""
+    runs in dry run (its setpoint is then what it would have commanded) or when the asset
+    runs more than half a step away from it (a command refused, or not applied yet: a
+    ramp starts where the asset is)."""
     pol = doc["policy"]
     if not pol.get("nominal"):
         raise ModelError(f"{doc['asset_id']}: no nominal {pol['setpoint_name']} learned yet "
@@ -46,8 +48,8 @@ def _policy(doc: dict[str, Any]) -> dict[str, Any]:
     if pol["setpoint_name"] not in doc["values"]:
         raise ModelError(f"{doc['asset_id']}: its last window has no "
                          f"{pol['setpoint_name']}")
-    if pol.get("dry_run"):
-        measured = round(doc["values"][pol["setpoint_name"]] / pol["nominal"], 2)
+    measured = round(doc["values"][pol["setpoint_name"]] / pol["nominal"], 2)
+    if pol.get("dry_run") or abs(measured - pol["setpoint"]) > pol["derate_step"] / 2:
         pol = {**pol, "setpoint": measured, "setpoint_changed_ms": None}
     return pol
 

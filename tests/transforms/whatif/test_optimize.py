@@ -130,10 +130,17 @@ def test_an_action_the_rate_limit_forbids_now_is_refused():
         setpoint_action(doc, rec)
 
 
-def test_a_dry_run_policy_starts_from_what_the_asset_runs_at():
+def test_a_ramp_starts_from_what_the_asset_runs_at():
+    # a dry-run policy commands nothing: its setpoint is what it would have commanded
     doc = faulty(policy__dry_run=True, policy__setpoint=0.85,
                  policy__setpoint_changed_ms=1_000_000)
     assert ramp(doc, 0.9) == [(0.0, 0.95), (600.0, 0.9)]  # measured 150/150, no rate wait
+    # a command the asset does not follow (refused, not applied yet): from the measured
+    doc = faulty(policy__setpoint=0.8, policy__setpoint_changed_ms=1_000_000)
+    assert ramp(doc, 0.95) == [(0.0, 0.95)]
+    # within half a step of the command: the policy's own setpoint and rate limit
+    doc = faulty(policy__setpoint=0.98, policy__setpoint_changed_ms=1_000_000 - 60_000)
+    assert ramp(doc, 0.93) == [(540.0, 0.93)]
 
 
 def test_unknown_objective_or_limit():
