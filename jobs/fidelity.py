@@ -31,7 +31,6 @@ extrapolations, and reported as such.
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 import time
 from collections import defaultdict
@@ -310,10 +309,6 @@ def print_fidelity(figures: dict[str, Any]) -> None:
     console.print(sensors)
 
 
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)
-
-
 # -- recommendations against the simulator ---------------------------------------------------
 
 LIFE_FACTOR = 2.0  # the maintenance slot asked for: this many times the expected life
@@ -365,8 +360,7 @@ def run_optimize(seeds: list[int], assets: int = 12, step_test: bool = True,
                     "true_ttf_s": (f.failure_ms - t_ms) / 1000}
             try:
                 doc = document(twin)
-                rul = doc["health"]  # the twin's own expectation, from its state
-                probe = recommend(doc, horizon_s=3600)
+                probe = recommend(doc, horizon_s=3600)  # the twin's own expectation now
                 if probe["baseline"]["rul_s"] is None:
                     cases.append({**case, "error": "no remaining-life trend at the work "
                                                    "order"})
@@ -375,7 +369,6 @@ def run_optimize(seeds: list[int], assets: int = 12, step_test: bool = True,
             except ModelError as exc:
                 cases.append({**case, "error": str(exc)})
                 continue
-            del rul
             sched = [(t_ms + int(at_s * 1000), frac) for at_s, frac in rec["steps"]]
             until = fleet.config.end_ms + int(HORIZON_PAST_END_H * 3_600_000)
             base = fleet.rerun(asset_id, base_sp, until_ms=until)

@@ -25,7 +25,6 @@ means and health indices; the models' weights are those of the document, at most
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -195,16 +194,3 @@ def advance(doc: dict[str, Any], later: list[dict[str, Any]]) -> dict[str, Any]:
         doc["anomaly_score"] = float(r["anomaly_score"])
         doc["windows_seen"] = int(r["windows_seen"])
     return doc
-
-
-def is_finite_doc(doc: dict[str, Any]) -> bool:
-    """Whether every number of the document's models is finite."""
-    def ok(x: Any) -> bool:
-        if isinstance(x, float):
-            return math.isfinite(x)
-        if isinstance(x, dict):
-            return all(ok(v) for v in x.values())
-        if isinstance(x, list):
-            return all(ok(v) for v in x)
-        return True
-    return ok(doc)
