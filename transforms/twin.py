@@ -324,24 +324,29 @@ class AssetTwin:
 
     def state(self, w: Window, feats: dict[str, float], pred: dict[str, Any]) -> dict[str, Any]:
         """The twin-state record after window ``w``."""
+        last = self.last_window
+        if last is not None and last[0] == w.end_ms:  # the window's means, made once
+            values = last[1]
+        else:
+            values = {s: feats[k] for s in sensor_names(self.asset_type)
+                      if (k := FEATURE_KEY["mean"][s]) in feats}
         setpoints = {}
         if self.policy.setpoint_name in self.nominal:
             setpoints[self.policy.setpoint_name] = (
                 self.policy.setpoint * self.nominal[self.policy.setpoint_name])
         return {
             "asset_id": self.asset_id, "asset_type": self.asset_type, "ts_ms": w.end_ms,
-            "values": {s: feats[k] for s in sensor_names(self.asset_type)
-                       if (k := FEATURE_KEY["mean"][s]) in feats},
+            "values": values,
             "health_index": pred["health_index"], "anomaly_score": pred["anomaly_score"],
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
             "last_drift_ms": self.last_drift_ms,
             "fidelity_error": pred.get("fidelity_error"),
             "fidelity_coverage": pred.get("fidelity_coverage"),
-            "model": self._model_document(w, feats),
+            "model": self._model_document(w, values),
         }
 
-    def _model_document(self, w: Window, feats: dict[str, float]) -> str | None:
+    def _model_document(self, w: Window, values: dict[str, float]) -> str | None:
         """The learned models as JSON every ``model_every`` scored windows, else None."""
         every = self.model_every
         if not every or self.operating is None or self.windows_seen % every:

@@ -343,6 +343,7 @@ class AssetDetector(Detector):
         noise_z: dict[str, float] = {}
         designs = {}  # target -> its input (one array for all)
         resid = {}  # target -> residual of the current model (learn_one reuses it)
+        levs = {}  # target -> leverage of this window's inputs (explain reuses it)
         u = None
         shared_P = leverage = None  # models sharing a covariance share its leverage
         for s in self._targets:
@@ -357,6 +358,7 @@ class AssetDetector(Detector):
                 if s in self._r2:
                     if model.P is not shared_P:
                         shared_P, leverage = model.P, model.leverage(u)
+                    levs[s] = leverage
                     # predictive spread: residual noise, widened where the model extrapolates
                     var = max(self._r2[s], 1e-4) * (1.0 + min(leverage, 1e6))
                     mean_z[s] = r / math.sqrt(var)
@@ -371,7 +373,7 @@ class AssetDetector(Detector):
                 noise_z[s] = (ls - self._noise_mean[s]) / sd
         return mean_z, noise_z, {"means": means, "scaled": scaled, "designs": designs,
                                  "avg": avg, "noise_z": noise_z, "resid": resid,
-                                 "spreads": spreads, "ambient": ambient}
+                                 "spreads": spreads, "ambient": ambient, "levs": levs}
 
     def _jumps(self, scaled: dict[str, float]) -> list[str]:
         if self._prev is None:
@@ -561,6 +563,7 @@ class AssetDetector(Detector):
         if assessment.terms is None:
             return {}
         cache = assessment.terms[1]
+        levs = cache.get("levs", {})
         out = {}
         for s, r in cache["resid"].items():
             if s not in self._r2 or not self._scaler.counts.get(s):
@@ -568,9 +571,7 @@ class AssetDetector(Detector):
             sd = self._scaler.vars[s] ** 0.5
             if sd <= 0:
                 continue
-            model = self._models[s]
-            u = cache["designs"][s]
-            lev = model.leverage(u)
+            lev = levs[s] if s in levs else self._models[s].leverage(cache["designs"][s])
             var = max(self._r2[s], 1e-4) * (1.0 + min(lev, 1e6))
             observed = cache["means"][s]
             out[s] = (observed, observed - r * sd, math.sqrt(var) * sd, lev)

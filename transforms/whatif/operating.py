@@ -102,16 +102,16 @@ class OperatingPoint:
         if gate and dev is not None and not jump:
             self.n += 1
             f = max(self.fading, 1.0 / self.n)
-            outer = np.multiply.outer(dev, dev)
+            col = dev[:, None]
             if self._cov is None:
-                self._cov = outer
-                self._lag1 = np.zeros_like(outer)
+                self._cov = col * dev
+                self._lag1 = np.zeros_like(self._cov)
             else:
                 self._cov *= 1 - f
-                self._cov += f * outer
+                self._cov += (f * col) * dev
                 if self._prev is not None:
                     self._lag1 *= 1 - f
-                    self._lag1 += f * np.multiply.outer(dev, self._prev)
+                    self._lag1 += (f * col) * self._prev
         self._prev = None if jump else dev
         for s in self.exogenous:
             if s in means:
@@ -128,12 +128,11 @@ class OperatingPoint:
         if w is None:
             w = self._weather[s] = {"level": x, "sum": 0.0, "count": 0, "means": [],
                                     "slope": 0.0, "slopes": [], "slope_var": None,
-                                    "noise_var": None, "prev": None}
-        slope = w["slope"]
-        ahead = w["level"] + slope  # Holt's one-window forecast
+                                    "noise_var": None}
+        ahead = w["level"] + w["slope"]  # Holt's one-window forecast
         err = x - ahead
-        w["noise_var"] = err * err if w["noise_var"] is None else (
-            (1 - self.fading) * w["noise_var"] + self.fading * err * err)
+        nv = w["noise_var"]
+        w["noise_var"] = err * err if nv is None else nv + self.fading * (err * err - nv)
         w["level"] = ahead + self.weather_alpha * err
         w["sum"] += x
         w["count"] += 1
