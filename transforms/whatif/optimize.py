@@ -28,7 +28,7 @@ from typing import Any
 from transforms.whatif.model import ModelError
 from transforms.whatif.scenario import Change, Scenario, Step
 
-HARD_FLAGS = ("models", "operating point")  # what the weather flag is not: the models'
+HARD_FLAGS = ("models", "operating point", "implausible")  # not the weather: the models'
 
 
 class GuardrailError(ValueError):

@@ -40,9 +40,12 @@ The maths, all linear and Gaussian, so exact rather than sampled:
 models' leverage at its expected inputs exceeds the largest leverage of the windows they
 were asked to predict so far (the test for hidden extrapolation in regression; Montgomery,
 Peck and Vining), when a set sensor's shift lies outside the 99 % region of the asset's
-history (Mahalanobis distance against the chi-squared quantile), or, for temperatures,
-when it lies further ahead than the weather has been watched (how far the weather moves
-in 6 h cannot be learned from 4 h of it).
+history (Mahalanobis distance against the chi-squared quantile), for temperatures when
+it lies further ahead than the weather has been watched (how far the weather moves in
+6 h cannot be learned from 4 h of it), and where a predicted value leaves the catalog's
+plausible range (it is then kept within it). A life law applies only where the models
+predict the component's levels to within +-25 % (90 %): a law on levels the models cannot
+tell apart is no law.
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from transforms.catalog import component, sensor
+from transforms.catalog import component, component_sensors, sensor
 from transforms.detectors.base import tail_probability
 from transforms.whatif.fidelity import Z90
 from transforms.whatif.life import LAWS, rate_ratio
@@ -370,6 +373,14 @@ def _path(models: _Models, scenario: Scenario, windows: int,
             "op_distance": op_distance, "flags": flags, "leverage_limit": lev_limit}
 
 
+LAW_PRECISION = 0.25  # a life law needs the levels within +-25 % (90 % interval)
+
+
+def _precise(path: dict, name: str, i: int) -> bool:
+    s = path["sensors"][name]
+    return Z90 * s["sd"][i] <= LAW_PRECISION * abs(s["mean"][i])
+
+
 def _fault(doc: dict[str, Any], models: _Models) -> dict[str, Any] | None:
     """The developing fault's carried residuals and its component, while an alert is
     open."""
@@ -466,13 +477,20 @@ def roll_forward(doc: dict[str, Any], scenario: Scenario,
     first = _path(mo, scenario, windows, base_clock, None)
     part = fault["component"] if fault is not None else None
     ratios = np.ones(windows)
+    law_windows = 0
     if part is not None:
+        healthy = _path(mo, Scenario([], scenario.horizon_s), windows, base_clock, None)
+        watched = [c.name for c in component_sensors(mo.asset_type, part)
+                   if c.name in mo.targets]
         for i in range(windows):
-            scen = {s: first["healthy"][s][i] if s in first["healthy"]
-                    else first["sensors"][s]["mean"][i] for s in first["sensors"]}
-            bl = {s: base["healthy"][s][i] if s in base["healthy"]
-                  else base["sensors"][s]["mean"][i] for s in base["sensors"]}
+            # a law on levels the models cannot tell apart is no law: it applies only
+            # where both paths predict the component's levels to within LAW_PRECISION
+            if not all(_precise(p, s, i) for p in (first, healthy) for s in watched):
+                continue
+            scen = {s: v["mean"][i] for s, v in first["sensors"].items()}
+            bl = {s: v["mean"][i] for s, v in healthy["sensors"].items()}
             ratios[i] = rate_ratio(part, scen, bl, mo.asset_type)
+            law_windows += 1
     clock = np.cumsum(ratios)
     scen = _path(mo, scenario, windows, clock, fault) if fault is not None else first
     step = max(1, int(round((resolution_s or max(W, scenario.horizon_s / 120)) / W)))
@@ -484,9 +502,18 @@ def roll_forward(doc: dict[str, Any], scenario: Scenario,
         sensors = {}
         for s, v in path["sensors"].items():
             m, sd = np.asarray(v["mean"]), np.asarray(v["sd"])
-            sensors[s] = {"unit": sensor(mo.asset_type, s).unit,
-                          "mean": _r(m[keep]), "lo": _r((m - Z90 * sd)[keep]),
-                          "hi": _r((m + Z90 * sd)[keep]), "sd": _r(sd[keep])}
+            cat = sensor(mo.asset_type, s)
+            # beyond the catalog's plausible range a value is a broken reading, not a
+            # forecast: such a window is flagged, and the answer kept within the range
+            out_of_range = (m < cat.low) | (m > cat.high)
+            for i in np.flatnonzero(out_of_range):
+                if "implausible" not in path["flags"][i]:
+                    path["flags"][i].append("implausible")
+            sensors[s] = {"unit": cat.unit,
+                          "mean": _r(np.clip(m, cat.low, cat.high)[keep]),
+                          "lo": _r(np.clip(m - Z90 * sd, cat.low, cat.high)[keep]),
+                          "hi": _r(np.clip(m + Z90 * sd, cat.low, cat.high)[keep]),
+                          "sd": _r(sd[keep])}
         health = _health(doc, clk, windows, rate_tail)
         scores = _scores(mo, path, fault, doc, keep)
         flagged = [i for i, f in enumerate(path["flags"]) if f]
@@ -521,7 +548,8 @@ def roll_forward(doc: dict[str, Any], scenario: Scenario,
             "sensor": fault["sensor"], "component": fault["component"],
             "life_law": LAWS.get(fault["component"]) if fault["component"] else None,
             "rate_ratio_end": round(float(ratios[-1]), 6),
-            "rate_ratio_mean": round(float(ratios.mean()), 6)},
+            "rate_ratio_mean": round(float(ratios.mean()), 6),
+            "law_applied_share": round(law_windows / windows, 4)},
         "fidelity": {"error": doc["fidelity"].get("error"),
                      "coverage": doc["fidelity"].get("coverage")},
         "notes": _notes(doc, fault),

@@ -192,3 +192,22 @@ def test_refusals():
         whatif(doc, SPEED_140)
     with pytest.raises(ModelError, match="version"):
         whatif({**copy.deepcopy(document()), "version": 99}, SPEED_140)
+
+
+def test_a_carried_fault_that_leaves_the_plausible_range_is_flagged_and_kept_in_it():
+    doc = document(policy__alert_open=True)
+    doc["fidelity"]["resid_trend"] = {"vibration": -0.0001}  # 0.003 falls to zero in ~30
+    r = whatif(doc, None, resolution_s=60)
+    vib = r["baseline"]["sensors"]["vibration"]
+    assert min(vib["mean"]) == 0.0 and min(vib["lo"]) == 0.0  # the catalog's low end
+    assert "implausible" in r["baseline"]["extrapolation"]["reasons"]
+    first = r["baseline"]["extrapolating_at"].index(True)
+    assert vib["mean"][first - 1] > 0.0
+
+
+def test_no_life_law_on_levels_the_models_cannot_tell_apart():
+    doc = document(policy__alert_open=True, detector__r2={"vibration": 4.0})  # +-2 sd wide
+    r = whatif(doc, SPEED_140, resolution_s=60)
+    assert r["fault"]["law_applied_share"] == 0.0
+    assert r["fault"]["rate_ratio_end"] == 1.0
+    assert r["scenario_path"]["rul_s"] == r["baseline"]["rul_s"] == 3000.0
