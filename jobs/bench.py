@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -91,7 +92,12 @@ def _default_path(env: str, default: Path) -> Path:
     return Path(os.environ[env]) if os.environ.get(env) else default
 
 
-def run_tep(tep_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
+TEP_MODEL = REPO / "docs" / "examples" / "tep" / "tep.model.yaml"
+TEP_WINDOW_S = 900.0  # 5 rows of 3 minutes: a window needs 4 readings to be scored
+
+
+def run_tep(tep_root: Path, scorer: Path, out: Path, workers: int = 2,
+            through_twin: bool = False) -> dict:
     """Replay the 22 TEP streams into ``out/results`` with replay's one configuration (the
     label column ``fault`` is never read: it is one of the label names replay leaves
     out) and score them; returns the scorer's report plus ``rows`` and ``detector_s``."""
@@ -114,7 +120,12 @@ def run_tep(tep_root: Path, scorer: Path, out: Path, workers: int = 2) -> dict:
         link = staged / f.name
         if not link.exists():
             link.symlink_to(f.resolve())
-    reports, errors = replay(staged, results, workers, timestamp_column="timestamp")
+    kw = {}
+    if through_twin:  # the plant declared as a model, each stream one asset's history
+        from transforms.model import load_model
+
+        kw = {"model": load_model(TEP_MODEL), "window_s": TEP_WINDOW_S}
+    reports, errors = replay(staged, results, workers, timestamp_column="timestamp", **kw)
     if errors:
         raise BenchError("replay failed: " + "; ".join(errors))
     if any("fault" in r.columns for r in reports):
@@ -148,8 +159,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,dashboard,sweep,nab,tep,fidelity,"
-                                   "optimize,report}")
+                           metavar="{scale,history,fleet,dashboard,sweep,nab,tep,formats,"
+                                   "fidelity,optimize,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -214,6 +225,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="where results and scores.json go (default out/tep)")
     tep.add_argument("--workers", type=positive_int, default=min(2, os.cpu_count() or 1),
                      help="replay processes (default: up to 2)")
+    tep.add_argument("--through-twin", action="store_true",
+                     help="the plant as a model (docs/examples/tep/tep.model.yaml: the "
+                          "manipulated variables as operating point) through the twin, "
+                          "15-minute windows, each row given its window's verdict")
+    formats = sub.add_parser("formats", help="normalization's cost per message: data formats "
+                                             "read by the generic adapter against the "
+                                             "built-in vendors' adapters")
+    formats.add_argument("--messages", type=positive_int, default=20000,
+                         help="messages of each source (default 20000)")
     fid = sub.add_parser("fidelity", help="the twin's what-if answers against the simulator: "
                                           "errors and 90 %% coverage at 15 min, 1 h, 6 h")
     opt = sub.add_parser("optimize", help="the twin's recommended setpoints on faulty "
@@ -230,7 +250,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "questions are then extrapolations")
         b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
                        help="where every comparison is written as JSON")
-    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep, fid, opt):
+    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep, formats, fid,
+                  opt):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -352,13 +373,20 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "report":
         return report_main(args)
+    if args.bench == "formats":
+        report = run_formats(args.messages)
+        _show(args, report, print_formats)
+        _record(args, "formats", {"messages": args.messages}, report)
+        return 0
     if args.bench in ("fidelity", "optimize"):
         return _whatif_bench(args)
     if args.bench == "tep":
-        report = run_tep(args.data, args.scorer, args.out, args.workers)
+        report = run_tep(args.data, args.scorer, args.out, args.workers, args.through_twin)
         _show(args, report, lambda r: print_tep(r, args.out))
-        _record(args, "tep", {"files": report["files"], "rows": report["rows"],
-                              "columns": report["columns"], "workers": args.workers}, report)
+        _record(args, "tep-twin" if args.through_twin else "tep",
+                {"files": report["files"], "rows": report["rows"],
+                 "columns": report["columns"], "workers": args.workers,
+                 **({"window_s": TEP_WINDOW_S} if args.through_twin else {})}, report)
         return 0
     report = run_nab(args.data, args.scorer, args.out, args.workers)
     _show(args, report, lambda r: print_nab(r, args.out))
@@ -460,6 +488,97 @@ def print_tep(report: dict[str, Any], out: Path) -> None:
     console.print(f"{report['rows']:,} rows x {report['columns']} columns in "
                   f"{report['files']} streams; replay incl. I/O {per_row:.0f} us per row; "
                   f"results in {out / 'results'}", highlight=False)
+
+
+def run_formats(messages: int, rounds: int = 5) -> dict[str, Any]:
+    """µs per message of :func:`~transforms.normalize.normalize_batch` (batches of 5,000,
+    the best of ``rounds`` interleaved rounds) on the built-in vendors' messages and on the
+    compressor example's messages written as JSON, CSV lines and plain Avro, each read
+    through a format file (docs/examples/compressor)."""
+    import io
+    import time
+
+    import fastavro
+    import numpy as np
+
+    from transforms.formats import parse_format
+    from transforms.model import load_model
+    from transforms.normalize import generic, normalize_batch
+    from transforms.plant import Plant
+    from transforms.simulator import Fleet, FleetConfig
+
+    example = REPO / "docs" / "examples" / "compressor"
+    model = load_model(example / "compressor.model.yaml")
+    now = 1_796_119_200_000
+    rng = np.random.default_rng(0)
+    rows = [{"device": f"comp-{i % 50}", "t": (now - 86_400_000) // 1000 + i,
+             "p_bar": round(7 + rng.normal(), 3), "t_c": round(60 + rng.normal(), 2),
+             "vib": round(2 + rng.normal(0, 0.1), 3), "amps": round(40 + rng.normal(), 2)}
+            for i in range(messages)]
+    values = {k: {"field": k, "unit": u} for k, u in
+              (("p_bar", "bar"), ("t_c", "degC"), ("vib", "mm/s"), ("amps", "A"))}
+    base = {"version": 1, "asset": "device", "time": {"field": "t", "format": "epoch_s"},
+            "values": values}
+    avro_schema = {"type": "record", "name": "Comp", "fields": [
+        {"name": "device", "type": "string"}, {"name": "t", "type": "long"},
+        *({"name": k, "type": "double"} for k in values)]}
+    parsed = fastavro.parse_schema(avro_schema)
+
+    def avro(r):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, r)
+        return buf.getvalue()
+
+    import tempfile
+
+    cols = ["device", "t", *values]
+    sources: dict[str, tuple[list[bytes], Any]] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="twin-bench-formats-"))
+    (tmp / "comp.avsc").write_text(json.dumps(avro_schema))
+    for name, enc, extra, encode in (
+            ("json", "json", {}, lambda r: json.dumps(r).encode()),
+            ("csv", "csv", {"csv": {"columns": cols}},
+             lambda r: ",".join(str(r[c]) for c in cols).encode()),
+            ("avro", "avro", {"schema": "comp.avsc"}, avro)):
+        fmt = parse_format({"format": f"bench-{name}", "encoding": enc, **base, **extra},
+                           str(tmp / f"{name}.yaml"))
+        Plant(model, (fmt,)).install()
+        adapter = generic.register(fmt, model)
+        sources[f"format: {name}, 4 values"] = ([encode(r) for r in rows], adapter.decode)
+    fleet = Fleet(FleetConfig(assets=max(3, messages // 720 + 3), duration_s=3600,
+                              interval_s=5, seed=1, start_ms=now - 7_200_000,
+                              malformed_rate=0.0))
+    by_vendor: dict[str, list[bytes]] = {}
+    for m in fleet.messages():
+        by_vendor.setdefault(m.topic.rsplit(".", 1)[-1], []).append(m.value)
+    for vendor, vals in sorted(by_vendor.items()):
+        sources[f"vendor: {vendor}, 8 values"] = (vals[:messages], None)
+    best = dict.fromkeys(sources, math.inf)
+    for _ in range(rounds):  # interleaved: each round times every source once
+        for name, (payloads, decode) in sources.items():
+            kw = {"decode": decode} if decode is not None else {}
+            t0 = time.perf_counter()
+            for k in range(0, len(payloads), 5000):
+                part = payloads[k:k + 5000]
+                _, rejects = normalize_batch(part, [now] * len(part), clock_ms=now, **kw)
+                if rejects:
+                    raise BenchError(f"{name}: {len(rejects)} messages refused: "
+                                     f"{rejects[0][1]}")
+            best[name] = min(best[name], (time.perf_counter() - t0) / len(payloads))
+    return {"rounds": rounds, "us_per_message": {k: round(v * 1e6, 2) for k, v in best.items()},
+            "messages": {k: len(v[0]) for k, v in sources.items()}}
+
+
+def print_formats(report: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="normalization, µs per message (best of interleaved rounds)")
+    table.add_column("source")
+    table.add_column("µs / message", justify="right")
+    for k, v in report["us_per_message"].items():
+        table.add_row(k, f"{v:.2f}")
+    Console().print(table)
 
 
 def report_main(args: argparse.Namespace) -> int:

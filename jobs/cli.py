@@ -226,22 +226,33 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
+    from transforms.model import ModelError
 
     console = Console(highlight=False)
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError, OutputFolderBusy) as exc:
+            BeamOptionsError, OutputFolderBusy, ModelError) as exc:
         message = hints.rewrite(str(exc))
         Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)
         return 2
     out = Path(summary["out"])
     _print_summary(summary, out, console)
+    from jobs.inputcheck import check
+
+    unreadable = check(out, summary, args.max_dead_share)
     console.print(f"outputs in [bold]{hints.path(out)}/[/bold]: predictions, actions, state, "
                   f"features, late, dead_letters (.avro and .parquet), summary.json")
     if (out / "ground_truth.json").is_file():
         console.print(f"score it: [bold]{hints.command('evaluate', hints.path(out))}[/bold]")
+    if unreadable:
+        err = Console(stderr=True, soft_wrap=True, highlight=False)
+        for u in unreadable:
+            err.print(f"[red]twin run: cannot read {u.describe()}[/red]")
+        err.print(f"(a source fails the run when at least {args.max_dead_share:.0%} of its "
+                  f"messages are dead letters: --max-dead-share)")
+        return 1
     return 0 if summary["invariant_ok"] else 1
 
 
@@ -335,6 +346,12 @@ def build_parser() -> argparse.ArgumentParser:
                                            "submit, cancel, a mini-cluster run")
     flink_job.add_arguments(p_flink)
     p_flink.set_defaults(func=lambda a, _rest: flink_job.main(a))
+    from jobs import model as model_job
+
+    p_model = sub.add_parser("model", help="your plant in files: check model and format "
+                                           "files, draft them from sample messages")
+    model_job.add_arguments(p_model)
+    p_model.set_defaults(func=lambda a, _rest: model_job.main(a))
     from jobs import replay as replay_job
 
     p_replay = sub.add_parser(

@@ -15,9 +15,11 @@ from typing import Any
 
 from jobs.options import (
     add_fleet_args,
+    add_plant_args,
     add_twin_args,
     fleet_config_from,
     parse_duration,
+    plant_from,
     positive_int,
     twin_kwargs_from,
 )
@@ -37,6 +39,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder of the JSON-lines outputs (files sink; default out/flink)")
     add_fleet_args(parser)
     add_twin_args(parser)
+    add_plant_args(parser)
     from pipelines.kafka.config import add_kafka_args
 
     add_kafka_args(parser)
@@ -94,6 +97,10 @@ def options_from_args(args: argparse.Namespace):
         idleness_ms=int(args.idleness * 1000), state_cache_size=args.state_cache_size,
         bundle_size=args.bundle_size,
         twin_kwargs=twin_kwargs_from(args), job_name=args.job_name, group_id=args.group_id)
+    plant = plant_from(args)  # validated here: a bad file fails before submitting
+    if plant is not None:
+        opts.model_files = [str(Path(p).resolve()) for p in args.model or []]
+        opts.format_files = [str(Path(p).resolve()) for p in args.format or []]
     if args.source == "simulator":
         opts.fleet = asdict(fleet_config_from(args))
     if args.source == "kafka" or "kafka" in sinks:
@@ -104,7 +111,8 @@ def options_from_args(args: argparse.Namespace):
 
         opts.kafka = config_from_args(args)
         settings = twin_settings(args.kafka_config, args.kafka_overrides)
-        opts.topics = args.topics.split(",") if args.topics else raw_topics()
+        opts.topics = args.topics.split(",") if args.topics else (
+            list(plant.topics) if plant is not None and plant.topics else raw_topics())
         if args.source == "kafka" and not args.bounded:
             from pipelines.kafka.topics import ensure_topics
 

@@ -123,6 +123,29 @@ def add_twin_args(parser: argparse.ArgumentParser) -> None:
                         "proposed as a dry-run SETPOINT (off by default)")
 
 
+def add_plant_args(parser: argparse.ArgumentParser) -> None:
+    """``--model`` and ``--format``: a plant declared in files (docs/connect-your-plant.md)."""
+    g = parser.add_argument_group("your plant")
+    g.add_argument("--model", action="append", metavar="FILE", default=None,
+                   help="an asset model file (YAML: asset types, sensors, roles, assets); "
+                        "repeatable (default: the built-in fleet)")
+    g.add_argument("--format", action="append", metavar="FILE", default=None,
+                   help="a data format file (YAML: how a topic's messages are written: "
+                        "JSON, CSV lines, Avro; where asset, time and values are); "
+                        "repeatable")
+
+
+def plant_from(args: argparse.Namespace):
+    """The :class:`~transforms.plant.Plant` of ``--model`` / ``--format`` (None when neither
+    is given: the built-in fleet and vendors); ``ModelError`` names what is wrong."""
+    models, formats = getattr(args, "model", None), getattr(args, "format", None)
+    if not models and not formats:
+        return None
+    from transforms.plant import load_plant
+
+    return load_plant(models, formats)
+
+
 def twin_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of :class:`transforms.twin.AssetTwin` from parsed flags."""
     return {

@@ -220,9 +220,89 @@ def score_entities(values: np.ndarray, entities: np.ndarray, names: list[str]
     return out
 
 
+def score_assets(values: np.ndarray, ts: np.ndarray, entities: np.ndarray | None,
+                 names: list[str], model, window_s: float) -> tuple[dict[str, np.ndarray],
+                                                                  list[str]]:
+    """Asset mode: the rows as readings of the model's assets, through one
+    :class:`~transforms.twin.AssetTwin` each (windows, features, the asset detector, health,
+    policy), every row given its window's verdict. Returns the output columns and notes."""
+    from transforms import catalog
+    from transforms.errors import InvalidReading
+    from transforms.twin import PREDICTION, AssetTwin
+    from transforms.validate import validate
+
+    catalog.use(model)
+    n = len(values)
+    ids = entities if entities is not None else np.full(n, "asset", dtype=object)
+    types: dict[str, str] = {}
+    notes: list[str] = []
+    for asset in dict.fromkeys(ids.tolist()):
+        t = model.type_of(asset) if entities is not None else None
+        if t is None and len(model.asset_types) == 1:
+            t = next(iter(model.asset_types))
+        if t is None:
+            raise ReplayError(f"asset {asset!r} matches no asset of model {model.id}: name "
+                              f"the asset column (--entity-column) or add an asset rule")
+        types[asset] = t
+    twins: dict[str, AssetTwin] = {}
+    preds: dict[tuple[str, int], dict] = {}
+    dead: dict[str, int] = {}
+    used: set[str] = set()
+    for i in range(n):
+        asset, t = ids[i], types[ids[i]]
+        sensors = {s.name for s in catalog.sensors_of(t)}
+        vals = {c: float(v) for c, v in zip(names, values[i].tolist(), strict=True)
+                if c in sensors and v == v}
+        used.update(vals)
+        reading = {"reading_id": f"replay:{asset}:{int(ts[i])}", "asset_id": asset,
+                   "asset_type": t, "vendor": "replay", "ts_ms": int(ts[i]), "values": vals,
+                   "bad_quality": []}
+        try:
+            validate(reading, now_ms=int(ts[i]))
+        except InvalidReading as exc:
+            dead[exc.reason] = dead.get(exc.reason, 0) + 1
+            continue
+        twin = twins.get(asset)
+        if twin is None:
+            twin = twins[asset] = AssetTwin(asset, t, window_ms=int(window_s * 1000))
+        for tag, rec in twin.add(reading):
+            if tag == PREDICTION:
+                preds[(asset, rec["window_end_ms"])] = rec
+    for asset, twin in twins.items():
+        for tag, rec in twin.flush():
+            if tag == PREDICTION:
+                preds[(asset, rec["window_end_ms"])] = rec
+    ignored = sorted(set(names) - used)
+    if ignored:
+        notes.append(f"column(s) {', '.join(ignored)} are not sensors of the model: ignored")
+    if dead:
+        notes.append("rows refused: " + ", ".join(f"{r} {k}" for r, k in sorted(dead.items())))
+    window_ms = int(window_s * 1000)
+    score, flag, alarm = np.zeros(n), np.zeros(n, np.int8), np.zeros(n)
+    contributors = np.empty(n, dtype=object)
+    contributors[:] = ""
+    paged: set[tuple[str, int]] = set()
+    for i in range(n):
+        end = (int(ts[i]) // window_ms + 1) * window_ms
+        p = preds.get((ids[i], end))
+        if p is None:
+            continue
+        score[i], flag[i] = p["anomaly_score"], p["is_anomaly"]
+        if p.get("alarm") and (ids[i], end) not in paged:  # on the window's first row
+            paged.add((ids[i], end))
+            alarm[i] = p["anomaly_score"]
+        if p["is_anomaly"]:
+            contributors[i] = ";".join(p["contributors"])
+    notes.append(f"{len(twins)} asset(s) of model {model.id}, {len(preds)} windows of "
+                 f"{window_s:g} s")
+    return {"anomaly_score": score, "is_anomaly": flag, "alarm": alarm,
+            "contributors": contributors, "changepoint": np.zeros(n, np.int8)}, notes
+
+
 def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
                 columns: list[str] | None = None, sep: str | None = None,
-                entity_column: str | None = None) -> ReplayReport:
+                entity_column: str | None = None, model=None,
+                window_s: float = 60.0) -> ReplayReport:
     """Replay one file into ``dst`` (same format); returns what was done."""
     import pandas as pd
 
@@ -251,7 +331,11 @@ def replay_file(src: Path, dst: Path, timestamp_column: str | None = None,
     if missing:
         notes.append(f"{missing} empty/NaN cell(s): skipped by the detector, rows still scored")
     names = [str(c) for c in cols]
-    if entity_column is not None:
+    if model is not None:
+        ents = df[entity_column].astype(str).to_numpy() if entity_column is not None else None
+        scored, more = score_assets(values, ts // 1_000_000, ents, names, model, window_s)
+        notes.extend(more)
+    elif entity_column is not None:
         entities = df[entity_column].astype(str).to_numpy()
         scored = score_entities(values, entities, names)
         notes.append(f"{len(set(entities.tolist()))} entities in column {entity_column!r}: "
@@ -315,6 +399,8 @@ def replay(src: Path, dst: Path, workers: int = 1, **kw: Any) -> tuple[list, lis
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jobs.options import window_duration
+
     p.add_argument("input", type=Path, help="CSV or Parquet file, or a folder of them")
     p.add_argument("--output", type=Path, default=None,
                    help="output file (or folder, for a folder input); default out/replay/<name>")
@@ -323,6 +409,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--columns", default=None,
                    help="comma-separated value columns (default: every numeric column)")
     p.add_argument("--sep", default=None, help="CSV separator (default: sniffed: , ; tab |)")
+    p.add_argument("--model", action="append", metavar="FILE", default=None,
+                   help="asset mode: an asset model file (repeatable); the columns named as "
+                        "its sensors are read as the assets' readings and go through the "
+                        "twin (windows, the asset detector, health), one per asset")
+    p.add_argument("--window", type=window_duration, default="60s",
+                   help="asset mode: the twin's event-time window (default 60s; at least 4 "
+                        "rows must fall in one to score it)")
     p.add_argument("--entity-column", default=None,
                    help="a column naming the device or asset of each row: one detector "
                         "per entity (e.g. --entity-column device)")
@@ -342,8 +435,17 @@ def main(args: argparse.Namespace) -> int:
     cols = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     sep = {"\\t": "\t", "tab": "\t"}.get(args.sep, args.sep)
     try:
+        model = None
+        if args.model:
+            from transforms.model import ModelError, load_model
+
+            try:
+                model = load_model(*args.model)
+            except ModelError as exc:
+                raise ReplayError(str(exc)) from None
         reports, errors = replay(src, dst, args.workers, timestamp_column=args.timestamp_column,
-                                 columns=cols, sep=sep, entity_column=args.entity_column)
+                                 columns=cols, sep=sep, entity_column=args.entity_column,
+                                 model=model, window_s=args.window)
     except ReplayError as exc:
         err.print(f"[red]twin replay: {exc}[/red]", highlight=False)
         return 2

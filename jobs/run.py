@@ -34,9 +34,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from jobs.options import (
     add_fleet_args,
+    add_plant_args,
     add_twin_args,
     fleet_config_from,
     non_negative_int,
+    plant_from,
     twin_kwargs_from,
 )
 from pipelines import progress
@@ -63,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_fleet_args(parser)
     parser.add_argument("--out", default="out/run", help="output folder (default out/run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress display")
+    parser.add_argument("--max-dead-share", type=float, default=0.9, metavar="SHARE",
+                        help="fail the run (exit 1) when a source's dead letters reach this "
+                             "share of its messages: it cannot be read (default 0.9)")
     parser.add_argument("--shards", type=non_negative_int, default=None,
                         help=f"state keys the twins are spread over: a runner runs at "
                              f"most this many twin workers, and each shard's assets are "
@@ -75,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "topics up to their end offsets now, continuing from the "
                              "state file")
     add_twin_args(parser)
+    add_plant_args(parser)
     from pipelines.kafka.config import add_kafka_args
 
     add_kafka_args(parser)
@@ -197,6 +203,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     config = fleet_config_from(args)
     fleet = Fleet(config)
+    plant = plant_from(args)
     (out / "ground_truth.json").write_text(json.dumps(fleet.ground_truth(), indent=1))
     progress.reset()
     t0 = time.perf_counter()
@@ -206,7 +213,7 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             p
             | "ReadSimulator" >> ReadSimulator(config)
             | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
-                                                   shards=_shards(args))
+                                                   shards=_shards(args), plant=plant)
         )
         outputs | "WriteOutputs" >> WriteOutputs(str(out))
 
@@ -251,7 +258,9 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         return run_kafka_unbounded(args, beam_args, cfg, secret, out, serde, registry)
     state_path = args.state_file or str(out / "twin-state.pkl")
     previous = read_state(state_path)
-    topics = args.topics.split(",") if args.topics else raw_topics()
+    plant = plant_from(args)
+    topics = args.topics.split(",") if args.topics else (
+        list(plant.topics) if plant is not None and plant.topics else raw_topics())
     plan = plan_partitions(cfg, topics, args.group_id, previous["offsets"] or None)
     pending = sum(r.stop - r.start for r in plan)
     offsets = {f"{r.topic}/{r.partition}": r.stop for r in plan}
@@ -274,6 +283,7 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
             p
             | "ReadKafka" >> ReadFromKafka(cfg, plan)
             | "ProcessMessages" >> ProcessMessages(
+                plant=plant,
                 twin_kwargs=twin_kwargs_from(args), normalize_kwargs={"serde": serde},
                 initial_path=initial, checkpoint=True, shards=_shards(args))
         )
@@ -308,7 +318,9 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
     from pipelines.beam.pipeline import WriteKafkaOutputs
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
 
-    topics = args.topics.split(",") if args.topics else raw_topics()
+    plant = plant_from(args)
+    topics = args.topics.split(",") if args.topics else (
+        list(plant.topics) if plant is not None and plant.topics else raw_topics())
     ensure_topics(cfg, topics)
     ensure_topics(cfg, [t for t, _ in OUTPUT_TOPICS.values()])
     plan = plan_partitions(cfg, topics, args.group_id, bounded=False)
@@ -322,7 +334,7 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
                                        max_out_of_orderness_ms=int(args.out_of_orderness * 1000))
         | "ProcessMessages" >> ProcessMessages(twin_kwargs=twin_kwargs_from(args),
                                                normalize_kwargs={"serde": serde},
-                                               shards=_shards(args))
+                                               shards=_shards(args), plant=plant)
     )
     outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
     result = p.run()

@@ -5,7 +5,7 @@ Where the twin comes from (one of):
 
 - ``DIR``: a run folder (``twin run``, ``twin run --source kafka``, ``twin flink run
   --out``): its ``state.parquet`` (or ``state.avro``), or such a file itself. State records
-  carry the learned models every ``model_every`` windows; the latest is brought up to the
+  carry the learned models every ``learned_every`` windows; the latest is brought up to the
   asset's newest record (:func:`transforms.whatif.model.from_states`);
 - ``--source kafka``: the ``twin.state`` topic, read from its start to its current end;
 - ``--state-file FILE``: the state file of bounded Kafka runs (the twins themselves, as
@@ -138,9 +138,9 @@ def _records_from_files(path: Path) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         cols = ["asset_id", "asset_type", "ts_ms", "values", "health_index", "anomaly_score",
-                "alert_open", "setpoints", "windows_seen", "last_drift_ms", "model"]
+                "alert_open", "setpoints", "windows_seen", "last_drift_ms", "learned"]
         table = pq.read_table(path)
-        if "model" not in table.column_names:
+        if "learned" not in table.column_names:
             raise WhatIfError(f"{path} holds no learned models (written by a twinstream "
                               f"before what-if): run the twin again")
         rows = table.select(cols).to_pylist()
@@ -260,7 +260,7 @@ def load_documents(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
         raise WhatIfError(str(exc)) from exc
     if not docs:
         raise WhatIfError("no twin in the source carries its learned models yet (they come "
-                          "every model_every windows, after the warm-up)"
+                          "every learned_every windows, after the warm-up)"
                           + (f" for asset {args.asset}" if args.asset else ""))
     return docs
 

@@ -38,3 +38,25 @@ def make_broker(tmp_path):
     yield make
     for b in started:
         b.stop()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_plant_registries():
+    """A test that declares a plant (a model's asset types, a format's adapter) leaves the
+    process as it found it: one process serves one plant, a test run many."""
+    import transforms.normalize as normalize
+    from transforms import catalog, units
+    from transforms.normalize import generic
+
+    dicts = [catalog.ASSET_TYPES, catalog.RANGES, catalog.SI_UNIT, catalog.ROLES,
+             catalog.SETPOINTS, units.SPELLINGS, generic._BY_TOPIC, normalize.ADAPTERS,
+             normalize._BY_SCHEMA, normalize._PLANS]
+    saved = [dict(d) for d in dicts]
+    si_units, models = set(catalog.SI_UNITS), list(catalog._MODELS)
+    yield
+    for d, s in zip(dicts, saved, strict=True):
+        d.clear()
+        d.update(s)
+    catalog.SI_UNITS.clear()
+    catalog.SI_UNITS.update(si_units)
+    catalog._MODELS[:] = models

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from schemas import wire
+from transforms.catalog import SETPOINTS
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.detectors import AssetDetector, for_asset
@@ -73,9 +74,9 @@ class AssetTwin:
         arguments of
         :class:`~transforms.health.HealthForecaster` and
         :class:`~transforms.policy.ActionPolicy`.
-    model_every
+    learned_every
         Every this many scored windows the state record carries the learned models
-        (``model``, a JSON document, :mod:`transforms.whatif.model`) for what-if
+        (``learned``, a JSON document, :mod:`transforms.whatif.model`) for what-if
         questions from the state alone; 0: never. With the asset detector only.
     recommend
         Keyword arguments of :func:`transforms.whatif.optimize.recommend` (e.g.
@@ -99,11 +100,11 @@ class AssetTwin:
         detector: dict[str, Any] | None = None,
         health: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
-        model_every: int = 60,
+        learned_every: int = 60,
         recommend: dict[str, Any] | None = None,
     ) -> None:
-        if model_every < 0:
-            raise ValueError(f"model_every must be >= 0, got {model_every}")
+        if learned_every < 0:
+            raise ValueError(f"learned_every must be >= 0, got {learned_every}")
         self.asset_id = asset_id
         self.asset_type = asset_type
         self.window_ms = window_ms
@@ -112,13 +113,13 @@ class AssetTwin:
         self.guard = EventTimeGuard(max_jump_ms, jump_confirmations)
         self.detector = for_asset(asset_type, detector)
         self.health = HealthForecaster(window_s=window_ms / 1000, **(health or {}))
-        self.policy = ActionPolicy(**(policy or {}))
+        self.policy = ActionPolicy(**{**policy_defaults(asset_type), **(policy or {})})
         self.windows_seen = 0
         self.last_drift_ms: int | None = None
         self.nominal: dict[str, float] = {}  # warm-up mean of setpoint-controlled sensors
         self._warm_sums: dict[str, tuple[float, int]] = {}
         # what-if: how the operating point moves, and how faithful the models are
-        self.model_every = model_every
+        self.learned_every = learned_every
         self.recommend = None if recommend is None else dict(recommend)
         self.operating = (OperatingPoint(asset_type) if isinstance(self.detector, AssetDetector)
                           else None)
@@ -132,7 +133,7 @@ class AssetTwin:
         if "guard" not in state:  # a twin saved before the guard existed: the default one
             self.guard = EventTimeGuard()
         if "fidelity" not in state:  # a twin saved before what-if: it learns from now on
-            self.model_every = 60
+            self.learned_every = 60
             self.recommend = None
             self.operating = (OperatingPoint(self.asset_type)
                               if isinstance(self.detector, AssetDetector) else None)
@@ -340,20 +341,36 @@ class AssetTwin:
             "health_index": pred["health_index"], "anomaly_score": pred["anomaly_score"],
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
-            "last_drift_ms": self.last_drift_ms,
+            "last_drift_ms": self.last_drift_ms, "model": self._model_id(),
             "fidelity_error": pred.get("fidelity_error"),
             "fidelity_coverage": pred.get("fidelity_coverage"),
-            "model": self._model_document(w, values),
+            "learned": self._model_document(w, values),
         }
 
+    def _model_id(self) -> str | None:
+        from transforms.catalog import active_model
+
+        m = active_model(self.asset_type)
+        return m.id if m is not None else None
+
     def _model_document(self, w: Window, values: dict[str, float]) -> str | None:
-        """The learned models as JSON every ``model_every`` scored windows, else None."""
-        every = self.model_every
+        """The learned models as JSON every ``learned_every`` scored windows, else None."""
+        every = self.learned_every
         if not every or self.operating is None or self.windows_seen % every:
             return None
         from transforms.whatif.model import dumps, snapshot
 
         return dumps(snapshot(self))
+
+
+def policy_defaults(asset_type: str) -> dict[str, Any]:
+    """The action policy's setpoint settings from the asset type's model: the sensor the
+    twin may command and its guardrails (none: the twin commands nothing)."""
+    sp = SETPOINTS.get(asset_type)
+    if sp is None:
+        return {"setpoint_name": None}
+    return {"setpoint_name": sp.sensor, "setpoint_min": sp.min, "setpoint_max": sp.max,
+            "derate_step": sp.step, "setpoint_interval_s": sp.interval_s}
 
 
 def close_windows(closed: list[tuple[AssetTwin, list[Window]]]) -> list[Output]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from transforms.catalog import ASSET_TYPES
+from transforms.catalog import SI_UNITS
 from transforms.errors import InvalidReading
 from transforms.validate import show
 
@@ -73,8 +73,8 @@ SPELLINGS: dict[str, str] = {
     "ft*lbf": "pound_force * foot",
 }
 
-# The catalog's SI spellings are accepted as-is (identity or SI-to-SI conversion).
-_SI_UNITS: frozenset[str] = frozenset(s.unit for ss in ASSET_TYPES.values() for s in ss)
+# The catalog's unit spellings are accepted as-is (identity or SI-to-SI conversion).
+_SI_UNITS = SI_UNITS  # the catalog's live set: a model registered later adds its units
 
 
 @cache
@@ -122,6 +122,21 @@ def _snap(x: float) -> float:
     """
     short = float(f"{x:.12g}")
     return short if abs(short - x) <= 1e-14 * abs(x) else x
+
+
+BUILTIN_SPELLINGS = frozenset(SPELLINGS)  # the vendors' (declare_unit adds formats' units)
+
+
+def declare_unit(unit: str) -> None:
+    """Accept ``unit`` (a pint expression a format file declares) as a source unit;
+    ``InvalidReading("unknown_unit")`` if pint does not know it."""
+    if unit in SPELLINGS or unit in _SI_UNITS:
+        return
+    try:
+        _registry()(unit)
+    except Exception as exc:  # pint raises several kinds for an unknown unit
+        raise InvalidReading("unknown_unit", f"unit {show(unit)} is not a pint unit") from exc
+    SPELLINGS[unit] = unit
 
 
 def factors(unit: str, si_unit: str) -> tuple[float, float]:

@@ -26,16 +26,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from transforms.catalog import ASSET_TYPES
+from transforms.catalog import RANGES
 from transforms.errors import InvalidReading
 
 MAX_ASSET_ID_LEN = 128
 DEFAULT_MAX_FUTURE_MS = 5 * 60_000
 DEFAULT_MAX_AGE_MS = 366 * 86_400_000
 
-_RANGES: dict[str, dict[str, tuple[float, float]]] = {
-    t: {s.name: (s.low, s.high) for s in ss} for t, ss in ASSET_TYPES.items()
-}
+_RANGES = RANGES  # the catalog's live ranges (asset type -> sensor -> (low, high))
 
 
 def show(value: Any, limit: int = 60) -> str:

@@ -11,6 +11,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import progress
+from transforms.columns import ReadingBlock
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
 from transforms.normalize import normalize_batch
@@ -38,7 +39,7 @@ class NormalizeFn(beam.DoFn):
     def __init__(self, now_ms: int | None = None, max_bytes: int = 1 << 20,
                  max_future_ms: int = 300_000, max_age_ms: int = 366 * 86_400_000,
                  serde=None, shards: int | None = None,
-                 clock_ms: int | None = None) -> None:
+                 clock_ms: int | None = None, plant=None) -> None:
         """``serde``: decode with a :class:`~pipelines.kafka.serde.RegistrySerde` (a schema
         registry's ids); default: the repo's local ids. A registry that cannot answer
         raises (the runner retries the bundle): that is not the message's fault.
@@ -46,6 +47,7 @@ class NormalizeFn(beam.DoFn):
         ``(shard, [(asset_id, ReadingBlock), ...])`` (:mod:`pipelines.beam.twin`; 0: by
         asset, ``(asset_id, [(asset_id, ReadingBlock)])``)."""
         self.shards = shards
+        self.plant = plant  # transforms.plant.Plant: a model and formats to install
         self.now_ms = now_ms
         self.clock_ms = clock_ms
         self.serde = serde
@@ -55,6 +57,39 @@ class NormalizeFn(beam.DoFn):
         self.readings_in = Metrics.counter("twin", "readings_in")
         self.readings_valid = Metrics.counter("twin", "readings_valid")
         self.dead_letters = Metrics.counter("twin", "dead_letters")
+
+    def setup(self) -> None:
+        if self.plant is not None:
+            self.plant.install()
+
+    def _normalize(self, batch, nows, wall):
+        """normalize_batch per source: a topic a format declares is read by its adapter,
+        every other message as a built-in vendor's (Confluent-framed Avro)."""
+        from transforms.normalize.generic import adapter_for_topic
+
+        kwargs = dict(max_bytes=self.max_bytes, max_future_ms=self.max_future_ms,
+                      max_age_ms=self.max_age_ms,
+                      clock_ms=self.clock_ms if self.clock_ms is not None else wall)
+        groups: dict[Any, list[int]] = {}
+        for i, m in enumerate(batch):
+            groups.setdefault(adapter_for_topic(m[0]), []).append(i)
+        if len(groups) == 1 and None in groups:  # the built-in vendors' only (the usual)
+            return normalize_batch(
+                [m[2] for m in batch], nows, **kwargs,
+                **({"decode": self.serde.decode} if self.serde is not None else {}))
+        blocks, rejects = {}, []
+        for adapter, idx in groups.items():
+            if adapter is not None:
+                decode = {"decode": adapter.decode}
+            else:
+                decode = {"decode": self.serde.decode} if self.serde is not None else {}
+            got, bad = normalize_batch([batch[i][2] for i in idx], [nows[i] for i in idx],
+                                       **kwargs, **decode)
+            rejects.extend((idx[k], exc) for k, exc in bad)
+            for asset_type, block in got.items():
+                blocks[asset_type] = block if asset_type not in blocks \
+                    else ReadingBlock.concat([blocks[asset_type], block])
+        return blocks, sorted(rejects, key=lambda r: r[0])
 
     def process(self, element):
         from pipelines.kafka.serde import RegistryError
@@ -67,11 +102,7 @@ class NormalizeFn(beam.DoFn):
         fixed = self.now_ms
         nows = [fixed if fixed is not None else (m[3] if m[3] is not None else wall)
                 for m in batch]
-        blocks, rejects = normalize_batch(
-            [m[2] for m in batch], nows, max_bytes=self.max_bytes,
-            max_future_ms=self.max_future_ms, max_age_ms=self.max_age_ms,
-            clock_ms=self.clock_ms if self.clock_ms is not None else wall,
-            **({"decode": self.serde.decode} if self.serde is not None else {}))
+        blocks, rejects = self._normalize(batch, nows, wall)
         for i, exc in rejects:
             source, key, value, arrival_ms = batch[i]
             if isinstance(exc, InvalidReading):

@@ -35,13 +35,16 @@ class ProcessMessages(beam.PTransform):
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  normalize_kwargs: dict[str, Any] | None = None,
                  initial_path: str | None = None, checkpoint: bool = False,
-                 shards: int = DEFAULT_SHARDS) -> None:
+                 shards: int = DEFAULT_SHARDS, plant=None) -> None:
         """``initial_path`` / ``checkpoint``: continue twins from a state file and hand them
         over at the end instead of closing their windows (bounded Kafka runs; adds a
         ``checkpoint`` output of ``(asset_id, pickled twin)``). ``shards``: the twins'
-        state keys, 0 for one per asset (:mod:`pipelines.beam.twin`)."""
+        state keys, 0 for one per asset (:mod:`pipelines.beam.twin`). ``plant``: a
+        :class:`~transforms.plant.Plant` (a model and data formats) installed in every
+        worker; None: the built-in fleet's."""
         super().__init__()
         self.shards = shards
+        self.plant = plant
         self.twin_kwargs = twin_kwargs
         self.normalize_kwargs = normalize_kwargs or {}
         self.initial_path = initial_path
@@ -49,9 +52,9 @@ class ProcessMessages(beam.PTransform):
 
     def expand(self, messages):
         norm = messages | "NormalizeReadings" >> NormalizeReadings(
-            **self.normalize_kwargs, shards=self.shards)
+            **self.normalize_kwargs, shards=self.shards, plant=self.plant)
         twins = norm["readings"] | "RunTwins" >> RunTwins(
-            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards)
+            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards, self.plant)
         out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
         out["dead_letters"] = (norm["dead_letters"], twins[DEAD_LETTER]) \
             | "AllDeadLetters" >> beam.Flatten()

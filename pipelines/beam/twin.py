@@ -114,8 +114,10 @@ class TwinFn(beam.DoFn):
     LAST_TIMER = TimerSpec("last", TimeDomain.WATERMARK)
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
-                 checkpoint: bool = False, initial_path: str | None = None) -> None:
+                 checkpoint: bool = False, initial_path: str | None = None,
+                 plant=None) -> None:
         self.twin_kwargs = twin_kwargs or {}
+        self.plant = plant  # transforms.plant.Plant: installed in each worker
         self.checkpoint = checkpoint
         self.initial_path = initial_path
         self._initial: dict[str, bytes] = {}
@@ -167,6 +169,8 @@ class TwinFn(beam.DoFn):
         from pipelines.worker import tune_gc
 
         tune_gc()
+        if self.plant is not None:
+            self.plant.install()
         if self.initial_path:
             from pipelines.statefile import read_state
 
@@ -242,7 +246,7 @@ class RunTwins(beam.PTransform):
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  initial_path: str | None = None, checkpoint: bool = False,
-                 shards: int = DEFAULT_SHARDS) -> None:
+                 shards: int = DEFAULT_SHARDS, plant=None) -> None:
         """``initial_path``: a state file to start the twins from; ``checkpoint``: bounded
         runs only, see the module doc (adds a ``checkpoint`` output); ``shards``: the
         number of state keys, 0 for one per asset (the same as normalization's, when it
@@ -254,6 +258,7 @@ class RunTwins(beam.PTransform):
         self.initial_path = initial_path
         self.checkpoint = checkpoint
         self.shards = shards
+        self.plant = plant
 
     def expand(self, readings):
         tags = (*TAGS, CHECKPOINT) if self.checkpoint else TAGS
@@ -262,6 +267,6 @@ class RunTwins(beam.PTransform):
             | "KeyByShard" >> beam.Map(_sharded, self.shards).with_output_types(
                 tuple[int, Any] if self.shards else tuple[str, Any])
             | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs, self.checkpoint,
-                                          self.initial_path)).with_outputs(*tags)
+                                          self.initial_path, self.plant)).with_outputs(*tags)
         )
         return {tag: outs[tag] for tag in tags}

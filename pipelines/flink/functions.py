@@ -29,6 +29,7 @@ from pipelines.flink.sources import END_OF_INPUT
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
 from transforms.normalize import normalize_message
+from transforms.normalize.generic import adapter_for_topic
 from transforms.twin import ACTION, DUPLICATE, FEATURES, LATE, PREDICTION, STATE, AssetTwin
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
@@ -47,11 +48,16 @@ class NormalizeFunction(ProcessFunction):
     """
 
     def __init__(self, max_bytes: int = 1 << 20, max_future_ms: int = 300_000,
-                 max_age_ms: int = 366 * 86_400_000, serde=None) -> None:
+                 max_age_ms: int = 366 * 86_400_000, serde=None, plant=None) -> None:
         self.max_bytes = max_bytes
         self.max_future_ms = max_future_ms
         self.max_age_ms = max_age_ms
         self.serde = serde
+        self.plant = plant  # transforms.plant.Plant: a model and formats to install
+
+    def open(self, runtime_context) -> None:
+        if self.plant is not None:
+            self.plant.install()
 
     def process_element(self, msg, ctx: ProcessFunction.Context):
         source, key, value, arrival_ms = msg
@@ -60,7 +66,9 @@ class NormalizeFunction(ProcessFunction):
             return
         clock = int(time.time() * 1000)
         now = arrival_ms if arrival_ms is not None else clock
-        kwargs = {"decode": self.serde.decode} if self.serde is not None else {}
+        adapter = adapter_for_topic(source) if self.plant is not None else None
+        kwargs = ({"decode": adapter.decode} if adapter is not None
+                  else {"decode": self.serde.decode} if self.serde is not None else {})
         try:
             reading = normalize_message(
                 value, now_ms=now, max_bytes=self.max_bytes,
@@ -114,9 +122,10 @@ class TwinFunction(KeyedProcessFunction):
     """
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
-                 snapshot_every: int = 50) -> None:
+                 snapshot_every: int = 50, plant=None) -> None:
         self.twin_kwargs = twin_kwargs or {}
         self.snapshot_every = snapshot_every
+        self.plant = plant
 
     def open(self, runtime_context) -> None:
         from pyflink.datastream.state import ListStateDescriptor
@@ -124,6 +133,8 @@ class TwinFunction(KeyedProcessFunction):
         from pipelines.worker import tune_gc
 
         tune_gc()
+        if self.plant is not None:
+            self.plant.install()
 
         self.twin_state = runtime_context.get_state(ValueStateDescriptor("twin", PICKLED))
         self.pending = runtime_context.get_list_state(ListStateDescriptor("pending", PICKLED))

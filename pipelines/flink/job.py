@@ -55,6 +55,10 @@ class FlinkJobOptions:
     # client settings incl. bootstrap (and secrets such as sasl.password: not in the repr)
     kafka: dict[str, Any] = field(default_factory=dict, repr=False)
     topics: list[str] = field(default_factory=list)
+    # a plant declared in files (absolute paths; loaded where the job is built, and the
+    # Plant object travels inside the job's functions to every worker)
+    model_files: list[str] = field(default_factory=list)
+    format_files: list[str] = field(default_factory=list)
     group_id: str = "twinstream-flink"
     stop_offsets: dict[str, int] | None = None  # kafka, bounded: "topic/partition" -> end
     schema_registry_url: str | None = None
@@ -161,6 +165,12 @@ def build(env, t_env, opts: FlinkJobOptions):
 
     serde = make_serde(opts.schema_registry_url, opts.registry_conf) \
         if opts.schema_registry_url else None
+    plant = None
+    if opts.model_files or opts.format_files:
+        from transforms.plant import load_plant
+
+        plant = load_plant(opts.model_files, opts.format_files)
+        plant.install()
     if opts.source == "simulator":
         from transforms.simulator import FleetConfig
 
@@ -177,7 +187,8 @@ def build(env, t_env, opts: FlinkJobOptions):
     env.set_parallelism(messages._j_data_stream.getParallelism())
     try:
         normalized = (messages
-                      .process(NormalizeFunction(serde=serde), output_type=PICKLED)
+                      .process(NormalizeFunction(serde=serde, plant=plant),
+                               output_type=PICKLED)
                       .name("normalize"))
         # (key_by's own key-extracting operator too: from a smaller parallelism Flink would
         # rebalance into it, spreading one asset's readings over subtasks out of order)
@@ -186,7 +197,7 @@ def build(env, t_env, opts: FlinkJobOptions):
         env.set_parallelism(default)
 
     twins = (by_asset
-             .process(TwinFunction(opts.twin_kwargs), output_type=PICKLED)
+             .process(TwinFunction(opts.twin_kwargs, plant=plant), output_type=PICKLED)
              .name("twin"))
     # dead letters: the messages normalization refused and the readings the twins'
     # event-time guard held back

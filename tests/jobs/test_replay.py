@@ -295,3 +295,27 @@ def test_entity_column_keeps_one_detector_per_device(tmp_path):
     assert got[got["device"] == "comp-7"]["is_anomaly"].iloc[1100:].mean() > 0.9
     with pytest.raises(ReplayError, match="no entity column 'asset'"):
         replay_file(src, tmp_path / "x.csv", entity_column="asset")
+
+
+def test_with_a_model_history_goes_through_the_twin_one_per_asset(tmp_path, capsys):
+    """Asset mode: the model's sensors are read from the columns named after them, each
+    device is an asset with its own twin, every row gets its window's verdict."""
+    model = Path(__file__).resolve().parents[2] / "docs" / "examples" / "compressor" / \
+        "compressor.model.yaml"
+    a, b = compressor(3000, seed=1, fault_from=2500), compressor(3000, seed=2, fault_from=10**6)
+    a["device"], b["device"] = "comp-7", "comp-8"
+    both = pd.concat([a, b]).sort_values("ts", kind="stable").reset_index(drop=True)
+    both["extra"] = 1.0
+    src = tmp_path / "hist.csv"
+    both.to_csv(src, index=False)
+    out = tmp_path / "o.csv"
+    assert main(["replay", str(src), "--output", str(out), "--model", str(model),
+                 "--entity-column", "device", "--window", "10m"]) == 0
+    notes = capsys.readouterr().out
+    assert "2 asset(s) of model plant-a@1" in notes and "extra are not sensors" in notes
+    got = pd.read_csv(out)
+    seven, eight = got[got["device"] == "comp-7"], got[got["device"] == "comp-8"]
+    assert seven["is_anomaly"].iloc[2700:].mean() > 0.95
+    assert seven["is_anomaly"].iloc[:2500].mean() < 0.03 and eight["is_anomaly"].mean() < 0.03
+    assert (seven["alarm"] > 0).sum() == 1 and (eight["alarm"] > 0).sum() == 0
+    assert seven["contributors"].dropna().iloc[-1].startswith("vib.")

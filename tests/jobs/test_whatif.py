@@ -17,7 +17,7 @@ from transforms.twin import STATE, AssetTwin
 
 
 def _twin(windows: int = 150, fault_from: int | None = 90) -> tuple[AssetTwin, list[dict]]:
-    twin = AssetTwin("p1", "pump", detector={"warmup": 20}, model_every=10,
+    twin = AssetTwin("p1", "pump", detector={"warmup": 20}, learned_every=10,
                      policy={"setpoint_interval_s": 60})
     out = run(twin, readings(windows, fault_from=fault_from))
     return twin, [r for t, r in out if t == STATE]

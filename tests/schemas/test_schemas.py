@@ -81,9 +81,10 @@ FIXTURES: dict[str, dict[str, Any]] = {
         "windows_seen": 1234,
         "drift_events": 3,
         "last_drift_ms": TS - 3_600_000,
+        "model": "builtin-fleet@1",
         "fidelity_error": 0.021,
         "fidelity_coverage": 0.9,
-        "model": None,
+        "learned": None,
     },
     "twin/deadletter.v1": {
         "stage": "decode",

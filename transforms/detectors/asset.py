@@ -6,16 +6,16 @@ An industrial asset's sensors move together when its *operating point* moves (lo
 speed, weather); they move apart when something breaks. So the detector does not ask
 "is this value unusual?" but "is this value unusual *given the operating point*?":
 
-1. **Targets**: every sensor but the exogenous ones (:data:`~transforms.catalog.
-   EXOGENOUS_SENSORS`, the weather). Temperatures are taken as their *rise over
+1. **Targets**: every sensor but the exogenous ones (the weather: a sensor's role in the
+   asset model, :mod:`transforms.model`). Temperatures are taken as their *rise over
    ambient*, the quantity friction and copper loss set, so a hot afternoon or a season
    change moves no target.
 2. **Scaling** (River ``StandardScaler``, learned during warm-up, then frozen) puts
    every window mean on a common scale.
 3. **Residual models**: each target's window mean is predicted from the *process* sensors
-   (operating point, :data:`transforms.catalog.PROCESS_SENSORS`) of this window and their
-   exponential average over the last few windows (thermal lag), by recursive least
-   squares with slow forgetting. Condition sensors (vibration, bearing and winding
+   (the model's ``operating_point`` sensors) of this window and their exponential
+   average over the last few windows (thermal lag), by recursive least squares with slow
+   forgetting. Condition sensors (vibration, bearing and winding
    temperature) are only ever targets, so wear cannot explain itself away.
 4. **Noise models**: the log spread of each sensor around its in-window trend, against its
    own running baseline. A stuck sensor (zero spread) or cavitation (broadband noise)
@@ -73,11 +73,14 @@ import math
 import numpy as np
 from river import drift, preprocessing
 
-from transforms.catalog import EXOGENOUS_SENSORS, PROCESS_SENSORS, sensors_of
+from transforms.catalog import roles, sensors_of
 from transforms.detectors.base import Assessment, Detector, tail_probability
 from transforms.features import FEATURE_KEY
 
 _MEAN, _STD, _RSTD = FEATURE_KEY["mean"], FEATURE_KEY["std"], FEATURE_KEY["rstd"]
+# units of temperatures, whose rise over the ambient (an exogenous temperature) is modelled
+TEMPERATURE_UNITS = frozenset({"kelvin", "K", "degC", "degree_Celsius", "celsius",
+                               "degF", "degree_Fahrenheit", "fahrenheit"})
 RESID_CLIP = 2.0  # residuals beyond this many spreads count as this many in the spread
 
 class _RLS:
@@ -237,18 +240,20 @@ class AssetDetector(Detector):
         self.adapt_left = 0
         self.drift_events = 0
         sensors = sensors_of(asset_type)
+        role = roles(asset_type)
+        process, exogenous = role.process, role.exogenous
         self._sensors = [s.name for s in sensors]
-        self._targets = [s for s in self._sensors if s not in PROCESS_SENSORS]
-        self._inputs = [s for s in self._sensors if s in PROCESS_SENSORS]
+        self._targets = [s for s in self._sensors if s not in process]
+        self._inputs = [s for s in self._sensors if s in process]
         # regressors: the operating point the asset is driven at; the weather only enters
         # through the temperature rises (a wandering ambient would otherwise soak up any
         # slow fault as "explained")
-        self._regressors = [s for s in self._inputs if s not in EXOGENOUS_SENSORS]
-        self._condition = [s for s in self._sensors if s not in PROCESS_SENSORS]
-        self._ambient = next((s for s in self._sensors if s in EXOGENOUS_SENSORS
-                              and s.endswith("_temp")), None)
-        self._rises = {s.name for s in sensors if s.unit == "kelvin"
-                       and s.name not in EXOGENOUS_SENSORS}
+        self._regressors = [s for s in self._inputs if s not in exogenous]
+        self._condition = [s for s in self._sensors if s not in process]
+        self._ambient = next((s.name for s in sensors if s.name in exogenous
+                              and s.unit in TEMPERATURE_UNITS), None)
+        self._rises = {s.name for s in sensors if s.unit in TEMPERATURE_UNITS
+                       and s.name not in exogenous}
         self._scaler = preprocessing.StandardScaler()
         self._models: dict[str, _RLS] = {}
         self._r2: dict[str, float] = {}  # running mean squared residual per target
@@ -393,7 +398,7 @@ class AssetDetector(Detector):
         sensors turn noisy at the same moment: that is a fault arriving with the jump
         (cavitation collapsing suction pressure), and re-fitting would learn it.
         """
-        if not any(s not in EXOGENOUS_SENSORS for s in jumps):
+        if not any(s not in roles(self.asset_type).exogenous for s in jumps):
             return False
         cond = [noise_z[s] for s in self._condition if s in noise_z]
         n_terms = max(len(self._targets) + len(self._sensors), 1)

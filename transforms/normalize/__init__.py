@@ -63,6 +63,13 @@ VENDORS: dict[str, ModuleType] = {
 }
 
 _BY_SCHEMA: dict[str, ModuleType] = {m.SCHEMA: m for m in VENDORS.values()}
+# adapters of data format files (transforms.normalize.generic.register): read like vendors,
+# but not the simulator's (it only writes the built-in vendors' formats)
+ADAPTERS: dict[str, Any] = {}
+
+
+def _adapter(vendor: str):
+    return VENDORS.get(vendor) or ADAPTERS[vendor]
 
 
 def vendor_for_schema(schema_name: str) -> ModuleType:
@@ -384,7 +391,7 @@ class _Plan:
 
     @staticmethod
     def of(vendor: str, asset_type: str, points: tuple) -> _Plan | None:
-        tags = VENDORS[vendor].TAGS.get(asset_type, {})
+        tags = _adapter(vendor).TAGS.get(asset_type, {})
         sensors = {s.name: (j, s) for j, s in enumerate(sensors_of(asset_type))}
         plan = _Plan()
         good, cols, scale, offset, low, high, bad_cols, seen = [], [], [], [], [], [], [], set()

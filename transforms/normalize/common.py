@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from transforms.catalog import ASSET_TYPES
+from transforms.catalog import SI_UNIT
 from transforms.errors import InvalidReading
 from transforms.units import factors
 from transforms.validate import show
@@ -21,9 +21,7 @@ from transforms.validate import show
 GOOD, UNCERTAIN, BAD = "good", "uncertain", "bad"
 QUALITIES = (GOOD, UNCERTAIN, BAD)
 
-_SI_UNIT: dict[str, dict[str, str]] = {
-    t: {s.name: s.unit for s in ss} for t, ss in ASSET_TYPES.items()
-}
+_SI_UNIT = SI_UNIT  # the catalog's live units (asset type -> sensor -> unit)
 
 # asset type -> vendor tag -> (canonical sensor, unit the vendor reports it in)
 TagMap = Mapping[str, Mapping[str, tuple[str, str]]]

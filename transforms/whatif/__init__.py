@@ -6,7 +6,7 @@ The library call other tools use (the dashboard, notebooks, ``twin whatif``)::
     result = whatif(state, {"steps": [{"set": {"speed": "-10%"}, "from": "+30m"}]})
 
 ``state`` is a twin (:class:`~transforms.twin.AssetTwin`), a model document
-(:func:`~transforms.whatif.model.snapshot`, or a state record's ``model`` JSON), or a state
+(:func:`~transforms.whatif.model.snapshot`, or a state record's ``learned`` JSON), or a state
 record carrying one; the scenario a :class:`~transforms.whatif.scenario.Scenario` or its
 document (``None``: the baseline alone). The result is a JSON-serialisable dict
 (:func:`~transforms.whatif.rollforward.roll_forward`). The method and its limits:
@@ -31,7 +31,7 @@ __all__ = ["ModelError", "Scenario", "ScenarioError", "document", "from_states",
 
 def document(state: Any) -> dict[str, Any]:
     """The model document of ``state`` (a twin, a model document, a state record with a
-    ``model``, or that record's JSON)."""
+    ``learned`` document, or that record's JSON)."""
     if hasattr(state, "detector") and hasattr(state, "asset_id"):
         return snapshot(state)
     if isinstance(state, str | bytes):
@@ -39,12 +39,12 @@ def document(state: Any) -> dict[str, Any]:
     if isinstance(state, dict):
         if "version" in state and "detector" in state:
             return loads(state)
-        if "model" in state:
-            if not state["model"]:
+        if "learned" in state:
+            if not state["learned"]:
                 raise ModelError(f"state record of {state.get('asset_id')} carries no model "
-                                 f"(only every model_every-th record does): use the latest "
+                                 f"(only every learned_every-th record does): use the latest "
                                  f"record that does, or from_states over the records")
-            return loads(state["model"])
+            return loads(state["learned"])
     raise ModelError(f"cannot read a twin's models from a {type(state).__name__}")
 
 

@@ -15,11 +15,11 @@ needs and nothing else, as JSON-ready data (names, numbers, lists, maps):
   pass; whether an alert is open;
 - ``values``, ``ts_ms``: the last window's sensor means and end.
 
-The twin's state records carry it (``model``, every ``model_every`` windows, as JSON);
+The twin's state records carry it (``learned``, every ``learned_every`` windows, as JSON);
 :func:`from_states` brings the latest such document up to the newest state record of its
 asset (lagged inputs, operating level and health trend replayed from the records' window
 means and health indices; the models' weights are those of the document, at most
-``model_every`` windows old). The document is versioned (:data:`VERSION`).
+``learned_every`` windows old). The document is versioned (:data:`VERSION`).
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def _epoch_ms(ts: Any) -> int:
 def from_states(records: Iterable[dict[str, Any]], asset_id: str | None = None
                 ) -> dict[str, dict[str, Any]]:
     """The what-if document of each asset (or of ``asset_id`` only) from twin state
-    records (``twin/state.v1``, any order): the latest record with a ``model``, brought
+    records (``twin/state.v1``, any order): the latest record with ``learned`` models, brought
     up to the asset's newest record. Assets without any model document are left out."""
     by_asset: dict[str, list[dict[str, Any]]] = {}
     for r in records:
@@ -122,10 +122,10 @@ def from_states(records: Iterable[dict[str, Any]], asset_id: str | None = None
     out = {}
     for aid, recs in by_asset.items():
         recs.sort(key=lambda r: _epoch_ms(r["ts_ms"]))
-        last_doc = max((i for i, r in enumerate(recs) if r.get("model")), default=None)
+        last_doc = max((i for i, r in enumerate(recs) if r.get("learned")), default=None)
         if last_doc is None:
             continue
-        doc = loads(recs[last_doc]["model"])
+        doc = loads(recs[last_doc]["learned"])
         out[aid] = advance(doc, recs[last_doc + 1:])
     return out
 

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from transforms.catalog import EXOGENOUS_SENSORS, PROCESS_SENSORS, sensors_of
+from transforms.catalog import roles, sensors_of
 
 
 class OperatingPoint:
@@ -75,9 +75,10 @@ class OperatingPoint:
         self.fading = fading
         self.block = block
         self.weather_alpha = weather_alpha
-        names = [s.name for s in sensors_of(asset_type) if s.name in PROCESS_SENSORS]
-        self.driven = [s for s in names if s not in EXOGENOUS_SENSORS]
-        self.exogenous = [s for s in names if s in EXOGENOUS_SENSORS]
+        role = roles(asset_type)  # from the asset type's model
+        names = [s.name for s in sensors_of(asset_type) if s.name in role.process]
+        self.driven = [s for s in names if s not in role.exogenous]
+        self.exogenous = [s for s in names if s in role.exogenous]
         # learned state, built on first use
         self.level: dict[str, float] = {}
         self.n = 0

@@ -39,7 +39,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from transforms.catalog import PROCESS_SENSORS, sensors_of
+from transforms.catalog import ASSET_TYPES, roles, sensors_of
 
 DEFAULT_HORIZON_S = 6 * 3600.0
 MAX_HORIZON_S = 7 * 86_400.0
@@ -194,9 +194,10 @@ def parse_value(text: Any, sensor: str, si_unit: str, where: str = "") -> Change
 
 
 def settable(asset_type: str) -> dict[str, Any]:
-    """The sensors a scenario may set for ``asset_type`` (its process sensors, the
-    weather included), by name."""
-    return {s.name: s for s in sensors_of(asset_type) if s.name in PROCESS_SENSORS}
+    """The sensors a scenario may set for ``asset_type`` (those its model gives the
+    ``operating_point`` or ``exogenous`` role), by name."""
+    process = roles(asset_type).process
+    return {s.name: s for s in sensors_of(asset_type) if s.name in process}
 
 
 def parse_assignment(text: str) -> tuple[str, str]:
@@ -247,7 +248,7 @@ def parse_scenario(doc: dict[str, Any], asset_type: str | None = None) -> Scenar
     if not isinstance(raw_steps, list):
         raise ScenarioError("'steps' must be a list of steps")
     known = (settable(asset_type) if asset_type else
-             {s.name: s for t in ("pump", "motor") for s in settable(t).values()})
+             {s.name: s for t in ASSET_TYPES for s in settable(t).values()})
     steps = []
     for i, raw in enumerate(raw_steps, 1):
         where = f"step {i}"

@@ -43,7 +43,7 @@ def test_the_consistency_factor_of_a_clipped_variance():
 
 
 def _twin(**kw) -> AssetTwin:
-    return AssetTwin("p1", "pump", detector={"warmup": 20}, model_every=10, **kw)
+    return AssetTwin("p1", "pump", detector={"warmup": 20}, learned_every=10, **kw)
 
 
 def test_fidelity_is_measured_and_falls_when_the_asset_changes():
@@ -70,9 +70,9 @@ def test_the_state_carries_the_models_every_n_windows_and_they_answer_what_ifs()
     twin = _twin()
     out = run(twin, readings(45))
     states = [r for t, r in out if t == STATE]
-    with_model = [s["windows_seen"] for s in states if s["model"]]
+    with_model = [s["windows_seen"] for s in states if s["learned"]]
     assert with_model == [10, 20, 30, 40]
-    doc = json.loads(states[39]["model"])
+    doc = json.loads(states[39]["learned"])
     assert doc["version"] == 1 and doc["asset_id"] == "p1"
     assert doc["detector"]["targets"] == ["bearing_temp", "vibration"]
     # the twin itself and its state records give the same answer about the last window
@@ -82,15 +82,15 @@ def test_the_state_carries_the_models_every_n_windows_and_they_answer_what_ifs()
     a = direct["baseline"]["sensors"]["vibration"]["mean"]
     b = from_records["baseline"]["sensors"]["vibration"]["mean"]
     assert b == pytest.approx(a, rel=0.02)  # weights are 5 windows older in the records
-    none = run(AssetTwin("p1", "pump", detector={"warmup": 20}, model_every=0), readings(45))
-    assert not any(r["model"] for t, r in none if t == STATE)
+    none = run(AssetTwin("p1", "pump", detector={"warmup": 20}, learned_every=0), readings(45))
+    assert not any(r["learned"] for t, r in none if t == STATE)
 
 
 def test_outputs_other_than_the_new_fields_do_not_depend_on_what_if():
     a = run(_twin(), readings(100, fault_from=60))
-    b = run(AssetTwin("p1", "pump", detector={"warmup": 20}, model_every=0), readings(100,
+    b = run(AssetTwin("p1", "pump", detector={"warmup": 20}, learned_every=0), readings(100,
                                                                                       fault_from=60))
-    new = {"fidelity_error", "fidelity_coverage", "model"}
+    new = {"fidelity_error", "fidelity_coverage", "learned"}
     strip = [(t, {k: v for k, v in r.items() if k not in new}) for t, r in a]
     assert strip == [(t, {k: v for k, v in r.items() if k not in new}) for t, r in b]
 
@@ -98,7 +98,7 @@ def test_outputs_other_than_the_new_fields_do_not_depend_on_what_if():
 def test_a_twin_pickled_before_what_if_learns_from_then_on():
     twin = _twin()
     run(twin, readings(30))
-    for name in ("fidelity", "operating", "model_every", "recommend", "last_noise_z",
+    for name in ("fidelity", "operating", "learned_every", "recommend", "last_noise_z",
                  "last_score", "last_window"):
         delattr(twin, name)
     clone = pickle.loads(pickle.dumps(twin))
