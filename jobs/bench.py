@@ -166,7 +166,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
                            metavar="{scale,history,fleet,kafka-backlog,faults,dashboard,sweep,nab,"
-                                   "tep,formats,report}")
+                                   "tep,formats,fidelity,optimize,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -273,7 +273,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "built-in vendors' adapters")
     formats.add_argument("--messages", type=positive_int, default=20000,
                          help="messages of each source (default 20000)")
-    for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats):
+    fid = sub.add_parser("fidelity", help="the twin's what-if answers against the simulator: "
+                                          "errors and 90 %% coverage at 15 min, 1 h, 6 h")
+    opt = sub.add_parser("optimize", help="the twin's recommended setpoints on faulty "
+                                          "simulated assets: time to failure gained, "
+                                          "throughput it cost")
+    for b, default_seeds in ((fid, "1-3"), (opt, "1-3")):
+        b.add_argument("--seeds", default=default_seeds,
+                       help=f"seeds of the simulated fleets, e.g. 1-3 or 1,4,7 (default "
+                            f"{default_seeds})")
+        b.add_argument("--assets", type=positive_int, default=12,
+                       help="assets per fleet (default 12)")
+        b.add_argument("--no-step-test", action="store_true",
+                       help="no commissioning speed step test in the first hour: speed "
+                            "questions are then extrapolations")
+        b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
+                       help="where every comparison is written as JSON")
+    for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats,
+                  fid, opt):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -434,6 +451,8 @@ def _main(args: argparse.Namespace) -> int:
         _show(args, report, print_formats)
         _record(args, "formats", {"messages": args.messages}, report)
         return 0
+    if args.bench in ("fidelity", "optimize"):
+        return _whatif_bench(args)
     if args.bench == "tep":
         report = run_tep(args.data, args.scorer, args.out, args.workers, args.through_twin)
         _show(args, report, lambda r: print_tep(r, args.out))
@@ -446,6 +465,48 @@ def _main(args: argparse.Namespace) -> int:
     _show(args, report, lambda r: print_nab(r, args.out))
     _record(args, "nab", {"files": report["files"], "rows": report["rows"],
                           "workers": args.workers}, report)
+    return 0
+
+
+def _seeds(text: str) -> list[int] | None:
+    """``"1-3"`` or ``"1,4,7"`` -> seeds; None if not like that."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            return list(range(lo, hi + 1)) if lo <= hi else None
+        values = [int(x) for x in text.split(",") if x.strip()]
+        return values or None
+    except ValueError:
+        return None
+
+
+def _whatif_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from jobs import fidelity
+
+    seeds = _seeds(args.seeds)
+    if seeds is None:
+        return _fail(f" {args.bench}", f"--seeds wants a range like 1-3 or a list like 1,4,7, "
+                                       f"not {args.seeds!r}")
+    err = Console(stderr=True, highlight=False)
+    step_test = not args.no_step_test
+    args.out.mkdir(parents=True, exist_ok=True)
+    params = {"seeds": seeds, "assets": args.assets, "step_test": step_test}
+    if args.bench == "fidelity":
+        result = fidelity.run_fidelity(seeds, args.assets, step_test, progress=err.print)
+        (args.out / "comparisons.json").write_text(json.dumps(result["rows"]))
+        _show(args, result["figures"], fidelity.print_fidelity)
+        params.update(horizons=list(fidelity.HORIZONS), healthy_at_h=list(
+            fidelity.HEALTHY_AT_H), speed_changes=list(fidelity.SPEED_CHANGES),
+            load_changes=list(fidelity.LOAD_CHANGES), fleet_hours=fidelity.FLEET_HOURS)
+        _record(args, "fidelity", params, result["figures"])
+        return 0
+    result = fidelity.run_optimize(seeds, args.assets, step_test, progress=err.print)
+    (args.out / "cases.json").write_text(json.dumps(result["cases"], indent=1))
+    _show(args, result["figures"], lambda f: fidelity.print_optimize(f, result["cases"]))
+    params.update(life_factor=fidelity.LIFE_FACTOR, wear_law=True)
+    _record(args, "optimize", params, result["figures"])
     return 0
 
 

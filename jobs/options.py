@@ -116,6 +116,11 @@ def add_twin_args(parser: argparse.ArgumentParser) -> None:
                         "(default 3; 1 accepts every jump)")
     g.add_argument("--dry-run", action="store_true",
                    help="mark every action dry_run: record, never apply")
+    g.add_argument("--recommend", nargs="?", const="24h", default=None, type=parse_duration,
+                   metavar="MIN_RUL",
+                   help="with each work order, the what-if's recommended setpoint that keeps "
+                        "the asset running MIN_RUL (default 24h), said in the reason and "
+                        "proposed as a dry-run SETPOINT (off by default)")
 
 
 def add_plant_args(parser: argparse.ArgumentParser) -> None:
@@ -150,6 +155,8 @@ def twin_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
         "max_jump_ms": int(args.max_event_time_jump * 1000),
         "jump_confirmations": args.jump_confirmations,
         "policy": {"dry_run": bool(args.dry_run)},
+        **({"recommend": {"min_rul_s": args.recommend}}
+           if getattr(args, "recommend", None) else {}),
     }
 
 
