@@ -16,6 +16,12 @@
   process: cost per window and state per asset as their history grows.
 - ``twin bench fleet``: the main job (``twin run`` on its defaults) timed in a child
   process, with its counts and its evaluation against the simulator's ground truth.
+- ``twin bench kafka-backlog``: ``twin run --source kafka`` over backlogs of several sizes
+  on a fresh embedded broker each: peak memory and time against the backlog
+  (:mod:`jobs.bench_kafka`).
+- ``twin bench faults``: the simulator's fleet plus hostile messages on two brokers, one
+  undisturbed Kafka run against one SIGKILLed and rerun again and again: lost, extra and
+  duplicated outputs by id, scores that differ (:mod:`jobs.bench_faults`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
@@ -159,8 +165,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,dashboard,sweep,nab,tep,formats,"
-                                   "fidelity,optimize,report}")
+                           metavar="{scale,history,fleet,kafka-backlog,faults,dashboard,sweep,nab,"
+                                   "tep,formats,fidelity,optimize,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -188,6 +194,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "counted and evaluated")
     fleet.add_argument("--out", type=Path, default=Path("out") / "bench-fleet",
                        help="the run's output folder (default out/bench-fleet)")
+    backlog = sub.add_parser("kafka-backlog", help="peak memory and time of `twin run "
+                                                   "--source kafka` against its backlog")
+    backlog.add_argument("--messages", default="200000,1000000,2000000",
+                         help="comma-separated backlog sizes, one fresh broker each "
+                              "(default 200000,1000000,2000000)")
+    backlog.add_argument("--assets", type=positive_int, default=24,
+                         help="fleet size (default 24)")
+    backlog.add_argument("--interval", type=positive_float, default=5.0,
+                         help="seconds between an asset's samples (default 5)")
+    backlog.add_argument("--max-messages-per-slice", type=positive_int, default=None,
+                         metavar="N", help="passed to twin run (default: its own)")
+    backlog.add_argument("--out", type=Path, default=Path("out") / "bench-kafka-backlog",
+                         help="work folder; the report also goes to backlog.json in it "
+                              "(default out/bench-kafka-backlog)")
+    faults = sub.add_parser("faults", help="a Kafka run SIGKILLed and rerun over hostile "
+                                           "input against an undisturbed one: lost, extra, "
+                                           "duplicated outputs by id")
+    faults.add_argument("--assets", type=positive_int, default=24,
+                        help="fleet size (default 24)")
+    faults.add_argument("--hours", type=positive_float, default=3.0,
+                        help="event time of the fleet in hours (default 3)")
+    faults.add_argument("--interval", type=positive_float, default=5.0,
+                        help="seconds between an asset's samples (default 5)")
+    faults.add_argument("--max-messages-per-slice", type=positive_int, default=2000,
+                        metavar="N", help="slices of the killed runs (default 2000)")
+    faults.add_argument("--kills", type=positive_int, default=5,
+                        help="SIGKILLs, each followed by a rerun (default 5)")
+    faults.add_argument("--seed", type=int, default=1,
+                        help="the fleet, the hostile messages and the kill moments (default 1)")
+    faults.add_argument("--out", type=Path, default=Path("out") / "bench-faults",
+                        help="work folder (its calm/ and crashy/ run folders are made "
+                             "afresh); the report also goes to faults.json in it (default "
+                             "out/bench-faults)")
     from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
 
     dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "
@@ -250,8 +289,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "questions are then extrapolations")
         b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
                        help="where every comparison is written as JSON")
-    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep, formats, fid,
-                  opt):
+    for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats,
+                  fid, opt):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -343,6 +382,40 @@ def _main(args: argparse.Namespace) -> int:
                                   "interval_s": args.interval, "window_s": args.window},
                 report)
         return 0
+    if args.bench == "kafka-backlog":
+        from jobs.bench_kafka import print_backlog, run_backlog
+
+        sizes = _int_list(args.messages, 1, None)
+        if sizes is None:
+            return _fail(" kafka-backlog", f"--messages wants positive integers like "
+                                           f"200000,2000000, not {args.messages!r}")
+        try:
+            report = run_backlog(sizes, args.assets, args.interval,
+                                 args.max_messages_per_slice, args.out)
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "backlog.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_backlog)
+        _record(args, "kafka-backlog", {"messages": sizes, "assets": args.assets,
+                                        "interval_s": args.interval,
+                                        "max_messages_per_slice": args.max_messages_per_slice},
+                report)
+        return 0
+    if args.bench == "faults":
+        from jobs.bench_faults import BenchFaultsError, print_faults, run_faults
+
+        try:
+            report = run_faults(args.assets, args.hours, args.interval,
+                                args.max_messages_per_slice, args.kills, args.seed, args.out)
+        except (BenchFaultsError, RuntimeError) as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "faults.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_faults)
+        _record(args, "faults", {"assets": args.assets, "hours": args.hours,
+                                 "interval_s": args.interval,
+                                 "max_messages_per_slice": args.max_messages_per_slice,
+                                 "kills": args.kills, "seed": args.seed}, report)
+        return 1 if report["failed"] else 0
     if args.bench == "fleet":
         report = run_fleet(args.out)
         _show(args, report, print_fleet)

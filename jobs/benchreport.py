@@ -354,6 +354,29 @@ end (most of the first figure is what the `twin` CLI imports).
 {_source(r)}"""
 
 
+def kafka_backlog(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    slices = f["max_messages_per_slice"] or "100,000 (the default)"
+    table = _table(["backlog (messages)", "slices", "readings in", "predictions",
+                    "peak memory", "run", "messages/s"],
+                   [[_n(x["backlog"]), x["slices"], _n(x["readings_in"]), _n(x["predictions"]),
+                     f"{x['peak_rss_mb']:,} MB", f"{x['run_s']} s", _n(x["msg_per_s"])]
+                    for x in f["rows"]])
+    return f"""### A Kafka run against its backlog (`twin bench kafka-backlog`)
+
+For each backlog size, a fresh embedded broker gets the simulator's messages
+({f['assets']} assets every {f['interval_s']:g} s, the usual transport defects), then one
+`twin run --source kafka` reads it all in slices of {slices} messages, in a child process:
+its peak resident memory (the whole run, slices' children included) and wall time.
+
+{table}
+
+Peak memory, largest backlog over smallest: **{f['peak_ratio']}x** (memory follows the
+slice, not the backlog).
+
+{_source(r)}"""
+
+
 def _pct(x: float | None, digits: int = 1) -> str:
     return "-" if x is None else f"{x * 100:.{digits}f} %"
 
@@ -417,6 +440,63 @@ Healthy assets at 1 h: median relative error **{_pct(h1.get('median_relative_err
 {_source(r)}"""
 
 
+def faults(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    m = f["messages"]
+    hostile = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in m["hostile"].items())
+    defects = ", ".join(f"{_n(n)} {kind.replace('_', '-')}" for kind, n in
+                        m["fleet_defects"].items() if kind != "clean")
+    cols = ["reference", "records", "distinct", "lost", "extra", "duplicates",
+            "score_mismatch"]
+    rows = [[f"{where}: {tag.replace('_', ' ')}", *(_n(c[k]) for k in cols)]
+            for where in ("topics", "files") for tag, c in f[where].items()]
+    table = _table(["output", "undisturbed run", "records", "distinct ids", "lost", "extra",
+                    "duplicates", "scores differ"], rows)
+    runs = _table(["run", "kill planned", "killed at", "slices it committed",
+                   "messages it committed", "records it put on the output topics"],
+                  [[x["run"], x["planned"] or "- (runs to the end)",
+                    f"{x['at_s']} s" if x["killed"] else f"finished, {x['at_s']} s",
+                    x["slices_committed"], _n(x["messages_committed"]),
+                    _n(x["outputs_before_kill"])] for x in f["runs"]])
+    s = f["summary"]
+    reasons = ", ".join(f"{k} {v}" for k, v in s["dead_letter_reasons"].items())
+    left = f.get("left_behind", {})
+    leftovers = (f"\nLeft behind after the last run: {left['out']} work folders in the "
+                 f"output folder, {left['tmpdir']} entries in the runs' `$TMPDIR` (Beam's "
+                 f"empty `beam-pipeline-temp*` folders, one per killed run)." if left else "")
+    verdict = ("every check passed" if not f["failed"]
+               else "**failed: " + "; ".join(f["failed"]) + "**")
+    return f"""### Kills and hostile input (`twin bench faults`)
+
+{_n(m['published'])} messages on each of two fresh brokers: the simulator's fleet
+({f['assets']} assets, {f['hours']:g} h every {f['interval_s']:g} s; {defects}) and
+{hostile}. One undisturbed `twin run --source kafka` on the first, on its defaults
+({_n(f['reference_summary']['slices'])} slice(s)), is the reference; on the second,
+`twin run --source kafka --max-messages-per-slice {f['max_messages_per_slice']}` was
+SIGKILLed **{f['kills']}** times at seeded moments ({f['kills_before_commit']} before the
+run committed a slice, {f['kills_after_commit']} after), each kill followed by a rerun
+(**{f['reruns']}** reruns):
+
+{runs}
+
+The final summary counts every message once: readings in {_n(s['readings_in'])} = valid
+{_n(s['readings_valid'])} + dead letters {_n(s['dead_letters'])}
+({'holds' if s['invariant_ok'] else 'BROKEN'}); reasons: {reasons}.
+
+Outputs against the undisturbed run's, by id (dead letters by source offset and reason):
+
+{table}
+
+Lost **{f['lost']}**, extra **{f['extra']}**, scores differ **{f['score_mismatch']}**,
+duplicates in the files **{f['file_duplicates']}**; copies on the topics
+**{_n(f['topic_duplicates'])}** (outputs of slices published again after a kill before
+their commit: at-least-once, consumers dedupe by id). Checks: {verdict}.
+The undisturbed run took {f['reference_wall_s']} s, the killed runs and their reruns
+{f['crashy_wall_s']} s together.{leftovers}
+
+{_source(r)}"""
+
+
 def optimize(r: dict[str, Any]) -> str:
     f, p = r["figures"], r["parameters"]
     rows = [[fault, x["n"], f"{x['median_fraction']:.0%}" if x["median_fraction"] else "-",
@@ -444,7 +524,7 @@ Wear-out faults ({w['n']} cases): median gain **{w['median_gain']}x** (the twin 
 {w['median_predicted_gain']}x) at a median throughput cost of
 **{_pct(w['median_throughput_cost'], 0)}**; all {f['cases']} cases: {f['median_gain']}x at
 {_pct(f['median_throughput_cost'], 0)}. This {verdict} the target (2x at 15 %); see
-[what-if.md](what-if.md#recommended-setpoints) for why.
+[what-if.md](what-if.md#measured-against-the-simulator) for why.
 
 {_source(r)}"""
 
@@ -477,7 +557,8 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
     ("Detection", [("nab", nab), ("tep", tep), ("tep-twin", tep_twin), ("sweep", sweep),
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history),
-                    ("formats", formats)]),
+                    ("kafka-backlog", kafka_backlog), ("formats", formats)]),
+    ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
     ("What-if", [("fidelity", fidelity), ("optimize", optimize)]),
 ]

@@ -226,17 +226,23 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
+    from pipelines.statefile import StateFileError
     from transforms.model import ModelError
 
     console = Console(highlight=False)
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError, OutputFolderBusy, ModelError) as exc:
+            BeamOptionsError, OutputFolderBusy, StateFileError, ModelError) as exc:
         message = hints.rewrite(str(exc))
         Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)
         return 2
+    if summary.get("nothing_new"):
+        console.print(summary["message"], markup=False, soft_wrap=True)
+        return 0
+    for note in summary.get("notes", ()):
+        console.print(note, markup=False, soft_wrap=True)
     out = Path(summary["out"])
     _print_summary(summary, out, console)
     from jobs.inputcheck import check

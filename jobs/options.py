@@ -158,3 +158,29 @@ def twin_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
         **({"recommend": {"min_rul_s": args.recommend}}
            if getattr(args, "recommend", None) else {}),
     }
+
+
+def non_negative_duration(text: str) -> float:
+    """A duration in seconds, or 0 (``"0"``: off/never)."""
+    if text.strip() in ("0", "0s", "0.0"):
+        return 0.0
+    return parse_duration(text)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20,
+               "mib": 1 << 20, "mb": 1000**2, "g": 1 << 30, "gib": 1 << 30, "gb": 1000**3}
+
+
+def byte_size(text: str) -> int:
+    """Bytes in ``text``: ``"48MiB"``, ``"64M"`` (binary), ``"50MB"`` (decimal), ``"4096"``.
+
+    >>> byte_size("48MiB"), byte_size("1k"), byte_size("2 MB"), byte_size("0")
+    (50331648, 1024, 2000000, 0)
+    """
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 48MiB, 512KiB, 1GB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])
