@@ -48,6 +48,7 @@ import hashlib
 import hmac
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -69,8 +70,9 @@ HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies from closing idle 
 SESSION_COOKIE = "twin_dashboard_session"
 LOGIN_FAILURE_DELAY_S = 0.5
 MAX_LOGIN_BODY = 4096
-WHATIF_SLOTS = 2  # what-ifs computed at once (~0.1 s each, a recommendation a few s)
-WHATIF_WAIT_S = 20.0  # the longest a what-if waits for a slot before a 503
+WHATIF_SLOTS = 2  # what-ifs computed at once (a fraction of a second each, a
+# recommendation a few seconds): threads of the what-if's own pool
+WHATIF_QUEUE = 8  # what-ifs in hand (computing or waiting) beyond which the next gets 503
 WHATIF_CACHE = 64  # answers kept (per asset state and question)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SECURITY_HEADERS = [
@@ -194,8 +196,13 @@ class Dashboard:
     def __init__(self, feed, title: str = "twinstream") -> None:
         self.feed, self.title = feed, title
         self.stopping = False
-        self._whatif_slots = asyncio.Semaphore(WHATIF_SLOTS)
+        self._whatif_pool = ThreadPoolExecutor(WHATIF_SLOTS, thread_name_prefix="whatif")
+        self._whatif_waiting = 0
         self._whatif_cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def close(self) -> None:
+        """Stop the what-if's threads (a question still computing finishes)."""
+        self._whatif_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def view(self) -> fleetview.FleetView:
@@ -288,9 +295,10 @@ class Dashboard:
 
     async def whatif(self, request: Request) -> Response:
         """A what-if for one asset (:mod:`pipelines.dashboard.whatif`): computes, never
-        actuates. At most :data:`WHATIF_SLOTS` run at once, in worker threads; a request
-        that waits longer than :data:`WHATIF_WAIT_S` for one gets 503. Answers are
-        cached per asset state and question."""
+        actuates. At most :data:`WHATIF_SLOTS` compute at once, each in a thread of the
+        what-if's own pool (the push streams keep the shared one); with
+        :data:`WHATIF_QUEUE` questions already in hand, another gets 503 at once. Answers
+        are cached per asset state and question."""
         from transforms.whatif.model import ModelError
         from transforms.whatif.scenario import ScenarioError
 
@@ -312,21 +320,21 @@ class Dashboard:
         if cached is not None:
             self._whatif_cache.move_to_end(key)
             return json_response(cached)
-        try:
-            await asyncio.wait_for(self._whatif_slots.acquire(), WHATIF_WAIT_S)
-        except TimeoutError:
+        if self._whatif_waiting >= WHATIF_QUEUE:
             return json_response({"error": "the what-if is busy with other questions: try "
                                            "again in a moment"}, 503)
+        self._whatif_waiting += 1
         try:
-            out = await run_in_threadpool(whatif_panel.compute, asset_id, learned, later, ask,
-                                          self.optimize_source())
+            out = await asyncio.get_running_loop().run_in_executor(
+                self._whatif_pool, whatif_panel.compute, asset_id, learned, later, ask,
+                self.optimize_source())
         except ModelError as exc:
             return json_response({"available": False, "error": str(exc)}, 409)
         except ScenarioError as exc:
             return json_response({"error": whatif_panel.plus_hint(
                 str(exc), request.scope.get("query_string", b""))}, 400)
         finally:
-            self._whatif_slots.release()
+            self._whatif_waiting -= 1
         self._whatif_cache[key] = out
         while len(self._whatif_cache) > WHATIF_CACHE:
             self._whatif_cache.popitem(last=False)

@@ -5,7 +5,9 @@ setpoint is a dry run that is never published."""
 
 from __future__ import annotations
 
-import asyncio
+import http.client
+import json
+import threading
 import time
 from urllib.parse import quote
 
@@ -21,6 +23,17 @@ from transforms.whatif import from_states, whatif
 from transforms.whatif.scenario import ScenarioError
 
 WINDOWS = 155  # the twin writes its models every 10 windows: 5 state records come after
+
+
+def get_slow(server, path: str) -> tuple[int, dict]:
+    """A recommendation takes seconds (more on a busy machine): a patient client."""
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=180)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
 
 
 class FolderLikeFeed(StaticFeed):
@@ -137,7 +150,7 @@ def test_an_asset_without_learned_models_gets_a_clear_message(faulty):
 
 def test_a_recommended_setpoint_is_a_dry_run_never_published(healthy):
     server, states = healthy
-    status, body = get_json(server, "/api/whatif/p1?recommend=1&allow_extrapolation=1"
+    status, body = get_slow(server, "/api/whatif/p1?recommend=1&allow_extrapolation=1"
                                     "&min_rul=1h")
     assert status == 200
     rec = body["recommendation"]
@@ -200,18 +213,59 @@ def test_answers_are_cached_per_state_and_question(faulty, monkeypatch):
 
 def test_a_busy_what_if_answers_503_rather_than_queueing_for_ever(faulty, monkeypatch):
     server, _ = faulty
-    monkeypatch.setattr(dashboard_app, "WHATIF_WAIT_S", 0.3)
-    d = server.dashboard
-    slots = d._whatif_slots
-    d._whatif_slots = asyncio.Semaphore(0)  # every slot taken
+    started, release = threading.Event(), threading.Event()
+    real = panel.compute
+
+    def slow(*args):
+        started.set()
+        release.wait(20)
+        return real(*args)
+
+    monkeypatch.setattr(panel, "compute", slow)
+    monkeypatch.setattr(dashboard_app, "WHATIF_QUEUE", 1)
+    first: list = []
+    t = threading.Thread(target=lambda: first.append(
+        get_json(server, "/api/whatif/p1?set=speed%3D-3%25")))
+    t.start()
     try:
-        t0 = time.monotonic()
-        status, body = get_json(server, "/api/whatif/p1?set=speed%3D-3%25")
+        assert started.wait(20)
+        status, body = get_json(server, "/api/whatif/p1?set=speed%3D-4%25")
         assert status == 503 and "busy" in body["error"]
-        assert time.monotonic() - t0 < 5
     finally:
-        d._whatif_slots = slots
-    assert get_json(server, "/api/whatif/p1?set=speed%3D-3%25")[0] == 200
+        release.set()
+        t.join(30)
+    assert first[0][0] == 200
+    monkeypatch.setattr(dashboard_app, "WHATIF_QUEUE", 8)
+    assert get_json(server, "/api/whatif/p1?set=speed%3D-4%25")[0] == 200
+
+
+def test_at_most_two_what_ifs_compute_at_once(faulty, monkeypatch):
+    server, _ = faulty
+    lock = threading.Lock()
+    running, peak = [0], [0]
+    real = panel.compute
+
+    def counted(*args):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            time.sleep(0.3)
+            return real(*args)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(panel, "compute", counted)
+    answers: list = []
+    threads = [threading.Thread(target=lambda k=k: answers.append(
+        get_json(server, f"/api/whatif/p1?set=speed%3D-{k}%25&horizon=1h")[0]))
+        for k in range(1, 6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert answers == [200] * 5 and peak[0] == dashboard_app.WHATIF_SLOTS == 2
 
 
 def test_the_what_if_only_reads(faulty):
