@@ -185,7 +185,13 @@ def compute(asset_id: str, learned: str | None, later: list[dict[str, Any]], ask
 
 
 def _recommend(doc: dict[str, Any], ask: Ask, source: list[str] | None) -> dict[str, Any]:
-    from transforms.whatif.optimize import GuardrailError, recommend, seconds_until, setpoint_action
+    from transforms.whatif.model import ModelError
+    from transforms.whatif.optimize import (
+        GuardrailError,
+        recommend,
+        seconds_until,
+        setpoint_action,
+    )
     from transforms.whatif.scenario import parse_duration
 
     min_rul_s = None
@@ -193,8 +199,12 @@ def _recommend(doc: dict[str, Any], ask: Ask, source: list[str] | None) -> dict[
         min_rul_s = parse_duration(ask.min_rul, "min_rul", allow_zero=False)
     elif ask.until:
         min_rul_s = seconds_until(ask.until, doc["ts_ms"], "until")
-    rec = recommend(doc, objective=ask.maximize, limits=ask.limits, min_rul_s=min_rul_s,
-                    horizon_s=ask.horizon_s, allow_extrapolation=ask.allow_extrapolation)
+    try:
+        rec = recommend(doc, objective=ask.maximize, limits=ask.limits, min_rul_s=min_rul_s,
+                        horizon_s=ask.horizon_s, allow_extrapolation=ask.allow_extrapolation)
+    except ModelError as exc:  # the what-if answers; only the recommendation cannot
+        return {"error": str(exc), "action": None, "refused": None, "published": False,
+                "command": None}
     try:
         # always a dry run: the dashboard never actuates
         rec["action"] = setpoint_action(doc, rec, dry_run=True)

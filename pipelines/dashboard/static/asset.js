@@ -253,6 +253,11 @@
   function wiRecommendation(rec) {
     const el = $("wi-rec");
     if (!rec) { el.hidden = true; el.innerHTML = ""; return; }
+    if (rec.error) {
+      el.innerHTML = `<b>recommended:</b> <span id="wi-rec-text" class="error">${twin.esc(rec.error)}</span>`;
+      el.hidden = false;
+      return;
+    }
     const a = rec.action, num = x => Number(x).toPrecision(4);
     let html = `<b>recommended:</b> <span id="wi-rec-text">${twin.esc(rec.text)}</span>` +
       ` <small class="muted">(${rec.candidates.length} setpoints tried; ${rec.feasible ? "meets every constraint" : "none meets every constraint"})</small>`;

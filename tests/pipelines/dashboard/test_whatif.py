@@ -180,6 +180,16 @@ def test_a_recommendation_the_guardrails_refuse_is_shown_refused(healthy, monkey
     assert rec["refused"] == "guardrails: the rate limit is one change per 600 s"
 
 
+def test_a_sensor_the_asset_lacks_fails_the_recommendation_not_the_what_if(faulty):
+    server, _ = faulty
+    status, body = get_slow(server, "/api/whatif/p1?set=speed%3D-5%25&recommend=1"
+                                    "&maximize=torque")
+    assert status == 200 and body["scenario"]["text"] == "speed=-5% from +0h"
+    rec = body["recommendation"]
+    assert rec["error"] == "p1 is a pump: it has no sensor 'torque'"
+    assert rec["action"] is None and rec["published"] is False
+
+
 def test_the_optimize_command_names_the_question():
     ask = panel.parse_query([("recommend", "1"), ("maximize", "flow"),
                              ("limit", "bearing_temp<=363"), ("until", "2030-01-01T06:00Z"),
