@@ -443,42 +443,26 @@ def main_whatif(args: argparse.Namespace) -> int:
 
 
 def _limits(items: list[str]) -> dict[str, float]:
-    out = {}
-    for text in items:
-        name, sep, value = text.partition("<=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            sep = ""
-        if not sep or not name.strip():
-            raise WhatIfError(f"--limit wants SENSOR<=VALUE in SI units (e.g. "
-                              f"bearing_temp<=363), not {text!r}")
-    return out
+    from transforms.whatif.optimize import parse_limits
+    from transforms.whatif.scenario import ScenarioError
+
+    try:
+        return parse_limits(items)
+    except ScenarioError as exc:
+        raise WhatIfError(str(exc)) from exc
 
 
 def _min_rul(args: argparse.Namespace, doc: dict[str, Any]) -> float | None:
+    from transforms.whatif.optimize import seconds_until
     from transforms.whatif.scenario import ScenarioError, parse_duration
 
-    if args.min_rul:
-        try:
+    try:
+        if args.min_rul:
             return parse_duration(args.min_rul, "--min-rul", allow_zero=False)
-        except ScenarioError as exc:
-            raise WhatIfError(str(exc)) from exc
-    if args.until:
-        from datetime import datetime
-
-        try:
-            when = datetime.fromisoformat(args.until.replace("Z", "+00:00"))
-        except ValueError as exc:
-            raise WhatIfError(f"--until wants an ISO 8601 time like 2026-12-08T06:00Z, not "
-                              f"{args.until!r}") from exc
-        if when.tzinfo is None:
-            raise WhatIfError("--until needs a time zone (Z or +01:00): the twin's times "
-                              "are UTC")
-        seconds = when.timestamp() - doc["ts_ms"] / 1000
-        if seconds <= 0:
-            raise WhatIfError(f"--until {args.until} is not after the state's time")
-        return seconds
+        if args.until:
+            return seconds_until(args.until, doc["ts_ms"])
+    except ScenarioError as exc:
+        raise WhatIfError(str(exc)) from exc
     return None
 
 

@@ -43,6 +43,7 @@ from __future__ import annotations
 import math
 import re
 import threading
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Iterable, Mapping
 from datetime import datetime
@@ -77,6 +78,12 @@ PREDICTION_COLUMNS = ("window_end_ms", "anomaly_score", "is_anomaly", "health_in
                       "forecast_health", "forecast_horizon_s", "rul_s", "drift", "alarm",
                       "warming_up", "forecast_low", "forecast_high")
 SENSOR_STATS = ("mean", "min", "max")
+# the fields of a state record that bring a what-if models document up to date
+# (transforms.whatif.model.advance); at most MAX_SINCE_LEARNED such records are kept per
+# asset (the twin writes a document every learned_every windows, 60 by default)
+ADVANCE_FIELDS = ("ts_ms", "values", "setpoints", "health_index", "anomaly_score",
+                  "alert_open", "windows_seen", "last_drift_ms")
+MAX_SINCE_LEARNED = 1440
 
 # The fields of a fleet row, in the order the API lists them.
 ROW_FIELDS = ("asset_id", "asset_type", "site", "status", "risk", "health_index",
@@ -246,7 +253,8 @@ class AssetView:
                  "forecast", "horizon_s", "rul_s", "interval", "alert_open", "alert_ms",
                  "alert", "cleared_ms", "last_seen_ms", "received_ms", "predictions", "sensors",
                  "sensor_names", "has_features", "actions", "action_ids", "actions_added",
-                 "marks", "marks_added", "intervals", "_row")
+                 "marks", "marks_added", "intervals", "learned", "learned_ms",
+                 "since_learned", "_row")
 
     def __init__(self, asset_id: str, asset_type: str | None, info: Mapping[str, Any],
                  history: int) -> None:
@@ -285,6 +293,11 @@ class AssetView:
         self.marks: deque[dict[str, Any]] = deque(maxlen=MAX_MARKS)
         self.marks_added = 0
         self.intervals = ForecastInterval()
+        # what a what-if needs: the newest learned-models document (JSON, as the state
+        # record carried it) and the state records after it, to bring it up to date
+        self.learned: str | None = None
+        self.learned_ms: int | None = None
+        self.since_learned: deque[tuple] = deque(maxlen=MAX_SINCE_LEARNED)
         self._row: dict[str, Any] | None = None
 
     # -- rows -----------------------------------------------------------------------
@@ -379,6 +392,7 @@ class AssetView:
             return received_ms is not None  # an older window: only "last received" moved
         new_window = self.state_ms is None or ms > self.state_ms
         self.state_ms = ms
+        self._keep_learned(r, ms, new_window)
         self.asset_type = self.asset_type or r.get("asset_type")
         self.values = {k: v for k, v in (r.get("values") or {}).items() if _num(v) is not None}
         self.setpoints = dict(r.get("setpoints") or {})
@@ -397,6 +411,20 @@ class AssetView:
                 return True
             ring.append(row)
         return True
+
+    def _keep_learned(self, r: Mapping[str, Any], ms: int, new_window: bool) -> None:
+        """Keep the newest models document, and the fields of later state records that
+        :func:`transforms.whatif.model.advance` replays, packed (:func:`_pack`)."""
+        if r.get("learned"):
+            self.learned, self.learned_ms = r["learned"], ms
+            self.since_learned.clear()
+        elif self.learned is not None and new_window:
+            self.since_learned.append(_pack(r, ms))
+
+    def whatif_sources(self) -> tuple[str | None, list[dict[str, Any]]]:
+        """The newest models document (None: no state record has carried one yet) and the
+        state records after it, for :meth:`FleetView.whatif_document`."""
+        return self.learned, [_unpack(p) for p in self.since_learned]
 
     def add_features(self, r: Mapping[str, Any], received_ms: int | None, history: int
                      ) -> bool:
@@ -769,6 +797,13 @@ class FleetView:
                 "sensors": a.sensor_series(), "actions": list(a.actions)[::-1],
                 "marks": list(a.marks), "cursor": self.cursor(a)}
 
+    def whatif_sources(self, asset_id: str) -> tuple[str | None, list[dict[str, Any]]] | None:
+        """The asset's newest models document (JSON) and the state records after it
+        (cheap: call it under the lock, then :func:`whatif_document` outside it); None if
+        the view has never seen the asset."""
+        a = self.assets.get(asset_id)
+        return None if a is None else a.whatif_sources()
+
     @staticmethod
     def cursor(a: AssetView) -> dict[str, int]:
         return {"version": a.version, "predictions": a.predictions.appended,
@@ -796,3 +831,45 @@ class FleetView:
                 "sensors": a._sensor_json(sens) if a.sensors is not None else
                 {"window_end_ms": [], "sensors": {}},
                 "actions": actions[::-1], "marks": marks, "cursor": self.cursor(a)}
+
+
+_NAMES: dict[tuple[str, ...], tuple[str, ...]] = {}  # one tuple per set of sensor names
+
+
+def _names(keys: Iterable[str]) -> tuple[str, ...]:
+    t = tuple(keys)
+    return _NAMES.setdefault(t, t) if len(_NAMES) < 10_000 else t
+
+
+def _pack(r: Mapping[str, Any], ms: int) -> tuple:
+    """A state record's :data:`ADVANCE_FIELDS` in a quarter of a dict's memory: the
+    numbers in typed arrays, the sensor names shared by every record that has them (a
+    fleet keeps up to ``learned_every`` of these per asset)."""
+    values = {k: v for k, v in (r.get("values") or {}).items() if v is not None}
+    setpoints = {k: v for k, v in (r.get("setpoints") or {}).items() if v is not None}
+    return (ms, epoch_ms(r.get("last_drift_ms")), _names(values),
+            array("d", values.values()), _names(setpoints), array("d", setpoints.values()),
+            float(r["health_index"]), float(r.get("anomaly_score") or 0.0),
+            bool(r.get("alert_open")), int(r.get("windows_seen") or 0))
+
+
+def _unpack(p: tuple) -> dict[str, Any]:
+    ms, drift, vn, vv, sn, sv, health, score, alert, seen = p
+    return {"ts_ms": ms, "last_drift_ms": drift, "values": dict(zip(vn, vv)),
+            "setpoints": dict(zip(sn, sv)), "health_index": health, "anomaly_score": score,
+            "alert_open": alert, "windows_seen": seen}
+
+
+def whatif_document(asset_id: str, learned: str | None, later: list[dict[str, Any]]
+                    ) -> dict[str, Any]:
+    """The what-if models document of an asset (:mod:`transforms.whatif.model`) from what
+    :meth:`FleetView.whatif_sources` returned: the newest document brought up to the newest
+    state record. Raises :class:`~transforms.whatif.model.ModelError` saying why there is
+    none."""
+    from transforms.whatif.model import ModelError, advance, loads
+
+    if learned is None:
+        raise ModelError(f"{asset_id}: no state record has carried its learned models yet "
+                         f"(the twin writes them every learned_every windows after the "
+                         f"warm-up; with learned_every 0 never): nothing to ask a what-if of")
+    return advance(loads(learned), later)

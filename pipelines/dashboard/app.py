@@ -17,7 +17,11 @@ read too (Grafana's JSON or Infinity data sources, a CMMS):
 ``GET /api/status``                    where the data comes from and how far behind it is
 ``GET /api/events``                    Server-Sent Events: the fleet rows that changed
 ``GET /api/assets/{id}/events``        Server-Sent Events: what changed for one asset
-``GET /api/whatif/{id}``               the what-if roll-forward: 501 until it exists
+``GET /api/whatif/{id}``               a what-if for one asset: the scenario in the query
+                                       string (``?set=speed=-10%25&from=+30m&for=2h``),
+                                       the roll-forward out; ``recommend=1`` adds the
+                                       recommended setpoint, a dry run
+                                       (:mod:`pipelines.dashboard.whatif`)
 =====================================  ====================================================
 
 Push is Server-Sent Events (plain HTTP, reconnects by itself, one direction is all a
@@ -25,7 +29,9 @@ read-only view needs): each stream looks at the view every :data:`PUSH_S` and se
 what changed since what it sent last.
 
 Security (:class:`Guard`, a plain ASGI middleware in front of everything): read-only (GET
-and HEAD only; POST only to ``/login``); with a token configured every request needs it,
+and HEAD only; POST only to ``/login``; the what-if computes and never actuates: a setpoint
+it recommends is shown as a dry run and the command that would send it, signed, by a
+person); with a token configured every request needs it,
 as ``Authorization: Bearer <token>`` (API clients) or the session cookie the login page
 sets (browsers; HttpOnly, SameSite=Strict, derived from the token, never the token
 itself), compared in constant time; without a token (loopback binds only, which the
@@ -41,6 +47,8 @@ import asyncio
 import hashlib
 import hmac
 import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -54,6 +62,7 @@ from starlette.responses import FileResponse, RedirectResponse, Response, Stream
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from pipelines.dashboard import whatif as whatif_panel
 from transforms import fleetview
 
 PUSH_S = 0.25  # how often a push stream looks for changes
@@ -61,7 +70,10 @@ HEARTBEAT_S = 15.0  # an SSE comment this often keeps proxies from closing idle 
 SESSION_COOKIE = "twin_dashboard_session"
 LOGIN_FAILURE_DELAY_S = 0.5
 MAX_LOGIN_BODY = 4096
-WHATIF_UNAVAILABLE = "what-if: not available in this version"
+WHATIF_SLOTS = 2  # what-ifs computed at once (a fraction of a second each, a
+# recommendation a few seconds): threads of the what-if's own pool
+WHATIF_QUEUE = 8  # what-ifs in hand (computing or waiting) beyond which the next gets 503
+WHATIF_CACHE = 64  # answers kept (per asset state and question)
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SECURITY_HEADERS = [
     (b"content-security-policy",
@@ -184,6 +196,13 @@ class Dashboard:
     def __init__(self, feed, title: str = "twinstream") -> None:
         self.feed, self.title = feed, title
         self.stopping = False
+        self._whatif_pool = ThreadPoolExecutor(WHATIF_SLOTS, thread_name_prefix="whatif")
+        self._whatif_waiting = 0
+        self._whatif_cache: OrderedDict[tuple, dict[str, Any]] = OrderedDict()
+
+    def close(self) -> None:
+        """Stop the what-if's threads (a question still computing finishes)."""
+        self._whatif_pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def view(self) -> fleetview.FleetView:
@@ -275,13 +294,56 @@ class Dashboard:
         return json_response(out)
 
     async def whatif(self, request: Request) -> Response:
-        # WHAT-IF (issue 23): the roll-forward of a scenario for one asset lives in
-        # transforms/whatif.py, built on its own branch. Until it is merged this endpoint
-        # answers 501 and the Asset page shows WHATIF_UNAVAILABLE. Wire it here: parse the
-        # scenario from the query string, compute (never actuate), return the roll-forward.
-        # A setpoint it proposes must go through the same signing and guardrails as any
-        # other command.
-        return json_response({"available": False, "message": WHATIF_UNAVAILABLE}, 501)
+        """A what-if for one asset (:mod:`pipelines.dashboard.whatif`): computes, never
+        actuates. At most :data:`WHATIF_SLOTS` compute at once, each in a thread of the
+        what-if's own pool (the push streams keep the shared one); with
+        :data:`WHATIF_QUEUE` questions already in hand, another gets 503 at once. Answers
+        are cached per asset state and question."""
+        from transforms.whatif.model import ModelError
+        from transforms.whatif.scenario import ScenarioError
+
+        asset_id = request.path_params["asset_id"]
+        try:
+            ask = whatif_panel.parse_query(request.query_params.multi_items(),
+                                           request.scope.get("query_string", b""))
+        except ScenarioError as exc:
+            return json_response({"error": str(exc)}, 400)
+        sources = await run_in_threadpool(self._locked,
+                                          lambda v: v.whatif_sources(asset_id))
+        if sources is None:
+            return json_response({"error": f"no asset {asset_id!r} in the twin's outputs"},
+                                 404)
+        learned, later = sources
+        key = (self.epoch, asset_id, hash(learned), len(later),
+               later[-1]["ts_ms"] if later else None, ask.key)
+        cached = self._whatif_cache.get(key)
+        if cached is not None:
+            self._whatif_cache.move_to_end(key)
+            return json_response(cached)
+        if self._whatif_waiting >= WHATIF_QUEUE:
+            return json_response({"error": "the what-if is busy with other questions: try "
+                                           "again in a moment"}, 503)
+        self._whatif_waiting += 1
+        try:
+            out = await asyncio.get_running_loop().run_in_executor(
+                self._whatif_pool, whatif_panel.compute, asset_id, learned, later, ask,
+                self.optimize_source())
+        except ModelError as exc:
+            return json_response({"available": False, "error": str(exc)}, 409)
+        except ScenarioError as exc:
+            return json_response({"error": whatif_panel.plus_hint(
+                str(exc), request.scope.get("query_string", b""))}, 400)
+        finally:
+            self._whatif_waiting -= 1
+        self._whatif_cache[key] = out
+        while len(self._whatif_cache) > WHATIF_CACHE:
+            self._whatif_cache.popitem(last=False)
+        return json_response(out)
+
+    def optimize_source(self) -> list[str] | None:
+        """How ``twin optimize`` names the dashboard's source (None: it cannot read it)."""
+        fn = getattr(self.feed, "optimize_source", None)
+        return fn() if fn is not None else None
 
     # -- push ---------------------------------------------------------------------------
 

@@ -265,6 +265,13 @@ class KafkaFeed(_Feed):
                     self.unreadable += 1
                     self.view.quality.add_unreadable(f"unexpected_record: {exc}"[:120])
 
+    def optimize_source(self) -> list[str] | None:
+        """How ``twin optimize`` reads these topics (the state topic from its start)."""
+        servers = self.config.get("bootstrap.servers")
+        if not servers or STATE_TOPIC not in self.topics:
+            return None
+        return ["--source", "kafka", "--bootstrap-servers", str(servers)]
+
     def status(self) -> dict[str, Any]:
         return {"source": "kafka", "bootstrap_servers": self.config.get("bootstrap.servers"),
                 "topics": self.topics, "partitions": len(self.assigned),
@@ -399,6 +406,13 @@ class FolderFeed(_Feed):
             self._signature, self.error = sig, None
             self.view, self.epoch = view, self.epoch + 1
             self.loads, self.loaded_ms = self.loads + 1, signing.wall_clock_ms()
+
+    def optimize_source(self) -> list[str] | None:
+        """How ``twin optimize`` reads this folder (it reads state.parquet or state.avro,
+        not the JSON lines of twin flink run)."""
+        if any((self.out / n).is_file() for n in ("state.parquet", "state.avro")):
+            return [str(self.out)]
+        return None
 
     def status(self) -> dict[str, Any]:
         return {"source": "folder", "folder": str(self.out), "loads": self.loads,

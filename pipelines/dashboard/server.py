@@ -113,6 +113,7 @@ class Server:
         self.server.should_exit = True
         if self._thread is not None:
             self._thread.join(10)
+        self.dashboard.close()
 
 
 def status_line(feed) -> str:

@@ -305,3 +305,30 @@ def test_the_open_alert_is_known_whichever_topic_arrives_first():
     v.ingest(fv.STATE, state("motor-001", T0 + 12 * MIN, alert=True))  # a new episode
     row = v.rows()[0]
     assert row["alert_open"] is True and row["alert_reason"] is None  # its ALERT not yet in
+
+
+# -- what-if sources -----------------------------------------------------------------------
+
+def test_the_view_keeps_the_newest_models_and_the_windows_after_them():
+    v = FleetView()
+    v.ingest(fv.STATE, state("pump-000", T0, learned=None))
+    assert v.whatif_sources("pump-000") == (None, [])  # nothing before the first document
+    v.ingest(fv.STATE, state("pump-000", T0 + MIN, learned='{"doc": 1}'))
+    for i in (2, 3):
+        v.ingest(fv.STATE, state("pump-000", T0 + i * MIN, health=1 - i / 10, learned=None))
+    v.ingest(fv.STATE, state("pump-000", T0 + 2 * MIN, learned=None))  # older: not again
+    learned, later = v.whatif_sources("pump-000")
+    assert learned == '{"doc": 1}'
+    assert [r["ts_ms"] for r in later] == [T0 + 2 * MIN, T0 + 3 * MIN]
+    assert set(later[0]) == set(fv.ADVANCE_FIELDS) and later[1]["health_index"] == 0.7
+    v.ingest(fv.STATE, state("pump-000", T0 + 4 * MIN, learned='{"doc": 2}'))
+    assert v.whatif_sources("pump-000") == ('{"doc": 2}', [])
+    assert v.whatif_sources("pump-999") is None
+
+
+def test_without_models_the_what_if_document_says_why():
+    from transforms.whatif.model import ModelError
+
+    with pytest.raises(ModelError, match="pump-000: no state record has carried its learned "
+                                         "models yet"):
+        fv.whatif_document("pump-000", None, [])

@@ -26,7 +26,7 @@ import math
 from typing import Any
 
 from transforms.whatif.model import ModelError
-from transforms.whatif.scenario import Change, Scenario, Step
+from transforms.whatif.scenario import Change, Scenario, ScenarioError, Step
 
 HARD_FLAGS = ("models", "operating point", "implausible")  # not the weather: the models'
 
@@ -87,6 +87,41 @@ def scenario_of(doc: dict[str, Any], steps: list[tuple[float, float]], horizon_s
         out.append(Step({name: Change(name, frac * nominal, "absolute",
                                       f"{frac:.0%} of nominal")}, t, end))
     return Scenario(out, horizon_s)
+
+
+def parse_limits(items: list[str], flag: str = "--limit") -> dict[str, float]:
+    """``["bearing_temp<=363"]`` -> ``{"bearing_temp": 363.0}`` (SI units); a
+    :class:`~transforms.whatif.scenario.ScenarioError` names what is wrong."""
+    out = {}
+    for text in items:
+        name, sep, value = text.partition("<=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip() or not math.isfinite(out.get(name.strip(), 0.0)):
+            raise ScenarioError(f"{flag} wants SENSOR<=VALUE in SI units (e.g. "
+                                f"bearing_temp<=363), not {text!r}")
+    return out
+
+
+def seconds_until(text: str, ts_ms: int, flag: str = "--until") -> float:
+    """Seconds from the state's time ``ts_ms`` to ISO 8601 time ``text`` (with its zone:
+    the twin's times are UTC); it must lie ahead."""
+    from datetime import datetime
+
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ScenarioError(f"{flag} wants an ISO 8601 time like 2026-12-08T06:00Z, not "
+                            f"{text!r}") from exc
+    if when.tzinfo is None:
+        raise ScenarioError(f"{flag} needs a time zone (Z or +01:00): the twin's times "
+                            f"are UTC")
+    seconds = when.timestamp() - ts_ms / 1000
+    if seconds <= 0:
+        raise ScenarioError(f"{flag} {text} is not after the state's time")
+    return seconds
 
 
 def check_guardrails(doc: dict[str, Any], value_frac: float, at_s: float = 0.0) -> None:

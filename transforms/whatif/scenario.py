@@ -200,28 +200,30 @@ def settable(asset_type: str) -> dict[str, Any]:
     return {s.name: s for s in sensors_of(asset_type) if s.name in process}
 
 
-def parse_assignment(text: str) -> tuple[str, str]:
+def parse_assignment(text: str, flag: str = "--set") -> tuple[str, str]:
     """``"speed=140"`` -> ``("speed", "140")``."""
     name, sep, value = str(text).partition("=")
     if not sep or not name.strip() or not value.strip():
-        raise ScenarioError(f"--set wants SENSOR=VALUE (e.g. speed=140, flow=+20%), "
+        raise ScenarioError(f"{flag} wants SENSOR=VALUE (e.g. speed=140, flow=+20%), "
                             f"not {text!r}")
     return name.strip(), value.strip()
 
 
 def from_flags(sets: list[str], start: str | None = None, duration: str | None = None,
-               horizon: str | None = None) -> dict[str, Any]:
-    """The scenario document of the command-line flags (one step)."""
+               horizon: str | None = None, prefix: str = "--") -> dict[str, Any]:
+    """The scenario document of the command-line flags (one step); ``prefix`` is how
+    the messages name them (``""`` for the dashboard's query parameters)."""
     if not sets:
         if start is not None or duration is not None:
-            raise ScenarioError("--from and --for need at least one --set SENSOR=VALUE")
+            raise ScenarioError(f"{prefix}from and {prefix}for need at least one {prefix}set "
+                                f"SENSOR=VALUE")
         doc: dict[str, Any] = {"steps": []}
     else:
         changes: dict[str, str] = {}
         for text in sets:
-            name, value = parse_assignment(text)
+            name, value = parse_assignment(text, f"{prefix}set")
             if name in changes:
-                raise ScenarioError(f"--set {name} given twice")
+                raise ScenarioError(f"{prefix}set {name} given twice")
             changes[name] = value
         step: dict[str, Any] = {"set": changes}
         if start is not None:

@@ -160,22 +160,190 @@
     document.body.dataset.version = cursor.version;
   }
 
-  async function whatif() {
-    // WHAT-IF (issue 23): the panel asks /api/whatif/{id}; until the roll-forward exists it
-    // answers 501 and the panel says so. When it exists, render its scenario form here.
-    const panel = $("whatif");
+  // -- what-if: a scenario in, the roll-forward out (GET /api/whatif/{id}). It computes
+  // and never actuates: a recommended setpoint is shown as a dry run with the command a
+  // person would run to send it, signed.
+  let wiCharts = [], wiCount = 0, wiLast = null;
+  const wiPanel = () => $("whatif");
+  const rul = s => s === null || s === undefined ? "none in sight" : twin.dur(s);
+
+  function wiState(state, message) {
+    wiPanel().dataset.state = state;
+    if (message !== undefined) $("whatif-message").textContent = message;
+  }
+
+  // where the answer extrapolates: an orange bar along the top and a dashed line where it
+  // starts (a fill would tint the bands beneath it)
+  function wiShade(result) {
+    const ex = result.scenario_path.extrapolation;
+    return u => {
+      if (!result.scenario_path.extrapolating || ex.from_s === null) return;
+      const x0 = Math.max(u.valToPos(result.from_ms / 1e3 + ex.from_s, "x", true), u.bbox.left);
+      const x1 = u.bbox.left + u.bbox.width;
+      if (x0 >= x1) return;
+      const ctx = u.ctx;
+      ctx.save();
+      ctx.fillStyle = "rgba(224,123,0,.55)";
+      ctx.fillRect(x0, u.bbox.top, x1 - x0, 5 * devicePixelRatio);
+      ctx.strokeStyle = "rgba(224,123,0,.8)";
+      ctx.setLineDash([4, 3]);
+      ctx.beginPath(); ctx.moveTo(x0, u.bbox.top); ctx.lineTo(x0, u.bbox.top + u.bbox.height); ctx.stroke();
+      ctx.restore();
+    };
+  }
+
+  // one chart: baseline (grey) and scenario (blue), each with its 90 % band
+  function wiChart(box, title, unit, xs, base, scen, inner, range, shade) {
+    const div = document.createElement("div");
+    div.className = "wi-chart";
+    div.dataset.series = title;
+    div.innerHTML = `<h3>${twin.esc(title)} <small class="muted">${twin.esc(unit ?? "")}</small></h3>`;
+    box.appendChild(div);
+    const opts = { tzDate: utc, width: width(div), height: 160, axes,
+      legend: { show: false }, hooks: { draw: [shade] },
+      series: [{}, { label: "as now", stroke: "#78909c", width: 1.5 },
+               { label: "as now, low", stroke: "rgba(120,144,156,.3)" }, { label: "as now, high", stroke: "rgba(120,144,156,.3)" },
+               { label: "if", stroke: "#1565c0", width: 2 },
+               { label: "if, low", stroke: "rgba(21,101,192,.3)" }, { label: "if, high", stroke: "rgba(21,101,192,.3)" }],
+      bands: [{ series: [3, 2], fill: "rgba(120,144,156,.16)" }, { series: [6, 5], fill: "rgba(21,101,192,.14)" }] };
+    if (range) opts.scales = { y: { range } };
+    wiCharts.push(new uPlot(opts, [xs, base[inner], base.lo, base.hi, scen[inner], scen.lo, scen.hi], div));
+  }
+
+  function wiRender(r) {
+    for (const c of wiCharts) c.destroy();
+    wiCharts = [];
+    wiLast = r;
+    $("whatif-result").hidden = false;  // before the charts: they take their box's width
+    const b = r.baseline, s = r.scenario_path;
+    $("wi-scenario").textContent = `what if ${r.scenario.text}` +
+      ` · from the state of ${twin.time(r.model.as_of_ms)} UTC, ${twin.dur(r.horizon_s)} ahead`;
+    $("wi-rul-base").textContent = rul(b.rul_s);
+    $("wi-rul-base-int").textContent = `90 %: ${rul(b.rul_lo_s)} to ${rul(b.rul_hi_s)}`;
+    $("wi-rul-scen").textContent = rul(s.rul_s);
+    $("wi-rul-scen-int").textContent = `90 %: ${rul(s.rul_lo_s)} to ${rul(s.rul_hi_s)}`;
+    const last = b.health.mean.length - 1;
+    $("wi-health").textContent = `${twin.fmt(b.health.mean[last], 2)} → ${twin.fmt(s.health.mean[last], 2)}`;
+    $("wi-health-label").textContent = `health in ${twin.dur(r.horizon_s)}, as now → if`;
+    const ex = s.extrapolation;
+    $("wi-extrap").textContent = s.extrapolating ? `from +${twin.dur(ex.from_s)}` : "none";
+    $("wi-extrap").className = s.extrapolating ? "extrap" : "";
+    $("wi-extrap-why").textContent = s.extrapolating
+      ? `${ex.reasons.join(", ")}: beyond what this asset has shown; wider intervals, not more trust (orange on the charts)`
+      : "within what this asset has shown";
+    $("wi-notes").innerHTML = r.notes.map(n => `<li>${twin.esc(n)}</li>`).join("") +
+      (r.fidelity.error === null || r.fidelity.error === undefined || r.notes.some(n => n.includes("fidelity")) ? "" :
+        `<li>the twin's running fidelity: ${(100 * r.fidelity.error).toFixed(1)} % median error a window ahead, ` +
+        `${(100 * r.fidelity.coverage).toFixed(0)} % inside its 90 % intervals</li>`);
+    const xs = r.times_s.map(t => r.from_ms / 1e3 + t);
+    const box = $("wi-charts");
+    box.innerHTML = "";
+    const shade = wiShade(r);
+    const set = (r.scenario.steps || []).flatMap(st => Object.keys(st.set));
+    const names = [...new Set([...set, ...r.condition_sensors])];
+    for (const n of names) {
+      if (!b.sensors[n]) continue;
+      wiChart(box, n, b.sensors[n].unit, xs, b.sensors[n], s.sensors[n], "mean", null, shade);
+    }
+    wiChart(box, "health index", "", xs, b.health, s.health, "mean", [0, 1.05], shade);
+    wiChart(box, "anomaly score", "median", xs, b.anomaly_score, s.anomaly_score, "median", [0, 1], shade);
+    wiRecommendation(r.recommendation);
+  }
+
+  function wiRecommendation(rec) {
+    const el = $("wi-rec");
+    if (!rec) { el.hidden = true; el.innerHTML = ""; return; }
+    if (rec.error) {
+      el.innerHTML = `<b>recommended:</b> <span id="wi-rec-text" class="error">${twin.esc(rec.error)}</span>`;
+      el.hidden = false;
+      return;
+    }
+    const a = rec.action, num = x => Number(x).toPrecision(4);
+    let html = `<b>recommended:</b> <span id="wi-rec-text">${twin.esc(rec.text)}</span>` +
+      ` <small class="muted">(${rec.candidates.length} setpoints tried; ${rec.feasible ? "meets every constraint" : "none meets every constraint"})</small>`;
+    if (a) {
+      html += `<div id="wi-rec-action">SETPOINT ${twin.esc(a.setpoint_name)} ${num(a.setpoint_previous)} → ${num(a.setpoint_value)}` +
+        ` <span class="badge">dry run: not sent</span> <small class="muted">guardrails passed; the ramp's first of ${rec.steps.length} step(s)</small></div>`;
+      html += rec.command
+        ? `<div>To send it, signed, a person runs (still a dry run without <code class="inline">--apply</code>; the twin's state and guardrails are checked again then):<code id="wi-rec-command">${twin.esc(rec.command)}</code></div>`
+        : `<div class="muted">This dashboard's source is not one <code class="inline">twin optimize</code> reads: run it on the run folder or the state topic.</div>`;
+    } else if (rec.refused) {
+      html += `<div id="wi-rec-action" class="error">${twin.esc(rec.refused)}</div>`;
+    } else {
+      html += `<div id="wi-rec-action" class="muted">no SETPOINT: the recommendation changes nothing</div>`;
+    }
+    el.innerHTML = html;
+    el.hidden = false;
+  }
+
+  async function wiAsk(params) {
+    const err = $("whatif-error"), run = $("wi-run");
+    err.hidden = true;
+    run.disabled = true;
+    wiState("computing", params.has("recommend") ? "computing (with the recommended setpoint: a few seconds)…" : "computing…");
     try {
-      const r = await twin.get("/api/whatif/" + encodeURIComponent(assetId));
-      if (r._status === 501 || r.available === false) {
-        panel.dataset.state = "unavailable";
-        $("whatif-message").textContent = r.message || "what-if: not available in this version";
+      const r = await twin.get(wiUrl(params), [400, 409, 503]);
+      if (r._status !== 200) {
+        err.textContent = r.error || `what-if failed (${r._status})`;
+        err.hidden = false;
+        wiState(r._status === 409 ? "unavailable" : "error", "");
         return;
       }
-      panel.dataset.state = "available";
-    } catch (err) {
-      panel.dataset.state = "unavailable";
-      $("whatif-message").textContent = "what-if: not available in this version";
+      wiRender(r);
+      wiCount += 1;
+      wiPanel().dataset.computed = String(wiCount);
+      wiState("done", "");
+    } catch (e) {
+      err.textContent = "what-if failed: " + e.message;
+      err.hidden = false;
+      wiState("error", "");
+    } finally {
+      run.disabled = false;
     }
+  }
+
+  const wiUrl = params => `/api/whatif/${encodeURIComponent(assetId)}` + (params && [...params].length ? "?" + params : "");
+
+  function wiParams() {
+    const p = new URLSearchParams();
+    const change = $("wi-change").value.trim();
+    if (change) p.append("set", `${$("wi-sensor").value}=${change}`);
+    for (const k of ["from", "for", "horizon"]) {
+      const v = $("wi-" + k).value.trim();
+      if (v) p.append(k, v);
+    }
+    if ($("wi-recommend").checked) p.append("recommend", "1");
+    return p;
+  }
+
+  async function whatif() {
+    // the baseline first: whether this asset's twin can answer, and what may be set
+    let r;
+    try {
+      r = await twin.get(wiUrl(null), [409]);
+    } catch (e) {
+      wiState("unavailable", "what-if: " + e.message);
+      return;
+    }
+    if (r._status === 404 || r._status === 409) {
+      wiState("unavailable", "what-if: " + (r.error || "not available"));
+      return;
+    }
+    const sel = $("wi-sensor");
+    sel.innerHTML = Object.entries(r.settable).map(([n, s]) =>
+      `<option value="${twin.esc(n)}">${twin.esc(n)}</option>`).join("");
+    const pol = r.settable.speed ? "speed" : Object.keys(r.settable)[0];
+    if (pol) sel.value = pol;
+    const showCurrent = () => {
+      const s = r.settable[sel.value];
+      $("wi-current").textContent = s && s.value !== null ? `now ${Number(s.value).toPrecision(5)} ${s.unit}` : "";
+    };
+    sel.addEventListener("change", showCurrent);
+    showCurrent();
+    $("whatif-form").hidden = false;
+    $("whatif-form").addEventListener("submit", ev => { ev.preventDefault(); wiAsk(wiParams()); });
+    wiRender(r);
+    wiState("ready", "the baseline (the asset run as now); set a change and Run");
   }
 
   async function load() {
@@ -204,7 +372,8 @@
       reset() { es.close(); load(); },
     });
   }
-  window.addEventListener("resize", () => { if (data) makeCharts(); });
+  window.addEventListener("resize", () => { if (data) makeCharts(); if (wiLast) wiRender(wiLast); });
+  wiState("loading", "…");
   whatif();
   load().catch(err => { $("missing").hidden = false; $("missing").textContent = "could not load: " + err.message; });
 })();

@@ -12,10 +12,12 @@ const twin = {
     return s.toFixed(0) + "s";
   },
   esc(s) { return String(s ?? "").replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", "\"": "&quot;", "'": "&#39;"}[c])); },
-  async get(url) {
+  // the JSON body with its _status; statuses other than 2xx, 404 and those in `answers`
+  // (which carry an {error} the page shows) throw
+  async get(url, answers) {
     const r = await fetch(url, { credentials: "same-origin", cache: "no-store" });
     if (r.status === 401) { location.href = "/login?next=" + encodeURIComponent(location.pathname); throw new Error("login"); }
-    if (!r.ok && r.status !== 404 && r.status !== 501) throw new Error(url + ": " + r.status);
+    if (!r.ok && r.status !== 404 && !(answers || []).includes(r.status)) throw new Error(url + ": " + r.status);
     const body = await r.json();
     body._status = r.status;
     return body;

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.dashboard.app import WHATIF_UNAVAILABLE, session_value, static_dir
+from pipelines.dashboard.app import session_value, static_dir
 from pipelines.dashboard.server import Server, ServeSettings
 from pipelines.kafka.broker import free_port
 from tests.transforms.test_fleetview import MIN, T0, action, prediction, state
@@ -107,14 +107,9 @@ def test_quality_and_status(server):
     assert (s["source"], s["assets"]) == ("test", 2) and s["rss_mb"] > 0
 
 
-def test_whatif_is_a_marked_place_until_it_exists(server):
-    status, body = get_json(server, "/api/whatif/pump-000")
-    assert status == 501 and body == {"available": False, "message": WHATIF_UNAVAILABLE}
-    assert WHATIF_UNAVAILABLE == "what-if: not available in this version"
-
-
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
-@pytest.mark.parametrize("path", ["/api/assets", "/api/assets/pump-000", "/", "/static/x"])
+@pytest.mark.parametrize("path", ["/api/assets", "/api/assets/pump-000", "/", "/static/x",
+                                  "/api/whatif/pump-000"])
 def test_nothing_writes(server, method, path):
     status, headers, _ = request(server, path, method, body=b"{}")
     assert status == 405 and headers["allow"] == "GET, HEAD"

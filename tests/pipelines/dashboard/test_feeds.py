@@ -273,3 +273,61 @@ def test_the_folder_twin_run_writes_is_shown_as_its_files_say(tmp_path):
         (summary["late_readings"], summary["duplicate_readings"])
     actions = pq.read_table(out / "actions.parquet").num_rows
     assert sum(len(a.actions) for a in view.assets.values()) == actions
+
+
+# -- what-if: the models documents the state records carry ---------------------------------
+
+def _twin_states(windows: int = 155) -> list[dict]:
+    from tests.jobs.test_whatif import _twin
+
+    return _twin(windows, fault_from=90)[1]
+
+
+def _whatif_doc(view: fv.FleetView, asset: str) -> dict:
+    with view.lock:
+        learned, later = view.whatif_sources(asset)
+    return fv.whatif_document(asset, learned, later)
+
+
+def test_a_run_folder_s_state_records_give_the_what_if_its_models(tmp_path):
+    from transforms.whatif import from_states
+
+    states = _twin_states()
+    out = tmp_path / "run"
+    out.mkdir()
+    write_avro(out / "state.avro", fv.STATE, states)
+    feed = FolderFeed(out)
+    # the same document twin whatif brings up to the newest record of the same records
+    assert _whatif_doc(feed.view, "p1") == from_states(states)["p1"]
+    assert feed.optimize_source() == [str(out)]  # twin optimize reads state.avro
+
+
+def test_a_flink_folder_is_not_one_twin_optimize_reads(tmp_path):
+    from jobs.tail import jsonable
+
+    out = tmp_path / "flink" / "state" / "2026-12-07--00"
+    out.mkdir(parents=True)
+    (out / "state-0-0.jsonl").write_text(
+        "".join(json.dumps(jsonable(r)) + "\n" for r in _twin_states(100)))
+    feed = FolderFeed(tmp_path / "flink")
+    assert _whatif_doc(feed.view, "p1")["ts_ms"] == 100 * MIN  # read all the same
+    assert feed.optimize_source() is None
+
+
+@pytest.mark.slow
+def test_kafka_feed_gives_the_what_if_the_models_of_the_state_topic(broker):
+    from transforms.whatif import from_states
+
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    ensure_topics(cfg, [TOPIC["state"]], partitions=1)
+    states = _twin_states()
+    publish(broker.bootstrap_servers, [("state", r, None) for r in states])
+    view = fv.FleetView()
+    feed = KafkaFeed(view, cfg, LocalSerde(), None, topics=[TOPIC["state"]]).start()
+    try:
+        wait_for(lambda: view.records == len(states), what="every state record")
+        assert _whatif_doc(view, "p1") == from_states(states)["p1"]
+        assert feed.optimize_source() == ["--source", "kafka", "--bootstrap-servers",
+                                          broker.bootstrap_servers]
+    finally:
+        feed.stop()
