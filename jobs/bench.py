@@ -750,6 +750,28 @@ def _stage_twinstream(workload: str, out: str) -> dict[str, Any]:
     return _run_beam(workload, out, "Twin" >> Twin(), batched=True)
 
 
+_FIRST_ELEMENT: dict[str, float] = {}
+
+
+def _timed_chunks():
+    """:class:`~pipelines.flink.sources.RecordedChunks` that notes when the job asked for
+    its first chunk: the mini-cluster runs its Python workers in this process, so the
+    stage can time the job from its first element (task deployment and the Python
+    workers' start are start-up, as (c)'s imports are)."""
+    import time
+
+    from pipelines.flink.sources import RecordedChunks
+
+    class TimedChunks(RecordedChunks):
+        def flat_map(self, c: int):
+            from jobs import bench  # (this class travels by value; the module does not)
+
+            bench._FIRST_ELEMENT.setdefault("t", time.perf_counter())
+            yield from super().flat_map(c)
+
+    return TimedChunks
+
+
 def _stage_flink(workload: str, out: str) -> dict[str, Any]:
     """The Flink job on a local mini-cluster (parallelism 1; its JVM and Python workers
     inherit this process's one core), reading the workload file's chunks as (c) reads them
@@ -760,7 +782,7 @@ def _stage_flink(workload: str, out: str) -> dict[str, Any]:
 
     from pipelines.flink.job import FlinkJobOptions, run
     from pipelines.flink.sinks import read_json_outputs
-    from pipelines.flink.sources import RecordedChunks, chunk_source
+    from pipelines.flink.sources import chunk_source
     from transforms.simulator import Fleet, FleetConfig
 
     fleet = json.loads(Path(workload + ".fleet.json").read_text())
@@ -768,7 +790,7 @@ def _stage_flink(workload: str, out: str) -> dict[str, Any]:
     assets = [a.asset_id for a in Fleet(FleetConfig(**fleet)).assets]
 
     def source(env):
-        return chunk_source(env, RecordedChunks(workload, chunks, assets), chunks,
+        return chunk_source(env, _timed_chunks()(workload, chunks, assets), chunks,
                             name="recorded workload")
 
     out_dir = Path(out).with_suffix(".flink")
@@ -779,17 +801,24 @@ def _stage_flink(workload: str, out: str) -> dict[str, Any]:
                            checkpoint_dir=str(out_dir / "_checkpoints"),
                            twin_kwargs={"window_ms": int(BENCH_WINDOW_S * 1000),
                                         "detector": BENCH_DETECTOR})
+    _FIRST_ELEMENT.clear()
+    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     result = run(opts, source=source)
-    wall = time.perf_counter() - t0
-    # the job's own time as Flink reports it (from its start to its end): the JVM's
-    # launch and the job's submission before it are start-up, as (c)'s imports are
-    seconds = result.get_net_runtime() / 1000
+    end = time.perf_counter()
+    wall = end - t0
+    # from the first element to the job's end (its last checkpoint and the files'
+    # commit included): the JVM's launch, the job's submission, task deployment and the
+    # Python workers' start before it are start-up, as (c)'s imports are
+    seconds = end - _FIRST_ELEMENT.get("t", t0)
+    cpu = {k: round(v - cpu0.get(k, 0.0), 1) for k, v in _cpu_seconds().items()}
     with open(out, "w") as fh:
         for r in read_json_outputs(out_dir, "predictions"):
             fh.write(json.dumps([r["asset_id"], r["window_end_ms"], r["anomaly_score"],
                                  r["is_anomaly"]]) + "\n")
-    return {"seconds": seconds, "wall_s": round(wall, 2)}
+    return {"seconds": seconds, "wall_s": round(wall, 2),
+            "job_net_runtime_s": result.get_net_runtime() / 1000,
+            "cpu_s": cpu}  # CPU seconds of the run: python (workers), jvm
 
 
 STAGES = {"decode": _stage_decode, "naive": _stage_naive, "twinstream": _stage_twinstream,
@@ -810,9 +839,26 @@ def _warm(workload: str) -> None:
     normalize_batch([m[2] for m in first], [m[3] for m in first])
 
 
-def _descendants_peak_kb() -> int:
-    """Summed peak RSS (``VmHWM``) of this process's live descendants (Flink's JVM and
-    Python workers); 0 where ``/proc`` is not there."""
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (``python``: the mini-cluster's
+    Python workers run in it) and of its descendants' JVMs (``jvm``); ``{}`` without
+    ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    for pid in (os.getpid(), *_descendants()):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        kind = "python" if pid == os.getpid() else "jvm" if comm == "java" else None
+        if kind is not None:
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _descendants() -> set[int]:
+    """This process's live descendants' pids (empty without ``/proc``)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -824,8 +870,14 @@ def _descendants_peak_kb() -> int:
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - tree
         tree |= frontier
+    return tree
+
+
+def _descendants_peak_kb() -> int:
+    """Summed peak RSS (``VmHWM``) of this process's live descendants (Flink's JVM and
+    Python workers); 0 where ``/proc`` is not there."""
     total = 0
-    for pid in tree:
+    for pid in _descendants():
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):

@@ -50,10 +50,11 @@ class NormalizeFunction(ProcessFunction):
     """Raw messages -> readings as columns, grouped by twin key | dead letters (side output).
 
     An element is one message ``(source, key, value, arrival_ms)`` (a Kafka record) or a
-    list of them (a simulator chunk). Either is normalized as a batch
-    (:func:`~transforms.normalize.normalize_sources`: templates, numpy columns, the same
-    readings and reasons as one message at a time) and leaves as one element per twin
-    key, ``(key, [(asset_id, ReadingBlock), ...])``: the key is the asset id, or with
+    batch of them, ``(last arrival_ms, pickled list of messages)`` (a simulator chunk).
+    Either is normalized as a batch (:func:`~transforms.normalize.normalize_sources`:
+    templates, numpy columns, the same readings and reasons as one message at a time)
+    and leaves as one element per twin
+    key, ``(key, pickled [(asset_id, ReadingBlock), ...])``: the key is the asset id, or with
     ``shards`` the asset's :func:`~transforms.twin.shard_of` (as a string), so a batch of
     a thousand assets becomes ``shards`` elements, state values and twin calls.
 
@@ -83,13 +84,13 @@ class NormalizeFunction(ProcessFunction):
     def process_element(self, element, ctx: ProcessFunction.Context):
         from pipelines.kafka.serde import RegistryError
 
-        if isinstance(element, tuple):
-            if element[0] == END_OF_INPUT:  # the bounded source's last word per asset
-                yield self.key_of(element[1].decode()), END_OF_INPUT
-                return
-            batch = [element]
+        if len(element) == 2:  # a batch: (its last arrival, the pickled messages)
+            batch = pickle.loads(element[1])
+        elif element[0] == END_OF_INPUT:  # the bounded source's last word per asset
+            yield self.key_of(element[1].decode()), END_OF_INPUT
+            return
         else:
-            batch = element
+            batch = [element]
         clock = int(time.time() * 1000)
         nows = [m[3] if m[3] is not None else clock for m in batch]
         blocks, rejects = normalize_sources(
@@ -110,7 +111,8 @@ class NormalizeFunction(ProcessFunction):
         for block in blocks.values():
             for asset_id, b in block.by_asset().items():
                 groups.setdefault(self.key_of(asset_id), []).append((asset_id, b))
-        yield from groups.items()
+        for key, items in groups.items():  # pickled once, here (see FleetChunks.flat_map)
+            yield key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 ADVANCE = "advance"  # a log entry of TwinFunction's: the watermark closed windows at this time
@@ -125,6 +127,8 @@ def replay(twin, log):
     this is the twin that took them."""
     shard = isinstance(twin, TwinShard)
     for entry in log:
+        if isinstance(entry, bytes):  # a batch as normalization pickled it
+            entry = pickle.loads(entry)
         if isinstance(entry, dict) and ADVANCE in entry:
             twin.advance(entry[ADVANCE])
         elif shard:
@@ -148,10 +152,11 @@ class TwinFunction(KeyedProcessFunction):
     """Readings keyed by twin key (an asset id, or a shard of assets) -> predictions
     (main output) and side outputs.
 
-    An element is ``(key, [(asset_id, ReadingBlock), ...])`` from
-    :class:`NormalizeFunction` (a reading dict, or a list of them, is taken too), or
-    ``(key, END_OF_INPUT)``. Each key's twins are a :class:`~transforms.twin.TwinShard`
-    (one twin when keyed by asset), stepped a batch at a time: the windows a batch closes
+    An element is ``(key, items)`` from :class:`NormalizeFunction`, ``items`` a pickled
+    list of ``(asset_id, ReadingBlock)`` (logged as it came; a list, a reading dict, or a
+    list of them is taken too), or ``(key, END_OF_INPUT)``. Each key's twins are a
+    :class:`~transforms.twin.TwinShard` (one twin when keyed by asset), stepped a batch
+    at a time: the windows a batch closes
     across the shard's assets are computed together, as in the Beam binding.
 
     The live shard of each key, and its registered timer, are kept in memory between
@@ -272,9 +277,12 @@ class TwinFunction(KeyedProcessFunction):
             items = element[1]
         else:
             items = element
+        entry = items
+        if isinstance(items, bytes):  # logged as it came, not pickled again
+            items = pickle.loads(items)
         shard = self._shard(key)
         outputs = shard.add(items)
-        self._save(key, shard, items)
+        self._save(key, shard, entry)
         yield from self._emit(outputs, ctx, key, shard)
 
     def on_timer(self, timestamp: int, ctx: KeyedProcessFunction.OnTimerContext):

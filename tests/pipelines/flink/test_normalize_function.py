@@ -4,6 +4,8 @@ same dead letters with their reasons."""
 
 from __future__ import annotations
 
+import pickle
+
 import pytest
 
 from pipelines.flink.functions import DEAD_LETTERS, NormalizeFunction
@@ -31,6 +33,7 @@ def _outputs(fn: NormalizeFunction, elements):
             if items == END_OF_INPUT:
                 readings.setdefault(key, []).append(END_OF_INPUT)
                 continue
+            items = pickle.loads(items)
             for asset_id, block in items:
                 assert block.asset_ids == [asset_id] * len(block)
                 readings.setdefault(key, []).extend((asset_id, r) for r in block.readings())
@@ -47,7 +50,8 @@ def test_a_batch_gives_what_its_messages_give_one_at_a_time(shards):
     messages = _messages()
     fn = NormalizeFunction(shards=shards)
     one, one_dead = _outputs(fn, messages)
-    batched, dead = _outputs(fn, [messages[i:i + 97] for i in range(0, len(messages), 97)])
+    batches = [messages[i:i + 97] for i in range(0, len(messages), 97)]
+    batched, dead = _outputs(fn, [(b[-1][3], pickle.dumps(b)) for b in batches])
     assert one_dead and len(dead) == len(one_dead)  # some malformed messages
     assert [(d["reason"], d["source"]) for d in dead] == [
         (d["reason"], d["source"]) for d in one_dead]

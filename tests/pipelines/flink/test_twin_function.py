@@ -238,7 +238,7 @@ def test_forged_event_times_are_dead_letters_and_survive_restores():
 
 def _batched(events, batch: int, shards: int):
     """``events`` with readings cut into batches of ``batch``, each as normalization hands
-    a batch over: one ``(key, [(asset_id, ReadingBlock), ...])`` per twin key."""
+    a batch over: one ``(key, pickled [(asset_id, ReadingBlock), ...])`` per twin key."""
     from pipelines.flink.functions import NormalizeFunction
     from transforms.columns import ReadingBlock
 
@@ -253,7 +253,7 @@ def _batched(events, batch: int, shards: int):
         for asset_id, rs in per_asset.items():
             groups.setdefault(key_of(asset_id), []).append(
                 (asset_id, ReadingBlock.from_readings(rs)))
-        out.extend(("batch", g) for g in groups.items())
+        out.extend(("batch", (k, pickle.dumps(g))) for k, g in groups.items())
         pending.clear()
 
     for kind, x in events:
