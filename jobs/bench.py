@@ -766,7 +766,8 @@ def _timed_chunks():
         def flat_map(self, c: int):
             from jobs import bench  # (this class travels by value; the module does not)
 
-            bench._FIRST_ELEMENT.setdefault("t", time.perf_counter())
+            if "t" not in bench._FIRST_ELEMENT:
+                bench._FIRST_ELEMENT.update(t=time.perf_counter(), cpu=bench._cpu_seconds())
             yield from super().flat_map(c)
 
     return TimedChunks
@@ -802,7 +803,6 @@ def _stage_flink(workload: str, out: str) -> dict[str, Any]:
                            twin_kwargs={"window_ms": int(BENCH_WINDOW_S * 1000),
                                         "detector": BENCH_DETECTOR})
     _FIRST_ELEMENT.clear()
-    cpu0 = _cpu_seconds()
     t0 = time.perf_counter()
     result = run(opts, source=source)
     end = time.perf_counter()
@@ -811,14 +811,15 @@ def _stage_flink(workload: str, out: str) -> dict[str, Any]:
     # commit included): the JVM's launch, the job's submission, task deployment and the
     # Python workers' start before it are start-up, as (c)'s imports are
     seconds = end - _FIRST_ELEMENT.get("t", t0)
-    cpu = {k: round(v - cpu0.get(k, 0.0), 1) for k, v in _cpu_seconds().items()}
+    first = _FIRST_ELEMENT.get("cpu", {})
+    cpu = {k: round(v - first.get(k, 0.0), 2) for k, v in _cpu_seconds().items()}
     with open(out, "w") as fh:
         for r in read_json_outputs(out_dir, "predictions"):
             fh.write(json.dumps([r["asset_id"], r["window_end_ms"], r["anomaly_score"],
                                  r["is_anomaly"]]) + "\n")
     return {"seconds": seconds, "wall_s": round(wall, 2),
             "job_net_runtime_s": result.get_net_runtime() / 1000,
-            "cpu_s": cpu}  # CPU seconds of the run: python (workers), jvm
+            "cpu_s": cpu}  # CPU seconds from the first element: python (workers), jvm
 
 
 STAGES = {"decode": _stage_decode, "naive": _stage_naive, "twinstream": _stage_twinstream,
@@ -892,7 +893,10 @@ def _child(name: str, workload: str, out: str, q) -> None:
 
     try:
         _warm(workload)
+        cpu0 = _cpu_seconds()
         result = STAGES[name](workload, out)
+        result.setdefault("cpu_s", {k: round(v - cpu0.get(k, 0.0), 2)
+                                    for k, v in _cpu_seconds().items()})
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + _descendants_peak_kb()
         result["peak_rss_mb"] = round(kb / 1024)
         q.put(result)
@@ -964,6 +968,9 @@ def run_throughput(out: Path, assets: int, duration_s: float, interval_s: float,
     for name in stages:
         r = run_stage(name, workload, out / f"{name}.predictions.jsonl")
         r["messages_per_s"] = round(n / r["seconds"])
+        cpu = sum(r.get("cpu_s", {}).values())
+        if cpu > 0:  # what a core does when it is not shared (the machine may be busy)
+            r["messages_per_cpu_s"] = round(n / cpu)
         r["values_per_s"] = round(values / r["seconds"])
         r["seconds"] = round(r["seconds"], 2)
         report["stages"][name] = r
@@ -984,6 +991,12 @@ def run_throughput(out: Path, assets: int, duration_s: float, interval_s: float,
             report.setdefault("predictions", {})["flink"] = len(f)
             report["predictions"]["flink_same_as_" + base] = a.keys() == f.keys() and all(
                 abs(a[k][0] - f[k][0]) <= 1e-9 and a[k][1] == f[k][1] for k in a)
+    if "flink" in st and "twinstream" in st:  # the Flink job against (c), per core
+        report["flink_vs_beam"] = round(st["flink"]["messages_per_s"]
+                                        / st["twinstream"]["messages_per_s"], 3)
+        if "messages_per_cpu_s" in st["flink"] and "messages_per_cpu_s" in st["twinstream"]:
+            report["flink_vs_beam_per_cpu_s"] = round(
+                st["flink"]["messages_per_cpu_s"] / st["twinstream"]["messages_per_cpu_s"], 3)
     if "decode" in st and "twinstream" in st:
         report["fraction_of_decode_limit"] = round(st["twinstream"]["messages_per_s"]
                                                    / st["decode"]["messages_per_s"], 3)
@@ -1010,7 +1023,8 @@ def print_throughput(report: dict[str, Any]) -> None:
                       f"{r['seconds']}", f"{r['peak_rss_mb']:,}")
     console = Console()
     console.print(table)
-    for key in ("speedup_vs_naive", "fraction_of_decode_limit", "state_bytes_per_asset"):
+    for key in ("speedup_vs_naive", "fraction_of_decode_limit", "flink_vs_beam",
+                "flink_vs_beam_per_cpu_s", "state_bytes_per_asset"):
         if key in report:
             console.print(f"{key}: {report[key]}")
     if "predictions" in report:
