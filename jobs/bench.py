@@ -160,7 +160,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
                            metavar="{scale,history,fleet,dashboard,sweep,nab,tep,formats,"
-                                   "report}")
+                                   "flink-slots,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -234,7 +234,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "built-in vendors' adapters")
     formats.add_argument("--messages", type=positive_int, default=20000,
                          help="messages of each source (default 20000)")
-    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep, formats):
+    from jobs.bench_flink import add_arguments as add_flink_slots_arguments
+
+    flink_slots = sub.add_parser("flink-slots", help="the Flink job on a standalone cluster "
+                                                     "with Kafka at 1 and 2 slots: messages/s, "
+                                                     "checkpoints, the cores' shares")
+    add_flink_slots_arguments(flink_slots)
+    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep, formats, flink_slots):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -356,6 +362,25 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "report":
         return report_main(args)
+    if args.bench == "flink-slots":
+        from jobs import bench_flink
+
+        slots = _int_list(args.slots, 1, None)
+        if slots is None:
+            return _fail(" flink-slots", f"--slots wants positive integers like 1,2, not "
+                                         f"{args.slots!r}")
+        try:
+            report = bench_flink.run(args.assets, args.duration, slots, args.rounds,
+                                     args.partitions, args.checkpoint_interval, args.out)
+        except bench_flink.BenchFlinkError as exc:
+            raise BenchError(str(exc)) from exc
+        _show(args, report, bench_flink.print_report)
+        _record(args, "flink-slots", {"assets": args.assets, "duration_s": args.duration,
+                                      "slots": slots, "rounds": args.rounds,
+                                      "partitions": args.partitions,
+                                      "checkpoint_interval_s": args.checkpoint_interval},
+                report)
+        return 0
     if args.bench == "formats":
         report = run_formats(args.messages)
         _show(args, report, print_formats)
@@ -860,6 +885,11 @@ def _cpu_seconds() -> dict[str, float]:
 
 def _descendants() -> set[int]:
     """This process's live descendants' pids (empty without ``/proc``)."""
+    return _descendants_of(os.getpid())
+
+
+def _descendants_of(root: int) -> set[int]:
+    """``root``'s live descendants' pids (empty without ``/proc``)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -867,7 +897,7 @@ def _descendants() -> set[int]:
             parents[int(stat.parent.name)] = int(fields[1])
         except (OSError, ValueError, IndexError):
             continue
-    tree, frontier = set(), {os.getpid()}
+    tree, frontier = set(), {root}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - tree
         tree |= frontier
