@@ -28,7 +28,7 @@ from pyflink.datastream.state import ValueStateDescriptor
 from pipelines.flink.sources import END_OF_INPUT
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
-from transforms.normalize import normalize_sources
+from transforms.normalize import normalize_message, normalize_sources
 from transforms.twin import (
     ACTION,
     DUPLICATE,
@@ -49,14 +49,15 @@ TWIN_DEAD_LETTERS = SIDE[DEAD_LETTER]  # readings the twin's event-time guard he
 class NormalizeFunction(ProcessFunction):
     """Raw messages -> readings as columns, grouped by twin key | dead letters (side output).
 
-    An element is one message ``(source, key, value, arrival_ms)`` (a Kafka record) or a
-    batch of them, ``(last arrival_ms, pickled list of messages)`` (a simulator chunk).
-    Either is normalized as a batch (:func:`~transforms.normalize.normalize_sources`:
-    templates, numpy columns, the same readings and reasons as one message at a time)
-    and leaves as one element per twin
-    key, ``(key, pickled [(asset_id, ReadingBlock), ...])``: the key is the asset id, or with
-    ``shards`` the asset's :func:`~transforms.twin.shard_of` (as a string), so a batch of
-    a thousand assets becomes ``shards`` elements, state values and twin calls.
+    An element is a batch of messages, ``(last arrival_ms, pickled list of messages)`` (a
+    simulator chunk), or one message ``(source, key, value, arrival_ms)`` (a Kafka
+    record). A batch is normalized as columns (:func:`~transforms.normalize.
+    normalize_sources`: templates, numpy, the same readings and reasons as one message at
+    a time) and leaves as one element per twin key, ``(key, pickled [(asset_id,
+    ReadingBlock), ...])``; one message leaves as ``(key, reading dict)``. The key is the
+    asset id, or with ``shards`` the asset's :func:`~transforms.twin.shard_of` (as a
+    string), so a batch of a thousand assets becomes ``shards`` elements, state values
+    and twin calls.
 
     ``source`` says where the message came from (``topic/partition@offset`` for Kafka),
     ``arrival_ms`` is its broker time: event timestamps are judged against it, as in the
@@ -81,6 +82,38 @@ class NormalizeFunction(ProcessFunction):
     def key_of(self, asset_id: str) -> str:
         return str(shard_of(asset_id, self.shards)) if self.shards else asset_id
 
+    def _one(self, message):
+        """One message (a Kafka record): its reading as a dict, ``(key, reading)``; columns
+        pay off for batches, not for a row (the same reading and reasons:
+        :func:`~transforms.normalize.normalize_batch` explains every message it refuses
+        with :func:`~transforms.normalize.normalize_message`)."""
+        from pipelines.kafka.serde import RegistryError
+        from transforms.normalize.generic import adapter_for_topic
+
+        source, key, value, arrival_ms = message
+        clock = int(time.time() * 1000)
+        now = arrival_ms if arrival_ms is not None else clock
+        adapter = adapter_for_topic(source)
+        decode = (adapter.decode if adapter is not None
+                  else self.serde.decode if self.serde is not None else None)
+        try:
+            reading = normalize_message(
+                value, now_ms=now, max_bytes=self.max_bytes, max_future_ms=self.max_future_ms,
+                max_age_ms=self.max_age_ms, clock_ms=clock,
+                **({"decode": decode} if decode is not None else {}))
+        except InvalidReading as exc:
+            yield DEAD_LETTERS, dead_letter("normalize", exc.reason, exc.detail, source, key,
+                                            value, now)
+            return
+        except RegistryError:
+            raise  # the registry, not the message: fail, restart from a checkpoint
+        except Exception as exc:  # noqa: BLE001 - a bug: this message's dead letter
+            yield DEAD_LETTERS, dead_letter("normalize", "internal_error",
+                                            f"{type(exc).__name__}: {exc!r}", source, key,
+                                            value, now)
+            return
+        yield self.key_of(reading["asset_id"]), reading
+
     def process_element(self, element, ctx: ProcessFunction.Context):
         from pipelines.kafka.serde import RegistryError
 
@@ -90,7 +123,8 @@ class NormalizeFunction(ProcessFunction):
             yield self.key_of(element[1].decode()), END_OF_INPUT
             return
         else:
-            batch = [element]
+            yield from self._one(element)
+            return
         clock = int(time.time() * 1000)
         nows = [m[3] if m[3] is not None else clock for m in batch]
         blocks, rejects = normalize_sources(
@@ -280,6 +314,8 @@ class TwinFunction(KeyedProcessFunction):
         entry = items
         if isinstance(items, bytes):  # logged as it came, not pickled again
             items = pickle.loads(items)
+        elif isinstance(items, dict):  # one reading (a Kafka record's)
+            items = [items]
         shard = self._shard(key)
         outputs = shard.add(items)
         self._save(key, shard, entry)

@@ -33,6 +33,9 @@ def _outputs(fn: NormalizeFunction, elements):
             if items == END_OF_INPUT:
                 readings.setdefault(key, []).append(END_OF_INPUT)
                 continue
+            if isinstance(items, dict):  # one message's reading
+                readings.setdefault(key, []).append((items["asset_id"], items))
+                continue
             items = pickle.loads(items)
             for asset_id, block in items:
                 assert block.asset_ids == [asset_id] * len(block)
