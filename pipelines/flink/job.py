@@ -79,6 +79,10 @@ class FlinkJobOptions:
     # engine
     parallelism: int | None = None
     checkpoint_interval_ms: int = 10_000
+    # unaligned checkpoints (Flink's own remedy for backpressure): a barrier overtakes the
+    # records queued between operators, which are stored with the checkpoint, instead of
+    # waiting until the slowest operator (the twins' Python worker) has processed them all
+    unaligned_checkpoints: bool = True
     # where checkpoints go (a file:// URI or path); None: the cluster's setting. The local
     # mini-cluster's default keeps them in the JobManager's memory, capped at 5 MB: a
     # thousand twins do not fit, so `twin flink run` always sets one.
@@ -161,6 +165,8 @@ def environment(opts: FlinkJobOptions):
         env.set_parallelism(opts.parallelism)
     if opts.checkpoint_interval_ms > 0:
         env.enable_checkpointing(opts.checkpoint_interval_ms)
+        if opts.unaligned_checkpoints:
+            env.get_checkpoint_config().enable_unaligned_checkpoints()
     t_env = StreamTableEnvironment.create(env)
     return env, t_env
 
