@@ -13,7 +13,8 @@ Per run: the job's duration as Flink reports it (start to FINISHED) and messages
 checkpoints (count, end-to-end duration p50/max, state size: Flink's REST figures); and
 the CPU seconds the broker, the JobManager and the TaskManager with its Python workers
 took during the run, as shares of the machine's cores, so "2 slots against 1" is read
-against what was left for them.
+against what was left for them, and messages per CPU second of the TaskManager with its
+Python workers (what a slot's core gives when it has it).
 """
 
 from __future__ import annotations
@@ -135,8 +136,13 @@ def run(assets: int, duration_s: float, slots: list[int], rounds: int, partition
         fleet = ["--assets", str(assets), "--duration", f"{duration_s}s", "--seed", "11",
                  "--interval", "1", "--malformed-rate", "0"]
         t0 = time.perf_counter()
-        if twin(["simulate", "--bootstrap-servers", bs, *fleet, "--no-actions",
-                 "--partitions", str(partitions)]) != 0:
+        import contextlib
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()):  # (its table is not this report)
+            published = twin(["simulate", "--bootstrap-servers", bs, *fleet, "--no-actions",
+                              "--partitions", str(partitions)])
+        if published != 0:
             raise BenchFlinkError("twin simulate failed")
         publish_s = time.perf_counter() - t0
         from pipelines.beam.kafka import plan_partitions
@@ -165,6 +171,8 @@ def run(assets: int, duration_s: float, slots: list[int], rounds: int, partition
                 runs.append({
                     "parallelism": p, "round": r, "seconds": round(seconds, 2),
                     "messages_per_s": round(messages / seconds),
+                    # what a core gives when the job has it (the machine may be busy)
+                    "messages_per_cpu_s": round(messages / max(cpu["taskmanager"], 0.1)),
                     "submit_to_finished_s": round(wall, 1),
                     "vertex_seconds": vertices,
                     "checkpoints": _checkpoints(cluster, job_id), "cpu_s": cpu,
@@ -194,13 +202,14 @@ def print_report(report: dict[str, Any]) -> None:
     table = Table(title=f"Flink standalone cluster with Kafka: {report['assets']} assets, "
                         f"{report['messages']:,} messages, {report['partitions']} partitions "
                         f"a topic, {report['cores']} cores")
-    for col in ("slots", "seconds", "messages/s", "checkpoints", "p50 / max ms",
+    for col in ("slots", "seconds", "messages/s", "per TM CPU s", "checkpoints",
+                "p50 / max ms",
                 "state MB", "broker", "JobManager", "TaskManager + Python", "machine"):
         table.add_column(col, justify="right")
     for r in report["runs"]:
         c, share = r["checkpoints"], r["core_share"]
         table.add_row(str(r["parallelism"]), f"{r['seconds']}", f"{r['messages_per_s']:,}",
-                      str(c["completed"]),
+                      f"{r.get('messages_per_cpu_s', 0):,}", str(c["completed"]),
                       f"{c.get('duration_p50_ms', '-')} / {c.get('duration_max_ms', '-')}",
                       str(c.get("state_mb_max", "-")),
                       *(f"{100 * share[k]:.0f} %" for k in ("broker", "jobmanager",

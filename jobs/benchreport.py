@@ -307,12 +307,14 @@ def flink_slots(r: dict[str, Any]) -> str:
     rows = []
     for x in f["runs"]:
         c, share = x["checkpoints"], x["core_share"]
-        rows.append([x["parallelism"], x["seconds"], _n(x["messages_per_s"]), c["completed"],
+        rows.append([x["parallelism"], x["seconds"], _n(x["messages_per_s"]),
+                     _n(x.get("messages_per_cpu_s", 0)), c["completed"],
                      f"{c.get('duration_p50_ms', '-')} / {c.get('duration_max_ms', '-')} ms",
                      f"{c.get('state_mb_max', '-')} MB",
                      *(f"{100 * share[k]:.0f} %" for k in ("broker", "jobmanager",
                                                            "taskmanager", "machine"))])
-    table = _table(["slots", "job seconds", "messages/s", "checkpoints",
+    table = _table(["slots", "job seconds", "messages/s", "per TaskManager CPU second",
+                    "checkpoints",
                     "checkpoint p50 / max", "state", "broker", "JobManager",
                     "TaskManager + Python", "machine"], rows)
     speedup = (f" 2 slots against 1: **{f['speedup']}x**." if "speedup" in f else "")
@@ -322,8 +324,9 @@ def flink_slots(r: dict[str, Any]) -> str:
 ({f['partitions']} partitions each) on the embedded broker; the twin job bounded over it
 (Kafka sinks) on a standalone cluster of one TaskManager, once per parallelism, each job
 timed as Flink reports it (start to FINISHED: Python workers' start and the last
-checkpoint included). Shares are of all {f['cores']} cores during the run; *machine* is
-every process, other work on the machine included.{speedup}
+checkpoint included); messages per CPU second of the TaskManager and its Python workers
+is what a slot's core gives when the job has it. Shares are of all {f['cores']} cores
+during the run; *machine* is every process, other work on the machine included.{speedup}
 
 {table}
 
