@@ -16,6 +16,12 @@
   process: cost per window and state per asset as their history grows.
 - ``twin bench fleet``: the main job (``twin run`` on its defaults) timed in a child
   process, with its counts and its evaluation against the simulator's ground truth.
+- ``twin bench kafka-backlog``: ``twin run --source kafka`` over backlogs of several sizes
+  on a fresh embedded broker each: peak memory and time against the backlog
+  (:mod:`jobs.bench_kafka`).
+- ``twin bench faults``: the simulator's fleet plus hostile messages on two brokers, one
+  undisturbed Kafka run against one SIGKILLed and rerun again and again: lost, extra and
+  duplicated outputs by id, scores that differ (:mod:`jobs.bench_faults`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
@@ -159,8 +165,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,dashboard,sweep,nab,tep,formats,"
-                                   "flink-slots,report}")
+                           metavar="{scale,history,fleet,kafka-backlog,faults,dashboard,sweep,nab,"
+                                   "tep,formats,fidelity,optimize,flink-slots,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -188,6 +194,39 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                          "counted and evaluated")
     fleet.add_argument("--out", type=Path, default=Path("out") / "bench-fleet",
                        help="the run's output folder (default out/bench-fleet)")
+    backlog = sub.add_parser("kafka-backlog", help="peak memory and time of `twin run "
+                                                   "--source kafka` against its backlog")
+    backlog.add_argument("--messages", default="200000,1000000,2000000",
+                         help="comma-separated backlog sizes, one fresh broker each "
+                              "(default 200000,1000000,2000000)")
+    backlog.add_argument("--assets", type=positive_int, default=24,
+                         help="fleet size (default 24)")
+    backlog.add_argument("--interval", type=positive_float, default=5.0,
+                         help="seconds between an asset's samples (default 5)")
+    backlog.add_argument("--max-messages-per-slice", type=positive_int, default=None,
+                         metavar="N", help="passed to twin run (default: its own)")
+    backlog.add_argument("--out", type=Path, default=Path("out") / "bench-kafka-backlog",
+                         help="work folder; the report also goes to backlog.json in it "
+                              "(default out/bench-kafka-backlog)")
+    faults = sub.add_parser("faults", help="a Kafka run SIGKILLed and rerun over hostile "
+                                           "input against an undisturbed one: lost, extra, "
+                                           "duplicated outputs by id")
+    faults.add_argument("--assets", type=positive_int, default=24,
+                        help="fleet size (default 24)")
+    faults.add_argument("--hours", type=positive_float, default=3.0,
+                        help="event time of the fleet in hours (default 3)")
+    faults.add_argument("--interval", type=positive_float, default=5.0,
+                        help="seconds between an asset's samples (default 5)")
+    faults.add_argument("--max-messages-per-slice", type=positive_int, default=2000,
+                        metavar="N", help="slices of the killed runs (default 2000)")
+    faults.add_argument("--kills", type=positive_int, default=5,
+                        help="SIGKILLs, each followed by a rerun (default 5)")
+    faults.add_argument("--seed", type=int, default=1,
+                        help="the fleet, the hostile messages and the kill moments (default 1)")
+    faults.add_argument("--out", type=Path, default=Path("out") / "bench-faults",
+                        help="work folder (its calm/ and crashy/ run folders are made "
+                             "afresh); the report also goes to faults.json in it (default "
+                             "out/bench-faults)")
     from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
 
     dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "
@@ -240,7 +279,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "with Kafka at 1 and 2 slots: messages/s, "
                                                      "checkpoints, the cores' shares")
     add_flink_slots_arguments(flink_slots)
-    for bench in (scale, hist, fleet, dashboard, sweep, nab, tep, formats, flink_slots):
+    fid = sub.add_parser("fidelity", help="the twin's what-if answers against the simulator: "
+                                          "errors and 90 %% coverage at 15 min, 1 h, 6 h")
+    opt = sub.add_parser("optimize", help="the twin's recommended setpoints on faulty "
+                                          "simulated assets: time to failure gained, "
+                                          "throughput it cost")
+    for b, default_seeds in ((fid, "1-3"), (opt, "1-3")):
+        b.add_argument("--seeds", default=default_seeds,
+                       help=f"seeds of the simulated fleets, e.g. 1-3 or 1,4,7 (default "
+                            f"{default_seeds})")
+        b.add_argument("--assets", type=positive_int, default=12,
+                       help="assets per fleet (default 12)")
+        b.add_argument("--no-step-test", action="store_true",
+                       help="no commissioning speed step test in the first hour: speed "
+                            "questions are then extrapolations")
+        b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
+                       help="where every comparison is written as JSON")
+    for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats,
+                  fid, opt, flink_slots):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -332,6 +388,40 @@ def _main(args: argparse.Namespace) -> int:
                                   "interval_s": args.interval, "window_s": args.window},
                 report)
         return 0
+    if args.bench == "kafka-backlog":
+        from jobs.bench_kafka import print_backlog, run_backlog
+
+        sizes = _int_list(args.messages, 1, None)
+        if sizes is None:
+            return _fail(" kafka-backlog", f"--messages wants positive integers like "
+                                           f"200000,2000000, not {args.messages!r}")
+        try:
+            report = run_backlog(sizes, args.assets, args.interval,
+                                 args.max_messages_per_slice, args.out)
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "backlog.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_backlog)
+        _record(args, "kafka-backlog", {"messages": sizes, "assets": args.assets,
+                                        "interval_s": args.interval,
+                                        "max_messages_per_slice": args.max_messages_per_slice},
+                report)
+        return 0
+    if args.bench == "faults":
+        from jobs.bench_faults import BenchFaultsError, print_faults, run_faults
+
+        try:
+            report = run_faults(args.assets, args.hours, args.interval,
+                                args.max_messages_per_slice, args.kills, args.seed, args.out)
+        except (BenchFaultsError, RuntimeError) as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "faults.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_faults)
+        _record(args, "faults", {"assets": args.assets, "hours": args.hours,
+                                 "interval_s": args.interval,
+                                 "max_messages_per_slice": args.max_messages_per_slice,
+                                 "kills": args.kills, "seed": args.seed}, report)
+        return 1 if report["failed"] else 0
     if args.bench == "fleet":
         report = run_fleet(args.out)
         _show(args, report, print_fleet)
@@ -386,6 +476,8 @@ def _main(args: argparse.Namespace) -> int:
         _show(args, report, print_formats)
         _record(args, "formats", {"messages": args.messages}, report)
         return 0
+    if args.bench in ("fidelity", "optimize"):
+        return _whatif_bench(args)
     if args.bench == "tep":
         report = run_tep(args.data, args.scorer, args.out, args.workers, args.through_twin)
         _show(args, report, lambda r: print_tep(r, args.out))
@@ -398,6 +490,48 @@ def _main(args: argparse.Namespace) -> int:
     _show(args, report, lambda r: print_nab(r, args.out))
     _record(args, "nab", {"files": report["files"], "rows": report["rows"],
                           "workers": args.workers}, report)
+    return 0
+
+
+def _seeds(text: str) -> list[int] | None:
+    """``"1-3"`` or ``"1,4,7"`` -> seeds; None if not like that."""
+    try:
+        if "-" in text and "," not in text:
+            lo, hi = (int(x) for x in text.split("-", 1))
+            return list(range(lo, hi + 1)) if lo <= hi else None
+        values = [int(x) for x in text.split(",") if x.strip()]
+        return values or None
+    except ValueError:
+        return None
+
+
+def _whatif_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from jobs import fidelity
+
+    seeds = _seeds(args.seeds)
+    if seeds is None:
+        return _fail(f" {args.bench}", f"--seeds wants a range like 1-3 or a list like 1,4,7, "
+                                       f"not {args.seeds!r}")
+    err = Console(stderr=True, highlight=False)
+    step_test = not args.no_step_test
+    args.out.mkdir(parents=True, exist_ok=True)
+    params = {"seeds": seeds, "assets": args.assets, "step_test": step_test}
+    if args.bench == "fidelity":
+        result = fidelity.run_fidelity(seeds, args.assets, step_test, progress=err.print)
+        (args.out / "comparisons.json").write_text(json.dumps(result["rows"]))
+        _show(args, result["figures"], fidelity.print_fidelity)
+        params.update(horizons=list(fidelity.HORIZONS), healthy_at_h=list(
+            fidelity.HEALTHY_AT_H), speed_changes=list(fidelity.SPEED_CHANGES),
+            load_changes=list(fidelity.LOAD_CHANGES), fleet_hours=fidelity.FLEET_HOURS)
+        _record(args, "fidelity", params, result["figures"])
+        return 0
+    result = fidelity.run_optimize(seeds, args.assets, step_test, progress=err.print)
+    (args.out / "cases.json").write_text(json.dumps(result["cases"], indent=1))
+    _show(args, result["figures"], lambda f: fidelity.print_optimize(f, result["cases"]))
+    params.update(life_factor=fidelity.LIFE_FACTOR, wear_law=True)
+    _record(args, "optimize", params, result["figures"])
     return 0
 
 

@@ -402,6 +402,181 @@ end (most of the first figure is what the `twin` CLI imports).
 {_source(r)}"""
 
 
+def kafka_backlog(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    slices = f["max_messages_per_slice"] or "100,000 (the default)"
+    table = _table(["backlog (messages)", "slices", "readings in", "predictions",
+                    "peak memory", "run", "messages/s"],
+                   [[_n(x["backlog"]), x["slices"], _n(x["readings_in"]), _n(x["predictions"]),
+                     f"{x['peak_rss_mb']:,} MB", f"{x['run_s']} s", _n(x["msg_per_s"])]
+                    for x in f["rows"]])
+    return f"""### A Kafka run against its backlog (`twin bench kafka-backlog`)
+
+For each backlog size, a fresh embedded broker gets the simulator's messages
+({f['assets']} assets every {f['interval_s']:g} s, the usual transport defects), then one
+`twin run --source kafka` reads it all in slices of {slices} messages, in a child process:
+its peak resident memory (the whole run, slices' children included) and wall time.
+
+{table}
+
+Peak memory, largest backlog over smallest: **{f['peak_ratio']}x** (memory follows the
+slice, not the backlog).
+
+{_source(r)}"""
+
+
+def _pct(x: float | None, digits: int = 1) -> str:
+    return "-" if x is None else f"{x * 100:.{digits}f} %"
+
+
+def fidelity(r: dict[str, Any]) -> str:
+    f, p = r["figures"], r["parameters"]
+    rows = []
+    for group in ("healthy", "faulty"):
+        for h in ("15m", "1h", "6h"):
+            b = f.get(f"{group}_{h}") or {}
+            if not b.get("n"):
+                continue
+            by = b.get("by_change", {})
+
+            def cell(k: str, by=by) -> str:
+                x = by.get(k) or {}
+                return "-" if not x.get("n") else (f"{_pct(x['median_relative_error'])} / "
+                                                   f"{_pct(x['coverage_90'], 0)}")
+
+            inside = b.get("not_extrapolated") or {}
+            rows.append([group, h, b["n"], _pct(b["median_relative_error"]),
+                         _pct(b["coverage_90"], 0), _pct(b["extrapolated_share"], 0),
+                         (f"{_pct(inside['median_relative_error'])} / "
+                          f"{_pct(inside['coverage_90'], 0)}") if inside else "-",
+                         cell("speed"), cell("load"), cell("none")])
+    table = _table(["assets", "horizon", "comparisons", "median relative error",
+                    "90 % coverage", "flagged as extrapolation", "not flagged: error / "
+                    "coverage", "speed changes", "load changes", "no change"], rows)
+    sensors = _table(
+        ["sensor", "unit", "comparisons", "median absolute error", "median relative error",
+         "90 % coverage"],
+        [[s, x["unit"], x["n"], x["median_abs_error"], _pct(x["median_relative_error"]),
+          _pct(x["coverage_90"], 0)]
+         for s, x in (f.get("healthy_1h", {}).get("by_sensor") or {}).items()])
+    h1 = f.get("healthy_1h") or {}
+    step = ("each asset ran a commissioning speed step test in its first hour"
+            if p.get("step_test") else "without a speed step test")
+    return f"""### What-if fidelity (`twin bench fidelity`)
+
+The twin as a simulator of its asset, against the simulator: {len(p['seeds'])} fleets of
+{p['assets']} assets (seeds {p['seeds'][0]}-{p['seeds'][-1]}, {p['fleet_hours']:g} h, no
+regime changes, the usual transport defects; {step}). Each twin's state is asked what-if
+questions (speed {', '.join(f'{c * 100:+g} %' for c in p['speed_changes'])}; base load
+{', '.join(f'{c:+g}' for c in p['load_changes'])} of rated; no change) at
+{' h and '.join(f'{h:g}' for h in p['healthy_at_h'])} h of event time on healthy assets
+and half way into each developing fault, and the simulated asset is run again from that
+moment with the same change, the same seed: the same load wander, weather, fault and
+noise. Errors of each condition sensor's predicted window mean (relative to the value, a
+temperature to its rise over ambient); coverage = share of truths inside the 90 %
+interval; cells of the last three columns: median relative error / coverage.
+{f['questions']} questions, {f['comparisons']} comparisons.
+
+{table}
+
+Healthy assets at 1 h: median relative error **{_pct(h1.get('median_relative_error'))}**,
+90 % intervals covering **{_pct(h1.get('coverage_90'), 0)}** (targets: at most 5 %,
+85-95 %). Per sensor:
+
+{sensors}
+
+{_source(r)}"""
+
+
+def faults(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    m = f["messages"]
+    hostile = ", ".join(f"{n} {kind.replace('_', ' ')}" for kind, n in m["hostile"].items())
+    defects = ", ".join(f"{_n(n)} {kind.replace('_', '-')}" for kind, n in
+                        m["fleet_defects"].items() if kind != "clean")
+    cols = ["reference", "records", "distinct", "lost", "extra", "duplicates",
+            "score_mismatch"]
+    rows = [[f"{where}: {tag.replace('_', ' ')}", *(_n(c[k]) for k in cols)]
+            for where in ("topics", "files") for tag, c in f[where].items()]
+    table = _table(["output", "undisturbed run", "records", "distinct ids", "lost", "extra",
+                    "duplicates", "scores differ"], rows)
+    runs = _table(["run", "kill planned", "killed at", "slices it committed",
+                   "messages it committed", "records it put on the output topics"],
+                  [[x["run"], x["planned"] or "- (runs to the end)",
+                    f"{x['at_s']} s" if x["killed"] else f"finished, {x['at_s']} s",
+                    x["slices_committed"], _n(x["messages_committed"]),
+                    _n(x["outputs_before_kill"])] for x in f["runs"]])
+    s = f["summary"]
+    reasons = ", ".join(f"{k} {v}" for k, v in s["dead_letter_reasons"].items())
+    left = f.get("left_behind", {})
+    leftovers = (f"\nLeft behind after the last run: {left['out']} work folders in the "
+                 f"output folder, {left['tmpdir']} entries in the runs' `$TMPDIR` (Beam's "
+                 f"empty `beam-pipeline-temp*` folders, one per killed run)." if left else "")
+    verdict = ("every check passed" if not f["failed"]
+               else "**failed: " + "; ".join(f["failed"]) + "**")
+    return f"""### Kills and hostile input (`twin bench faults`)
+
+{_n(m['published'])} messages on each of two fresh brokers: the simulator's fleet
+({f['assets']} assets, {f['hours']:g} h every {f['interval_s']:g} s; {defects}) and
+{hostile}. One undisturbed `twin run --source kafka` on the first, on its defaults
+({_n(f['reference_summary']['slices'])} slice(s)), is the reference; on the second,
+`twin run --source kafka --max-messages-per-slice {f['max_messages_per_slice']}` was
+SIGKILLed **{f['kills']}** times at seeded moments ({f['kills_before_commit']} before the
+run committed a slice, {f['kills_after_commit']} after), each kill followed by a rerun
+(**{f['reruns']}** reruns):
+
+{runs}
+
+The final summary counts every message once: readings in {_n(s['readings_in'])} = valid
+{_n(s['readings_valid'])} + dead letters {_n(s['dead_letters'])}
+({'holds' if s['invariant_ok'] else 'BROKEN'}); reasons: {reasons}.
+
+Outputs against the undisturbed run's, by id (dead letters by source offset and reason):
+
+{table}
+
+Lost **{f['lost']}**, extra **{f['extra']}**, scores differ **{f['score_mismatch']}**,
+duplicates in the files **{f['file_duplicates']}**; copies on the topics
+**{_n(f['topic_duplicates'])}** (outputs of slices published again after a kill before
+their commit: at-least-once, consumers dedupe by id). Checks: {verdict}.
+The undisturbed run took {f['reference_wall_s']} s, the killed runs and their reruns
+{f['crashy_wall_s']} s together.{leftovers}
+
+{_source(r)}"""
+
+
+def optimize(r: dict[str, Any]) -> str:
+    f, p = r["figures"], r["parameters"]
+    rows = [[fault, x["n"], f"{x['median_fraction']:.0%}" if x["median_fraction"] else "-",
+             "-" if x["median_gain"] is None else f"{x['median_gain']:.2f}x",
+             _pct(x["median_throughput_cost"], 0)]
+            for fault, x in f["by_fault"].items()]
+    table = _table(["fault", "cases", "median recommended speed", "median time to failure "
+                    "gained", "median throughput cost"], rows)
+    w = f["wear_faults"]
+    verdict = ("meets" if f["target_met"] else "does not meet")
+    return f"""### Recommended setpoints (`twin bench optimize`)
+
+{len(p['seeds'])} fleets of {p['assets']} assets (seeds {p['seeds'][0]}-{p['seeds'][-1]})
+with the simulator's wear law on (bearing wear by ISO 281 fatigue, insulation by the 10-K
+rule; other faults fail on their clock). At each fault's work order the twin's
+`recommend` is asked for the fastest speed that keeps the asset running
+{p['life_factor']:g} times as long as the twin expects now, within the policy's guardrails
+(80-105 % of nominal, 5 % steps every 10 min); the simulated asset is run again from then
+with that ramp. Gain = time to failure with it / without it; throughput cost = loss of
+flow (pumps) or speed (motors) until the failure it would have had.
+
+{table}
+
+Wear-out faults ({w['n']} cases): median gain **{w['median_gain']}x** (the twin expected
+{w['median_predicted_gain']}x) at a median throughput cost of
+**{_pct(w['median_throughput_cost'], 0)}**; all {f['cases']} cases: {f['median_gain']}x at
+{_pct(f['median_throughput_cost'], 0)}. This {verdict} the target (2x at 15 %); see
+[what-if.md](what-if.md#measured-against-the-simulator) for why.
+
+{_source(r)}"""
+
+
 def formats(r: dict[str, Any]) -> str:
     f = r["figures"]
     table = _table(["source", "µs per message"],
@@ -430,8 +605,11 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
     ("Detection", [("nab", nab), ("tep", tep), ("tep-twin", tep_twin), ("sweep", sweep),
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("flink-slots", flink_slots),
-                    ("scale", scale), ("history", history), ("formats", formats)]),
+                    ("scale", scale), ("history", history), ("kafka-backlog", kafka_backlog),
+                    ("formats", formats)]),
+    ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
+    ("What-if", [("fidelity", fidelity), ("optimize", optimize)]),
 ]
 
 
@@ -476,6 +654,12 @@ def headline(records: list[dict[str, Any]]) -> str:
                      f"{m['detected_episodes']}/{m['fault_episodes']} faults caught, precision "
                      f"{m['precision']}"
                      + (f", median lead {lead / 60:.0f} min" if lead else "")])
+    if "fidelity" in newest:
+        h1 = newest["fidelity"]["figures"].get("healthy_1h") or {}
+        rows.append(["What-if fidelity: the twin's 1 h answers on healthy simulated assets "
+                     "(median relative error, 90 % interval coverage)",
+                     f"{_pct(h1.get('median_relative_error'))}, "
+                     f"{_pct(h1.get('coverage_90'), 0)}"])
     if "throughput" in newest:
         f = newest["throughput"]["figures"]
         st = f["stages"]

@@ -226,17 +226,23 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from pipelines.kafka.broker import BrokerUnavailable
     from pipelines.kafka.config import KafkaConfigError
     from pipelines.kafka.serde import RegistryError
+    from pipelines.statefile import StateFileError
     from transforms.model import ModelError
 
     console = Console(highlight=False)
     try:
         summary = run(args, beam_args)
     except (BrokerUnavailable, KafkaConfigError, RegistryError, FileNotFoundError,
-            BeamOptionsError, OutputFolderBusy, ModelError) as exc:
+            BeamOptionsError, OutputFolderBusy, StateFileError, ModelError) as exc:
         message = hints.rewrite(str(exc))
         Console(stderr=True, soft_wrap=True).print(f"[red]twin run: {message}[/red]",
                                                  highlight=False)
         return 2
+    if summary.get("nothing_new"):
+        console.print(summary["message"], markup=False, soft_wrap=True)
+        return 0
+    for note in summary.get("notes", ()):
+        console.print(note, markup=False, soft_wrap=True)
     out = Path(summary["out"])
     _print_summary(summary, out, console)
     from jobs.inputcheck import check
@@ -365,6 +371,18 @@ def build_parser() -> argparse.ArgumentParser:
                           "read-only twin-state JSON API")
     dashboard_job.add_arguments(p_dashboard)
     p_dashboard.set_defaults(func=lambda a, _rest: dashboard_job.main(a))
+    from jobs import whatif as whatif_job
+
+    p_whatif = sub.add_parser(
+        "whatif", help="what if an asset were run differently? its twin's models rolled "
+                       "forward: condition sensors, health, RUL, with intervals")
+    whatif_job.add_whatif_arguments(p_whatif)
+    p_whatif.set_defaults(func=lambda a, _rest: whatif_job.main_whatif(a))
+    p_optimize = sub.add_parser(
+        "optimize", help="the setpoint that does the most within limits and a minimum RUL, "
+                         "as a (dry-run) SETPOINT action")
+    whatif_job.add_optimize_arguments(p_optimize)
+    p_optimize.set_defaults(func=lambda a, _rest: whatif_job.main_optimize(a))
     from jobs import bench as bench_job
 
     p_bench = sub.add_parser("bench", help="benchmarks: throughput (scale, history) and "

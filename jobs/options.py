@@ -116,6 +116,11 @@ def add_twin_args(parser: argparse.ArgumentParser) -> None:
                         "(default 3; 1 accepts every jump)")
     g.add_argument("--dry-run", action="store_true",
                    help="mark every action dry_run: record, never apply")
+    g.add_argument("--recommend", nargs="?", const="24h", default=None, type=parse_duration,
+                   metavar="MIN_RUL",
+                   help="with each work order, the what-if's recommended setpoint that keeps "
+                        "the asset running MIN_RUL (default 24h), said in the reason and "
+                        "proposed as a dry-run SETPOINT (off by default)")
 
 
 def add_plant_args(parser: argparse.ArgumentParser) -> None:
@@ -150,4 +155,32 @@ def twin_kwargs_from(args: argparse.Namespace) -> dict[str, Any]:
         "max_jump_ms": int(args.max_event_time_jump * 1000),
         "jump_confirmations": args.jump_confirmations,
         "policy": {"dry_run": bool(args.dry_run)},
+        **({"recommend": {"min_rul_s": args.recommend}}
+           if getattr(args, "recommend", None) else {}),
     }
+
+
+def non_negative_duration(text: str) -> float:
+    """A duration in seconds, or 0 (``"0"``: off/never)."""
+    if text.strip() in ("0", "0s", "0.0"):
+        return 0.0
+    return parse_duration(text)
+
+
+_SIZE_UNITS = {"": 1, "b": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20,
+               "mib": 1 << 20, "mb": 1000**2, "g": 1 << 30, "gib": 1 << 30, "gb": 1000**3}
+
+
+def byte_size(text: str) -> int:
+    """Bytes in ``text``: ``"48MiB"``, ``"64M"`` (binary), ``"50MB"`` (decimal), ``"4096"``.
+
+    >>> byte_size("48MiB"), byte_size("1k"), byte_size("2 MB"), byte_size("0")
+    (50331648, 1024, 2000000, 0)
+    """
+    import re
+
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
+    unit = m.group(2).lower() if m else None
+    if m is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 48MiB, 512KiB, 1GB)")
+    return int(float(m.group(1)) * _SIZE_UNITS[unit])

@@ -18,6 +18,10 @@ the drift-aware detector, health forecasting and the action policy, and writes::
 It runs on Beam's DirectRunner by default. Flags the job does not know are Beam pipeline
 options, so ``twin run -- --runner=FlinkRunner --flink_master=...`` or Dataflow options
 pass straight through. ``twin evaluate OUT`` scores the run against the ground truth.
+
+``--source kafka`` reads the raw topics instead, from where the last run stopped, in
+slices each committed with a signed state file (:mod:`jobs.kafka_run`); ``--unbounded``
+reads them as a stream.
 """
 
 from __future__ import annotations
@@ -32,25 +36,30 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from jobs.kafka_run import DEFAULT_SLICE, DEFAULT_SLICE_BYTES
 from jobs.options import (
     add_fleet_args,
     add_plant_args,
     add_twin_args,
+    byte_size,
     fleet_config_from,
+    non_negative_duration,
     non_negative_int,
     plant_from,
+    positive_int,
     twin_kwargs_from,
 )
 from pipelines import progress
 from pipelines.beam.pipeline import ProcessMessages, WriteOutputs
 from pipelines.beam.runner import apply_state_cache, direct_options
 from pipelines.beam.sources import ReadSimulator
+from pipelines.kafka.offsets import ON_OFFSET_RESET
 from transforms.simulator import Fleet
 from transforms.twin import DEFAULT_SHARDS
 
 COUNTERS = (
     "readings_in", "readings_valid", "dead_letters", "late_readings", "duplicate_readings",
-    "windows", "predictions", "anomalies", "drift_events",
+    "windows", "predictions", "anomalies", "drift_events", "evicted_assets",
 )
 
 
@@ -89,8 +98,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="consumer group whose offsets are committed after each run")
     g.add_argument("--topics", help="comma-separated raw topics (default twin.raw.<vendor>)")
     g.add_argument("--state-file",
-                   help="twins + offsets between runs (default OUT/twin-state.pkl)")
-    g.add_argument("--hmac-key-file", help="key that signs setpoint commands")
+                   help="twins + offsets between runs, signed with the HMAC key (default "
+                        "OUT/twin-state.pkl)")
+    g.add_argument("--hmac-key-file",
+                   help="key that signs setpoint commands and the state file")
+    g.add_argument("--on-offset-reset", choices=ON_OFFSET_RESET, default="fail",
+                   help="when stored offsets do not fit the broker (it was reset, the topic "
+                        "recreated, or retention deleted unread data): fail (default: stop "
+                        "and say which), earliest (read what the broker has from its "
+                        "start) or latest (skip to its end)")
+    g.add_argument("--max-messages-per-slice", type=positive_int, default=DEFAULT_SLICE,
+                   metavar="N",
+                   help=f"read the backlog in slices of at most N messages, each run "
+                        f"through the twin and committed with its state; memory follows N, "
+                        f"not the backlog (default {DEFAULT_SLICE})")
+    g.add_argument("--max-bytes-per-slice", type=byte_size, default=DEFAULT_SLICE_BYTES,
+                   metavar="SIZE",
+                   help=f"cut a slice shorter when its messages weigh more than this (e.g. "
+                        f"64MiB; 0: no limit; default {DEFAULT_SLICE_BYTES >> 20}MiB, about "
+                        f"{DEFAULT_SLICE} typical messages)")
+    g.add_argument("--max-messages", type=positive_int, default=None, metavar="N",
+                   help="read at most N messages in this run, the rest in the next "
+                        "(default: everything there is now)")
+    g.add_argument("--state-ttl", type=non_negative_duration, default="7d",
+                   metavar="DURATION",
+                   help="forget the twins of assets not seen for this long in event time "
+                        "(their open windows are closed and their last state written "
+                        "first); 0: never (default 7d)")
+    g.add_argument("--trust-unsigned-state", action="store_true",
+                   help="load a state file an older twinstream wrote without a signature "
+                        "(it holds pickles: only one you wrote and nobody else could "
+                        "change) and store it signed")
     g.add_argument("--unbounded", action="store_true",
                    help="keep reading as a stream (for runners that drive watermarks, e.g. "
                         "--runner=FlinkRunner or DataflowRunner; the runner's checkpoints "
@@ -224,29 +262,16 @@ def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         "seed": args.seed})
 
 
-CHECKPOINT_SCHEMA = {
-    "type": "record", "name": "TwinCheckpoint", "namespace": "twin.internal",
-    "fields": [{"name": "asset_id", "type": "string"}, {"name": "twin", "type": "bytes"}],
-}
-
-
 def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
-    """Read the raw topics up to the end offsets present now, run the twin, write outputs
-    to Kafka (and files), then store twins + offsets in the state file and commit the
-    offsets: a run killed before that point leaves both untouched, and its rerun
-    reproduces the same outputs (same ids)."""
-    import fastavro
-
-    from pipelines.beam.kafka import ReadFromKafka, commit_offsets, plan_partitions
-    from pipelines.beam.pipeline import WriteKafkaOutputs
+    """Read the raw topics up to the end offsets present now, in slices, each committed
+    with its state (:mod:`jobs.kafka_run`); ``--unbounded``: as a stream."""
+    from jobs.kafka_run import BoundedKafkaRun, run_bounded
     from pipelines.kafka.config import config_from_args, twin_settings
     from pipelines.kafka.secrets import command_signer
     from pipelines.kafka.serde import redact_url, serde_from_args
-    from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
-    from pipelines.statefile import read_state, write_state
+    from pipelines.kafka.topics import OUTPUT_TOPICS, raw_topics
 
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
     cfg = config_from_args(args)
     settings = twin_settings(args.kafka_config, args.kafka_overrides)
     secret = command_signer(args.hmac_key_file, settings)  # key + command validity
@@ -255,56 +280,21 @@ def run_kafka(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
         serde.schema_id(schema)
     registry = {"schema_registry": redact_url(serde.url)} if hasattr(serde, "url") else {}
     if args.unbounded:
+        out.mkdir(parents=True, exist_ok=True)
         return run_kafka_unbounded(args, beam_args, cfg, secret, out, serde, registry)
-    state_path = args.state_file or str(out / "twin-state.pkl")
-    previous = read_state(state_path)
     plant = plant_from(args)
-    topics = args.topics.split(",") if args.topics else (
-        list(plant.topics) if plant is not None and plant.topics else raw_topics())
-    plan = plan_partitions(cfg, topics, args.group_id, previous["offsets"] or None)
-    pending = sum(r.stop - r.start for r in plan)
-    offsets = {f"{r.topic}/{r.partition}": r.stop for r in plan}
-    extra = {"source": "kafka", "bootstrap_servers": cfg["bootstrap.servers"],
-             "group_id": args.group_id, "state_file": state_path, "topics": topics,
-             "offsets_from": {f"{r.topic}/{r.partition}": r.start for r in plan},
-             "offsets_to": offsets, "messages_planned": pending, **registry}
-    progress.reset()
-    t0 = time.perf_counter()
-    if pending == 0:
-        return _summarize(None, out, time.perf_counter() - t0, {**extra, "nothing_new": True})
-    ensure_topics(cfg, [t for t, _ in OUTPUT_TOPICS.values()])
-    checkpoint_prefix = str(out / ".checkpoint")
-    for stale in out.glob(".checkpoint*"):
-        stale.unlink()
-    initial = state_path if previous["twins"] else None
-
-    def build(p):
-        outputs = (
-            p
-            | "ReadKafka" >> ReadFromKafka(cfg, plan)
-            | "ProcessMessages" >> ProcessMessages(
-                plant=plant,
-                twin_kwargs=twin_kwargs_from(args), normalize_kwargs={"serde": serde},
-                initial_path=initial, checkpoint=True, shards=_shards(args))
-        )
-        outputs | "WriteOutputs" >> WriteOutputs(str(out))
-        outputs | "WriteKafka" >> WriteKafkaOutputs(cfg, secret, serde)
-        outputs["checkpoint"] | "Checkpoint" >> beam.Map(
-            lambda kv: {"asset_id": kv[0], "twin": kv[1]}) | "WriteCheckpoint" >> \
-            beam.io.WriteToAvro(checkpoint_prefix, schema=CHECKPOINT_SCHEMA,
-                                file_name_suffix=".avro")
-
-    result = _execute(build, _options(beam_args), pending, not args.no_progress)
-    # outputs are on the broker (every bundle flushed): now make the progress durable
-    twins: dict[str, bytes] = {}
-    for path in sorted(out.glob(".checkpoint*.avro")):
-        with path.open("rb") as f:
-            twins.update((r["asset_id"], r["twin"]) for r in fastavro.reader(f))
-    write_state(state_path, offsets, twins, previous)
-    commit_offsets(cfg, args.group_id, offsets)
-    for path in out.glob(".checkpoint*"):
-        path.unlink()
-    return _summarize(result, out, time.perf_counter() - t0, {**extra, "assets": len(twins)})
+    return run_bounded(BoundedKafkaRun(
+        out=out, config=cfg, key=secret.secret, signer=secret,
+        topics=args.topics.split(",") if args.topics else (
+            list(plant.topics) if plant is not None and plant.topics else raw_topics()),
+        group_id=args.group_id, state_path=args.state_file,
+        on_offset_reset=args.on_offset_reset,
+        max_messages_per_slice=args.max_messages_per_slice,
+        max_bytes_per_slice=args.max_bytes_per_slice or None, max_messages=args.max_messages,
+        state_ttl_ms=int(args.state_ttl * 1000),
+        trust_unsigned_state=args.trust_unsigned_state, twin_kwargs=twin_kwargs_from(args),
+        shards=_shards(args), serde=serde, plant=plant, show_progress=not args.no_progress,
+        extra=registry), beam_args)
 
 
 def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
@@ -314,7 +304,7 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
     until the runner cancels it."""
     from apache_beam.options.pipeline_options import StandardOptions
 
-    from pipelines.beam.kafka import ReadFromKafka, plan_partitions
+    from pipelines.beam.kafka import ReadFromKafka, plan_reads
     from pipelines.beam.pipeline import WriteKafkaOutputs
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
 
@@ -323,7 +313,9 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
         list(plant.topics) if plant is not None and plant.topics else raw_topics())
     ensure_topics(cfg, topics)
     ensure_topics(cfg, [t for t, _ in OUTPUT_TOPICS.values()])
-    plan = plan_partitions(cfg, topics, args.group_id, bounded=False)
+    plan = plan_reads(cfg, topics, args.group_id, on_offset_reset=args.on_offset_reset,
+                      bounded=False,
+                      source=f"consumer group {args.group_id!r}'s committed offsets").ranges
     options = _options(beam_args)
     options.view_as(StandardOptions).streaming = True
     t0 = time.perf_counter()

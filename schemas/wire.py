@@ -45,12 +45,18 @@ def encode(name: str, record: dict[str, Any]) -> bytes:
     return buf.getvalue()
 
 
-def decode(data: bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, dict[str, Any]]:
+NULL_VALUE_DETAIL = "the message has no value (a Kafka tombstone): nothing to read"
+
+
+def decode(data: bytes | None, max_bytes: int = DEFAULT_MAX_BYTES) -> tuple[str, dict[str, Any]]:
     """Parse a Confluent-framed Avro message into ``(schema name, record)``.
 
-    Raises :class:`~transforms.errors.InvalidReading` with reason ``empty_payload``,
-    ``oversize_payload``, ``bad_magic``, ``unknown_schema`` or ``malformed_avro``.
+    Raises :class:`~transforms.errors.InvalidReading` with reason ``null_value`` (no value
+    at all: a Kafka tombstone), ``empty_payload``, ``oversize_payload``, ``bad_magic``,
+    ``unknown_schema`` or ``malformed_avro``.
     """
+    if data is None:
+        raise InvalidReading("null_value", NULL_VALUE_DETAIL)
     if not data:
         raise InvalidReading("empty_payload", "zero-length message")
     if len(data) > max_bytes:

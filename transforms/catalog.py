@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from transforms.model import BUILTIN, AssetType, Model, ModelError, Sensor, load_model
 
 __all__ = ["ASSET_TYPES", "RANGES", "ROLES", "SETPOINTS", "SI_UNIT", "SI_UNITS", "Roles",
-           "Sensor", "active_model", "roles", "sensor", "sensors_of", "use"]
+           "Sensor", "active_model", "component", "component_sensors", "roles", "sensor",
+           "sensors_of", "use"]
 
 
 @dataclass(frozen=True)
@@ -97,6 +98,17 @@ def sensor(asset_type: str, name: str) -> Sensor:
 def roles(asset_type: str) -> Roles:
     """The roles of ``asset_type``'s sensors; ``KeyError`` if the type is unknown."""
     return ROLES[asset_type]
+
+
+def component(asset_type: str, name: str) -> str | None:
+    """The component the condition sensor ``name`` of ``asset_type`` watches (its model
+    says, ``component:``), or None; ``KeyError`` for an unknown sensor."""
+    return sensor(asset_type, name).component
+
+
+def component_sensors(asset_type: str, part: str) -> tuple[Sensor, ...]:
+    """The condition sensors of ``asset_type`` that watch component ``part``."""
+    return tuple(s for s in sensors_of(asset_type) if s.component == part)
 
 
 use(load_model(BUILTIN, check_units=False))

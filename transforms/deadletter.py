@@ -13,16 +13,21 @@ DEAD_LETTER = "dead_letter"
 
 
 def dead_letter(
-    stage: str, reason: str, detail: str, source: str, key: bytes | None, payload: bytes,
-    ts_ms: int,
+    stage: str, reason: str, detail: str, source: str, key: bytes | None,
+    payload: bytes | None, ts_ms: int,
 ) -> dict[str, Any]:
-    """A dead-letter record keeping the original bytes untouched."""
+    """A dead-letter record keeping the original bytes untouched (a message without a
+    value, a Kafka tombstone, keeps empty bytes: its reason says which it was).
+
+    >>> dead_letter("normalize", "null_value", "", "t/0@7", b"k", None, 5)["payload"]
+    b''
+    """
     return {
         "stage": stage,
         "reason": reason,
         "detail": detail[:2000],
         "source": source,
         "key": key,
-        "payload": payload,
+        "payload": b"" if payload is None else payload,
         "ts_ms": int(ts_ms),
     }

@@ -7,6 +7,7 @@ from __future__ import annotations
 REASONS: frozenset[str] = frozenset(
     {
         "oversize_payload",  # raw message larger than the configured limit
+        "null_value",  # a message without a value (a Kafka tombstone)
         "empty_payload",  # zero-length message
         "bad_magic",  # not Confluent wire format (magic byte 0 + 4-byte schema id)
         "unknown_schema",  # schema id not in the registry

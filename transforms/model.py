@@ -33,6 +33,9 @@ from pathlib import Path
 from typing import Any
 
 ROLES = ("operating_point", "condition", "exogenous")
+# the components a condition sensor may watch, each with a life law (transforms.whatif.life:
+# a bearing's rolling-contact fatigue, a winding's thermal ageing)
+COMPONENTS = ("bearing", "winding")
 BUILTIN = Path(__file__).parent / "models" / "fleet.yaml"
 _NAME = r"^[A-Za-z][A-Za-z0-9_]*$"
 
@@ -63,6 +66,7 @@ SCHEMA: dict[str, Any] = {
                                 "range": {"type": "array", "items": {"type": "number"},
                                           "minItems": 2, "maxItems": 2},
                                 "role": {"enum": list(ROLES)},
+                                "component": {"enum": list(COMPONENTS)},
                                 "description": {"type": "string"},
                             },
                         },
@@ -115,6 +119,9 @@ class Sensor:
     low: float
     high: float
     role: str = "condition"
+    # the component whose wear a condition sensor shows (what a what-if's life law works
+    # on, transforms.whatif.life); None: no life law reads it
+    component: str | None = None
 
 
 @dataclass(frozen=True)
@@ -318,7 +325,12 @@ def parse_model(data: dict, source: str = "<model>", where: dict | None = None,
                 raise _error(source, where, (*p, "unit"),
                              f"unknown unit {s['unit']!r} (a pint unit: kelvin, bar, "
                              f"meter / second, ...)")
-            sensors.append(Sensor(sname, s["unit"], low, high, s["role"]))
+            if "component" in s and s["role"] != "condition":
+                raise _error(source, where, (*p, "component"),
+                             f"only a condition sensor watches a component; {sname!r} is "
+                             f"{s['role']}")
+            sensors.append(Sensor(sname, s["unit"], low, high, s["role"],
+                                  s.get("component")))
         setpoint = None
         if "setpoint" in t:
             sp, p = t["setpoint"], ("asset_types", tname, "setpoint")

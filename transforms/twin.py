@@ -31,11 +31,13 @@ from schemas import wire
 from transforms.catalog import SETPOINTS
 from transforms.columns import ReadingBlock, sensor_names
 from transforms.deadletter import DEAD_LETTER, dead_letter
-from transforms.detectors import for_asset
+from transforms.detectors import AssetDetector, for_asset
 from transforms.eventtime import DEFAULT_CONFIRMATIONS, DEFAULT_MAX_JUMP_MS, EventTimeGuard
 from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
+from transforms.whatif.fidelity import Fidelity
+from transforms.whatif.operating import OperatingPoint
 from transforms.windowing import Window, WindowBuffer
 
 FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
@@ -72,6 +74,17 @@ class AssetTwin:
         arguments of
         :class:`~transforms.health.HealthForecaster` and
         :class:`~transforms.policy.ActionPolicy`.
+    learned_every
+        Every this many scored windows the state record carries the learned models
+        (``learned``, a JSON document, :mod:`transforms.whatif.model`) for what-if
+        questions from the state alone; 0: never. With the asset detector only.
+    recommend
+        Keyword arguments of :func:`transforms.whatif.optimize.recommend` (e.g.
+        ``{"min_rul_s": 86400}``), or None (the default): off. When on, the work order of
+        each alert episode asks the twin's what-if for the setpoint that keeps the asset
+        running that long, says it in the work order's reason ("derate to 85% speed: RUL
+        9.0 h -> 31.0 h") and proposes it as a dry-run ``SETPOINT`` action for people to
+        confirm. The same on every engine (it is the twin's code).
     """
 
     def __init__(
@@ -87,7 +100,11 @@ class AssetTwin:
         detector: dict[str, Any] | None = None,
         health: dict[str, Any] | None = None,
         policy: dict[str, Any] | None = None,
+        learned_every: int = 60,
+        recommend: dict[str, Any] | None = None,
     ) -> None:
+        if learned_every < 0:
+            raise ValueError(f"learned_every must be >= 0, got {learned_every}")
         self.asset_id = asset_id
         self.asset_type = asset_type
         self.window_ms = window_ms
@@ -101,11 +118,29 @@ class AssetTwin:
         self.last_drift_ms: int | None = None
         self.nominal: dict[str, float] = {}  # warm-up mean of setpoint-controlled sensors
         self._warm_sums: dict[str, tuple[float, int]] = {}
+        # what-if: how the operating point moves, and how faithful the models are
+        self.learned_every = learned_every
+        self.recommend = None if recommend is None else dict(recommend)
+        self.operating = (OperatingPoint(asset_type) if isinstance(self.detector, AssetDetector)
+                          else None)
+        self.fidelity = Fidelity()
+        self.last_noise_z: dict[str, float] = {}
+        self.last_score = 0.0
+        self.last_window: tuple[int, dict[str, float]] | None = None  # end, sensor means
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         if "guard" not in state:  # a twin saved before the guard existed: the default one
             self.guard = EventTimeGuard()
+        if "fidelity" not in state:  # a twin saved before what-if: it learns from now on
+            self.learned_every = 60
+            self.recommend = None
+            self.operating = (OperatingPoint(self.asset_type)
+                              if isinstance(self.detector, AssetDetector) else None)
+            self.fidelity = Fidelity()
+            self.last_noise_z = {}
+            self.last_score = 0.0
+            self.last_window = None
 
     # -- engine entry points ------------------------------------------------------------
     def add(self, reading: dict[str, Any]) -> list[Output]:
@@ -189,6 +224,7 @@ class AssetTwin:
         if w.count < self.min_readings or not feats:
             return out
         a = self.detector.assess(feats)
+        fidelity = self._learn_whatif(w, feats, a)  # before the detector learns the window
         drifted = self.detector.learn_one(feats, a)
         if a.warming_up:  # no operating point to drift from yet
             drifted = []
@@ -197,7 +233,10 @@ class AssetTwin:
             self.last_drift_ms = w.end_ms
         self._learn_nominal(feats)
         # the health index follows unexplained deviation; drift windows are explained
+        h = self.health
+        ahead = None if h.level is None or h._n < 3 else h.level + h.trend
         hi, forecast, rul = self.health.update(0.0 if a.warming_up else a.max_z)
+        self.fidelity.health_step(ahead, hi)
         pred = {
             "prediction_id": f"{w.asset_id}:{w.end_ms}:prediction",
             "asset_id": w.asset_id, "asset_type": w.asset_type,
@@ -208,6 +247,7 @@ class AssetTwin:
             "health_index": hi, "forecast_health": forecast,
             "forecast_horizon_s": int(self.health.horizon_windows * self.window_ms / 1000),
             "rul_s": rul,
+            "fidelity_error": fidelity[0], "fidelity_coverage": fidelity[1],
         }
         out.append((PREDICTION, pred))
         actions = self.policy.decide(pred)
@@ -221,8 +261,56 @@ class AssetTwin:
                 action["setpoint_value"] *= scale
                 action["setpoint_previous"] *= scale
             out.append((ACTION, action))
+        if self.recommend is not None and self.operating is not None:
+            out.extend((ACTION, a) for a in self._recommended(actions))
         out.append((STATE, self.state(w, feats, pred)))
         return out
+
+    def _recommended(self, actions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """With ``recommend`` on: the episode's work order (among ``actions``, already
+        emitted) carries the what-if's recommendation in its reason; returns the
+        recommendation as a dry-run SETPOINT (SI units), if it changes anything."""
+        order = next((a for a in actions if a["kind"] == "WORK_ORDER"), None)
+        if order is None:
+            return []
+        from transforms.whatif import ModelError
+        from transforms.whatif.model import snapshot
+        from transforms.whatif.optimize import GuardrailError, recommend, setpoint_action
+
+        try:
+            doc = snapshot(self)
+            rec = recommend(doc, **self.recommend)
+        except ModelError as exc:
+            order["reason"] += f"; no what-if recommendation: {exc}"
+            return []
+        order["reason"] += f"; what-if: {rec['text']}"
+        try:
+            proposal = setpoint_action(doc, rec, dry_run=True)
+        except GuardrailError as exc:  # e.g. the policy changed the setpoint just now
+            order["reason"] += f" (not proposed now: {exc})"
+            return []
+        return [] if proposal is None else [proposal]
+
+    def _learn_whatif(self, w: Window, feats: dict[str, float], a: Any
+                      ) -> tuple[float | None, float | None]:
+        """The what-if side of a window, before the detector learns it: how well the
+        models predicted it (the running fidelity, None while warming up) and how the
+        operating point moved."""
+        det = self.detector
+        if self.operating is None:
+            return None, None
+        gate = a.warming_up or det.adapt_left > 0 or a.score < det.learn_below
+        op = self.operating
+        means = {s: v for s in op.driven + op.exogenous
+                 if (v := feats.get(FEATURE_KEY["mean"][s])) is not None}
+        op.learn(means, gate=gate, jump=a.drift and not a.warming_up)
+        self.last_noise_z = dict(a.terms[1]["noise_z"]) if a.terms is not None else {}
+        self.last_score = a.score
+        self.last_window = (w.end_ms, {s: feats[k] for s in sensor_names(self.asset_type)
+                                       if (k := FEATURE_KEY["mean"][s]) in feats})
+        if a.warming_up:
+            return None, None
+        return self.fidelity.update(det.explain(a))
 
     def _learn_nominal(self, feats: dict[str, float]) -> None:
         if self.windows_seen > self.detector.warmup:
@@ -237,18 +325,26 @@ class AssetTwin:
 
     def state(self, w: Window, feats: dict[str, float], pred: dict[str, Any]) -> dict[str, Any]:
         """The twin-state record after window ``w``."""
+        last = self.last_window
+        if last is not None and last[0] == w.end_ms:  # the window's means, made once
+            values = last[1]
+        else:
+            values = {s: feats[k] for s in sensor_names(self.asset_type)
+                      if (k := FEATURE_KEY["mean"][s]) in feats}
         setpoints = {}
         if self.policy.setpoint_name in self.nominal:
             setpoints[self.policy.setpoint_name] = (
                 self.policy.setpoint * self.nominal[self.policy.setpoint_name])
         return {
             "asset_id": self.asset_id, "asset_type": self.asset_type, "ts_ms": w.end_ms,
-            "values": {s: feats[k] for s in sensor_names(self.asset_type)
-                       if (k := FEATURE_KEY["mean"][s]) in feats},
+            "values": values,
             "health_index": pred["health_index"], "anomaly_score": pred["anomaly_score"],
             "alert_open": self.policy.alert_open, "setpoints": setpoints,
             "windows_seen": self.windows_seen, "drift_events": self.detector.drift_events,
             "last_drift_ms": self.last_drift_ms, "model": self._model_id(),
+            "fidelity_error": pred.get("fidelity_error"),
+            "fidelity_coverage": pred.get("fidelity_coverage"),
+            "learned": self._model_document(w, values),
         }
 
     def _model_id(self) -> str | None:
@@ -256,6 +352,15 @@ class AssetTwin:
 
         m = active_model(self.asset_type)
         return m.id if m is not None else None
+
+    def _model_document(self, w: Window, values: dict[str, float]) -> str | None:
+        """The learned models as JSON every ``learned_every`` scored windows, else None."""
+        every = self.learned_every
+        if not every or self.operating is None or self.windows_seen % every:
+            return None
+        from transforms.whatif.model import dumps, snapshot
+
+        return dumps(snapshot(self))
 
 
 def policy_defaults(asset_type: str) -> dict[str, Any]:

@@ -10,8 +10,9 @@ range. Elements are lists (one per poll, up to ``POLL_BATCH``) of messages
 Kafka timestamp in the list; normalization then stamps each reading with the event time
 in its payload.
 
-- **bounded** (``stop`` offsets given, what :func:`plan_partitions` computes from the end
-  offsets present at start): reads ``[start, stop)`` and finishes. This is how
+- **bounded** (``stop`` offsets given, what :func:`plan_reads` computes from the end
+  offsets present at start, after checking the stored start offsets against the broker):
+  reads ``[start, stop)`` and finishes. This is how
   ``twin run --source kafka`` runs on the DirectRunner, which does not advance
   event-time watermarks for unbounded splittable DoFns (Beam 2.61).
 - **unbounded** (``unbounded=True``): the same DoFn marked unbounded per element; when it
@@ -46,6 +47,14 @@ from apache_beam.utils.timestamp import Duration, Timestamp
 
 from pipelines.kafka.broker import BrokerUnavailable
 from pipelines.kafka.config import with_logger
+from pipelines.kafka.offsets import (
+    OffsetMismatch,
+    OffsetResetError,
+    PartitionRange,
+    check,
+    recreated_topics,
+    reset_start,
+)
 from pipelines.kafka.outputs import encode_output
 from pipelines.kafka.serde import LocalSerde
 
@@ -55,45 +64,59 @@ POLL_TIMEOUT_S = 1.0
 STALL_TIMEOUT_S = 30.0  # bounded reads: how long data that should be there may not come
 
 
-class PartitionRange(NamedTuple):
-    """One partition's offsets to read: ``[start, stop)``; ``stop`` None = unbounded."""
-
-    topic: str
-    partition: int
-    start: int
-    stop: int | None
-
-
-def _consumer(config: dict[str, Any]):
+def _consumer(config: dict[str, Any], partition_eof: bool = False):
     from confluent_kafka import Consumer
 
     return Consumer(with_logger({
+        # a fetch at the end of a partition waits this long for more: after a reader is
+        # reassigned to its next range, the fetch it had in flight costs as much
+        "fetch.wait.max.ms": 100,
         **config,
         "group.id": config.get("group.id", "twinstream-reader"),
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
-        "enable.partition.eof": False,
+        "enable.partition.eof": partition_eof,
     }))
 
 
-def plan_partitions(
+class ReadPlan(NamedTuple):
+    """What a run reads (:func:`plan_reads`), and what it had to decide on the way."""
+
+    ranges: list[PartitionRange]
+    resets: list[dict[str, Any]]  # offsets that did not fit, under earliest/latest
+    dropped: list[str]  # "topic/partition" whose stored offsets are gone with them
+    topic_ids: dict[str, str]  # topic -> id, where the broker has topic ids
+
+
+def plan_reads(
     config: dict[str, Any],
     topics: list[str],
     group_id: str,
     start_offsets: dict[str, int] | None = None,
+    stored_topic_ids: dict[str, str] | None = None,
+    on_offset_reset: str = "fail",
     bounded: bool = True,
+    source: str = "the stored offsets",
     timeout_s: float = 15.0,
-) -> list[PartitionRange]:
+) -> ReadPlan:
     """Offset ranges to read: from ``start_offsets`` (``"topic/partition" -> offset``, e.g.
     a state file), else the group's committed offsets, else the beginning; up to the end
     offsets present now when ``bounded``.
 
-    Topics that do not exist are skipped (nothing was ever produced to them).
+    Every stored offset is checked against the partition's low and high watermarks and,
+    with ``stored_topic_ids``, the topic's id (:mod:`pipelines.kafka.offsets`); one that
+    does not fit raises :class:`~pipelines.kafka.offsets.OffsetResetError` (naming
+    ``source``) under ``on_offset_reset="fail"``, else reading starts at the partition's
+    start (``earliest``) or end (``latest``) and the plan says so. Topics that do not exist
+    are skipped (nothing was ever produced to them); a stored partition of them is
+    ``gone``, a mismatch like the others.
     """
     from confluent_kafka import KafkaException, TopicPartition
 
-    c = _consumer({**config, "group.id": group_id})
+    from pipelines.kafka.topics import topic_ids
+
+    c = _consumer({**config, "group.id": group_id}, partition_eof=True)
     try:
         try:
             metadata = c.list_topics(timeout=timeout_s)
@@ -106,22 +129,59 @@ def plan_partitions(
                for p in sorted(metadata.topics[t].partitions)]
         committed = {(tp.topic, tp.partition): tp.offset
                      for tp in (c.committed(tps, timeout=timeout_s) if tps else [])}
-        ends = end_offsets(c, tps, timeout_s) if bounded else {}
-        ranges = []
+        ends = end_offsets(c, tps, timeout_s)  # (the reported high watermark may be short)
+        stored = dict(start_offsets or {})
+        ids = topic_ids(config, [t for t in topics if t in metadata.topics], timeout_s)
+        recreated = recreated_topics(
+            {t: i for t, i in (stored_topic_ids or {}).items() if t in topics}, ids)
+        planned: list[tuple[TopicPartition, int, int | None]] = []
+        mismatches: list[OffsetMismatch] = []
         for tp in tps:
-            low, _ = c.get_watermark_offsets(tp, timeout=timeout_s)
-            high = ends.get((tp.topic, tp.partition))
-            start = (start_offsets or {}).get(f"{tp.topic}/{tp.partition}")
+            key = f"{tp.topic}/{tp.partition}"
+            low, high = c.get_watermark_offsets(tp, timeout=timeout_s)
+            high = max(high, ends[(tp.topic, tp.partition)])
+            start = stored.pop(key, None)
             if start is None:
                 start = committed.get((tp.topic, tp.partition), -1001)
-            if start < 0:  # no committed offset: the beginning
-                start = low
-            start = max(start, low)  # retention removed what we have not read: say so
+            if start < 0:  # nothing stored or committed: the beginning
+                planned.append((tp, low, high))
+                continue
+            wrong = check(key, start, low, high, tp.topic in recreated)
+            if wrong is not None:
+                mismatches.append(wrong)
+            planned.append((tp, start, high))
+        topic_set = set(topics)
+        for key, start in stored.items():  # stored partitions the broker does not have
+            if key.rpartition("/")[0] in topic_set:
+                mismatches.append(check(key, start, None, None))
+        if mismatches and on_offset_reset == "fail":
+            raise OffsetResetError(mismatches, source)
+        starts = {m.partition: reset_start(m, on_offset_reset) for m in mismatches}
+        ranges = []
+        for tp, start, high in planned:
+            start = starts.get(f"{tp.topic}/{tp.partition}", start)
             ranges.append(PartitionRange(tp.topic, tp.partition, start,
-                                         high if bounded else None))
-        return ranges
+                                         max(high, start) if bounded else None))
+        return ReadPlan(ranges, [m.as_record(on_offset_reset, starts[m.partition])
+                                 for m in mismatches],
+                        [m.partition for m in mismatches if starts[m.partition] is None], ids)
     finally:
         c.close()
+
+
+def plan_partitions(
+    config: dict[str, Any],
+    topics: list[str],
+    group_id: str,
+    start_offsets: dict[str, int] | None = None,
+    bounded: bool = True,
+    timeout_s: float = 15.0,
+) -> list[PartitionRange]:
+    """The ranges of :func:`plan_reads` where offsets that do not fit start at the
+    partition's beginning (for callers that only need the end offsets, such as the Flink
+    job, whose source starts where its group stopped)."""
+    return plan_reads(config, topics, group_id, start_offsets, on_offset_reset="earliest",
+                      bounded=bounded, timeout_s=timeout_s).ranges
 
 
 def end_offsets(consumer, tps, timeout_s: float = 15.0, probe_s: float = 5.0
@@ -131,9 +191,10 @@ def end_offsets(consumer, tps, timeout_s: float = 15.0, probe_s: float = 5.0
     The broker's high watermark, confirmed by reading past it: some Kafka-compatible
     brokers (Tansu 0.x) report the start of the last record batch rather than its end, so
     the tail beyond the reported watermark is read (for at most ``probe_s`` seconds; on
-    Kafka itself that tail is empty and one short poll confirms it).
+    Kafka itself that tail is empty). A consumer with ``enable.partition.eof`` is done
+    when every partition reported its end; any other once two polls came back empty.
     """
-    from confluent_kafka import TopicPartition
+    from confluent_kafka import KafkaError, TopicPartition
 
     ends = {}
     for tp in tps:
@@ -142,19 +203,65 @@ def end_offsets(consumer, tps, timeout_s: float = 15.0, probe_s: float = 5.0
     consumer.assign([TopicPartition(t, p, max(h - 1, 0)) for (t, p), h in ends.items()])
     deadline = time.monotonic() + probe_s
     idle = 0
+    at_end: set[tuple[str, int]] = set()
     try:
-        while idle < 2 and time.monotonic() < deadline:
-            batch = [m for m in consumer.consume(POLL_BATCH, timeout=0.3) if m.error() is None]
-            if not batch:
-                idle += 1
-                continue
-            idle = 0
+        while idle < 2 and len(at_end) < len(ends) and time.monotonic() < deadline:
+            batch = consumer.consume(POLL_BATCH, timeout=0.3)
+            idle = 0 if batch else idle + 1
             for m in batch:
                 key = (m.topic(), m.partition())
-                ends[key] = max(ends[key], m.offset() + 1)
+                if key not in ends:
+                    continue
+                if m.error() is None:
+                    ends[key] = max(ends[key], m.offset() + 1)
+                elif m.error().code() == KafkaError._PARTITION_EOF:
+                    ends[key] = max(ends[key], m.offset())
+                    at_end.add(key)
     finally:
         consumer.unassign()
     return ends
+
+
+def message_sizes(config: dict[str, Any], ranges: list[PartitionRange],
+                  stall_s: float = STALL_TIMEOUT_S) -> dict[str, list[tuple[int, int]]]:
+    """``(offset, bytes of key and value)`` of every message in each bounded range, read
+    and dropped (to cut a slice by weight: :func:`pipelines.kafka.offsets.trim`)."""
+    from confluent_kafka import TopicPartition
+
+    c = _consumer({"queued.min.messages": 2 * POLL_BATCH, "queued.max.messages.kbytes": 8192,
+                   **config})
+    out: dict[str, list[tuple[int, int]]] = {}
+    try:
+        for r in ranges:
+            sizes = out[r.key] = []
+            if r.stop is None or r.stop <= r.start:
+                continue
+            tp = TopicPartition(r.topic, r.partition)
+            c.assign([TopicPartition(r.topic, r.partition, r.start)])
+            nxt, since = r.start, time.monotonic()
+            while nxt < r.stop:
+                batch = [m for m in c.consume(max(1, min(POLL_BATCH, r.stop - nxt)),
+                                              timeout=POLL_TIMEOUT_S)
+                         if m.error() is None and m.topic() == r.topic
+                         and m.partition() == r.partition]
+                for m in batch:
+                    if m.offset() >= r.stop:
+                        break
+                    sizes.append((m.offset(), len(m.value() or b"") + len(m.key() or b"")))
+                    nxt = m.offset() + 1
+                if batch:
+                    since = time.monotonic()
+                    continue
+                nxt = max(nxt, c.position([tp])[0].offset)  # past control records
+                if time.monotonic() - since > stall_s and nxt < r.stop:
+                    raise BrokerUnavailable(
+                        f"no progress reading {r.key} at offset {nxt} of {r.stop} for "
+                        f"{stall_s:.0f} s (broker down, restarted without its data, or "
+                        "retention removed it)")
+            c.unassign()
+    finally:
+        c.close()
+    return out
 
 
 def commit_offsets(config: dict[str, Any], group_id: str, offsets: dict[str, int],
@@ -211,7 +318,11 @@ class _ReadPartitionFn(beam.DoFn):
         self._consumer = None
 
     def setup(self) -> None:
-        self._consumer = _consumer(self.config)
+        # librdkafka fetches ahead of what is consumed, by default up to 100,000 messages
+        # or 64 MB per partition: past the end of a bounded range that is memory spent
+        # on messages the next slice reads again; a few polls' worth keeps it busy
+        self._consumer = _consumer({"queued.min.messages": 2 * POLL_BATCH,
+                                    "queued.max.messages.kbytes": 8192, **self.config})
 
     def teardown(self) -> None:
         if self._consumer is not None:
@@ -233,7 +344,13 @@ class _ReadPartitionFn(beam.DoFn):
         tp = TopicPartition(element.topic, element.partition)
         try:
             while True:
-                batch = self._consumer.consume(POLL_BATCH, timeout=POLL_TIMEOUT_S)
+                # a bounded range asks for no more than it lacks: consume returns once it
+                # has that many, rather than waiting out its timeout for a full batch
+                want = POLL_BATCH
+                if element.stop is not None:
+                    nxt = restriction.start if last is None else last + 1
+                    want = max(1, min(POLL_BATCH, restriction.stop - nxt))
+                batch = self._consumer.consume(want, timeout=POLL_TIMEOUT_S)
                 for m in batch:
                     if m.error() is not None and m.error().fatal():
                         raise BrokerUnavailable(f"Kafka error on {element.topic}/"
@@ -318,7 +435,7 @@ class ReadFromKafka(beam.PTransform):
     config
         librdkafka settings (``bootstrap.servers``, TLS/SASL, ...).
     partitions
-        What to read, from :func:`plan_partitions`.
+        What to read, from :func:`plan_reads` (or a slice of it).
     unbounded
         Keep reading (for runners that drive watermarks); ranges' ``stop`` must be None.
     """

@@ -15,7 +15,7 @@ import apache_beam as beam
 
 from pipelines.beam.normalize import NormalizeReadings
 from pipelines.beam.sinks import WriteRecords
-from pipelines.beam.twin import CHECKPOINT, RunTwins
+from pipelines.beam.twin import CHECKPOINT, FlushTwins, RunTwins
 from transforms.deadletter import DEAD_LETTER
 from transforms.twin import ACTION, DEFAULT_SHARDS, FEATURES, LATE, PREDICTION, STATE
 
@@ -35,14 +35,17 @@ class ProcessMessages(beam.PTransform):
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  normalize_kwargs: dict[str, Any] | None = None,
                  initial_path: str | None = None, checkpoint: bool = False,
-                 shards: int = DEFAULT_SHARDS, plant=None) -> None:
-        """``initial_path`` / ``checkpoint``: continue twins from a state file and hand them
-        over at the end instead of closing their windows (bounded Kafka runs; adds a
-        ``checkpoint`` output of ``(asset_id, pickled twin)``). ``shards``: the twins'
+                 shards: int = DEFAULT_SHARDS, initial_sha256: str | None = None,
+                 plant=None) -> None:
+        """``initial_path`` / ``checkpoint``: continue twins from a state file (the one
+        whose verified bytes have the SHA-256 ``initial_sha256``) and hand them over at the
+        end instead of closing their windows (bounded Kafka runs; adds a ``checkpoint``
+        output of ``(asset_id, pickled twin, newest event ms)``). ``shards``: the twins'
         state keys, 0 for one per asset (:mod:`pipelines.beam.twin`). ``plant``: a
         :class:`~transforms.plant.Plant` (a model and data formats) installed in every
         worker; None: the built-in fleet's."""
         super().__init__()
+        self.initial_sha256 = initial_sha256
         self.shards = shards
         self.plant = plant
         self.twin_kwargs = twin_kwargs
@@ -54,12 +57,29 @@ class ProcessMessages(beam.PTransform):
         norm = messages | "NormalizeReadings" >> NormalizeReadings(
             **self.normalize_kwargs, shards=self.shards, plant=self.plant)
         twins = norm["readings"] | "RunTwins" >> RunTwins(
-            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards, self.plant)
+            self.twin_kwargs, self.initial_path, self.checkpoint, self.shards,
+            self.initial_sha256, self.plant)
         out = {name: twins[tag] for name, (tag, _) in OUTPUTS.items()}
         out["dead_letters"] = (norm["dead_letters"], twins[DEAD_LETTER]) \
             | "AllDeadLetters" >> beam.Flatten()
         if self.checkpoint:
             out[CHECKPOINT] = twins[CHECKPOINT]
+        return out
+
+
+class EvictTwins(beam.PTransform):
+    """Pickled twins ``(asset_id, bytes)`` leaving the state -> the same outputs as
+    :class:`ProcessMessages` (their last windows closed and scored). ``plant``: as
+    :class:`ProcessMessages`'."""
+
+    def __init__(self, plant=None) -> None:
+        super().__init__()
+        self.plant = plant
+
+    def expand(self, twins):
+        flushed = twins | "FlushTwins" >> FlushTwins(self.plant)
+        out = {name: flushed[tag] for name, (tag, _) in OUTPUTS.items()}
+        out["dead_letters"] = flushed[DEAD_LETTER]
         return out
 
 

@@ -1,5 +1,6 @@
-"""File sinks: each output kind as one Avro file and one Parquet file, and the output
-folder a run claims for itself.
+"""File sinks: each output kind as one Avro file and one Parquet file, the output folder a
+run claims for itself, and the files of a run's slices joined into the run's own
+(:func:`concat_outputs`).
 
 Beam's file sinks write each file in a temporary folder next to it,
 ``<out>/beam-temp-<name>-<uuid>``, and rename it into place when the pipeline finishes;
@@ -93,3 +94,47 @@ def remove_stale_temp(out: Path) -> list[Path]:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry)
     return removed
+
+
+def concat_outputs(parts: list[str], out_dir: str, schemas: dict[str, str]) -> None:
+    """``<part>/<name>.avro`` and ``.parquet`` of every folder in ``parts``, in order, as
+    ``<out_dir>/<name>.avro`` and ``.parquet`` (each replaced atomically), for every
+    ``name -> schema`` of ``schemas``; records are streamed, never all held at once.
+
+    How a run read in slices ends with one file per output kind, as a run in one go.
+    """
+    import fastavro
+    import pyarrow.parquet as pq
+
+    for name, schema_name in schemas.items():
+        for ext in ("avro", "parquet"):
+            files = [os.path.join(p, f"{name}.{ext}") for p in parts
+                     if os.path.exists(os.path.join(p, f"{name}.{ext}"))]
+            if not files:
+                continue
+            target = os.path.join(out_dir, f"{name}.{ext}")
+            if len(files) == 1:
+                os.replace(files[0], target)
+                continue
+            tmp = os.path.join(out_dir, f".{name}.{ext}.tmp")
+            if ext == "avro":
+                def records(files=files):
+                    for path in files:
+                        with open(path, "rb") as f:
+                            yield from fastavro.reader(f)
+
+                with open(tmp, "wb") as f:
+                    fastavro.writer(f, load(schema_name), records())
+            else:
+                writer = None
+                try:
+                    for path in files:
+                        pf = pq.ParquetFile(path)
+                        if writer is None:
+                            writer = pq.ParquetWriter(tmp, pf.schema_arrow)
+                        for batch in pf.iter_batches():
+                            writer.write_batch(batch)
+                finally:
+                    if writer is not None:
+                        writer.close()
+            os.replace(tmp, target)

@@ -24,12 +24,17 @@ messages: every message would rewrite its shard's whole value. ``--shards`` sets
 asset (the default of ``--unbounded`` runs), 1 one state value for the whole fleet.
 
 Bounded runs that continue later (``twin run --source kafka``) use *checkpoint* mode: the
-end-of-input timer does not close the open windows but emits each twin, pickled, to the
-``checkpoint`` output; the job stores them with the offsets read, and the next run starts
-each asset's twin from them (``initial_path``: the state file, read once per worker in
-``setup`` through Beam's FileSystems, so local paths and ``gs://`` both work), open windows
+end-of-input timer does not close the open windows but emits each twin, pickled, with its
+newest event time, to the ``checkpoint`` output; the job stores them with the offsets
+read, and the next run starts each asset's twin from them (``initial_path``: the state
+file, read once per worker in ``setup`` through Beam's FileSystems, so local paths and
+``gs://`` both work; only if its SHA-256 is ``initial_sha256``, the digest of the file
+the job verified with the signing key, see :mod:`pipelines.statefile`), open windows
 included, so a reading that arrives in the next run still lands in its window. The state
 file holds twins by asset, so a run may change ``--shards``.
+
+:class:`FlushTwins` is how a twin leaves the state file (:mod:`transforms.retention`):
+its open windows are closed and scored, the outputs tagged as the twins' own.
 """
 
 from __future__ import annotations
@@ -104,23 +109,12 @@ def _read(state) -> TwinShard | None:
     return held.shard if held is not None else None
 
 
-class TwinFn(beam.DoFn):
-    """``(shard, [(asset_id, ReadingBlock) | reading dict, ...])`` in; features,
-    predictions, actions, state, late readings and the dead letters of readings the
-    event-time guard held back (:mod:`transforms.eventtime`) out."""
+class _Counted:
+    """The twins' outputs counted (windows, predictions, anomalies, actions, dead letters,
+    ...) and tagged, stamped with their event time: the same for :class:`TwinFn` and
+    :class:`FlushTwinFn`."""
 
-    TWIN_STATE = ReadModifyWriteStateSpec("twin", PickleCoder())
-    CLOSE_TIMER = TimerSpec("close", TimeDomain.WATERMARK)
-    LAST_TIMER = TimerSpec("last", TimeDomain.WATERMARK)
-
-    def __init__(self, twin_kwargs: dict[str, Any] | None = None,
-                 checkpoint: bool = False, initial_path: str | None = None,
-                 plant=None) -> None:
-        self.twin_kwargs = twin_kwargs or {}
-        self.plant = plant  # transforms.plant.Plant: installed in each worker
-        self.checkpoint = checkpoint
-        self.initial_path = initial_path
-        self._initial: dict[str, bytes] = {}
+    def __init__(self) -> None:
         self.counters = {
             LATE: Metrics.counter("twin", "late_readings"),
             DUPLICATE: Metrics.counter("twin", "duplicate_readings"),
@@ -134,7 +128,7 @@ class TwinFn(beam.DoFn):
         self.readings_valid = Metrics.counter("twin", "readings_valid")
         self.dead_letters = Metrics.counter("twin", "dead_letters")
 
-    def _emit(self, outputs, timer, last, shard: TwinShard):
+    def tagged(self, outputs):
         for tag, record in outputs:
             if tag in self.counters:
                 self.counters[tag].inc()
@@ -154,6 +148,32 @@ class TwinFn(beam.DoFn):
                 continue  # counted; the first copy is in its window
             ts = record.get("window_end_ms", record.get("ts_ms"))
             yield beam.pvalue.TaggedOutput(tag, TimestampedValue(record, ts / 1000.0))
+
+
+class TwinFn(beam.DoFn):
+    """``(shard, [(asset_id, ReadingBlock) | reading dict, ...])`` in; features,
+    predictions, actions, state, late readings and the dead letters of readings the
+    event-time guard held back (:mod:`transforms.eventtime`) out."""
+
+    TWIN_STATE = ReadModifyWriteStateSpec("twin", PickleCoder())
+    CLOSE_TIMER = TimerSpec("close", TimeDomain.WATERMARK)
+    LAST_TIMER = TimerSpec("last", TimeDomain.WATERMARK)
+
+    def __init__(self, twin_kwargs: dict[str, Any] | None = None,
+                 checkpoint: bool = False, initial_path: str | None = None,
+                 initial_sha256: str | None = None, plant=None) -> None:
+        if initial_path and not initial_sha256:
+            raise ValueError("initial_path needs the initial_sha256 of the verified file")
+        self.twin_kwargs = twin_kwargs or {}
+        self.plant = plant  # transforms.plant.Plant: installed in each worker
+        self.checkpoint = checkpoint
+        self.initial_path = initial_path
+        self.initial_sha256 = initial_sha256
+        self._initial: dict[str, bytes] = {}
+        self.counted = _Counted()
+
+    def _emit(self, outputs, timer, last, shard: TwinShard):
+        yield from self.counted.tagged(outputs)
         deadline = shard.next_deadline_ms()
         if deadline is None and self.checkpoint:  # the end-of-input timer must fire
             deadline = max(max((t.buffer.max_ts_ms for t in shard.twins.values()),
@@ -172,9 +192,9 @@ class TwinFn(beam.DoFn):
         if self.plant is not None:
             self.plant.install()
         if self.initial_path:
-            from pipelines.statefile import read_state
+            from pipelines.statefile import load_twins
 
-            self._initial = read_state(self.initial_path)["twins"]
+            self._initial = load_twins(self.initial_path, self.initial_sha256)
 
     def process(
         self,
@@ -209,7 +229,8 @@ class TwinFn(beam.DoFn):
             return
         if self.checkpoint:  # bounded input ended: hand the twins over, windows still open
             for asset_id, twin in shard.twins.items():
-                yield beam.pvalue.TaggedOutput(CHECKPOINT, (asset_id, pickle.dumps(twin)))
+                yield beam.pvalue.TaggedOutput(
+                    CHECKPOINT, (asset_id, pickle.dumps(twin), int(twin.buffer.max_ts_ms)))
             return
         outputs = shard.advance(int(fire_ts.micros // 1000))
         if not outputs:  # the other timer closed these windows already: nothing changed
@@ -246,16 +267,20 @@ class RunTwins(beam.PTransform):
 
     def __init__(self, twin_kwargs: dict[str, Any] | None = None,
                  initial_path: str | None = None, checkpoint: bool = False,
-                 shards: int = DEFAULT_SHARDS, plant=None) -> None:
-        """``initial_path``: a state file to start the twins from; ``checkpoint``: bounded
-        runs only, see the module doc (adds a ``checkpoint`` output); ``shards``: the
-        number of state keys, 0 for one per asset (the same as normalization's, when it
-        groups)."""
+                 shards: int = DEFAULT_SHARDS, initial_sha256: str | None = None,
+                 plant=None) -> None:
+        """``initial_path``: a state file to start the twins from (``initial_sha256``: the
+        digest of its verified bytes); ``checkpoint``: bounded runs only, see the module
+        doc (adds a ``checkpoint`` output of ``(asset_id, pickled twin, newest event
+        ms)``); ``shards``: the number of state keys, 0 for one per asset (the same as
+        normalization's, when it groups); ``plant``: a :class:`~transforms.plant.Plant`
+        installed in every worker, None: the built-in fleet's."""
         super().__init__()
         if shards < 0:
             raise ValueError(f"shards must be 0 (one per asset) or more, got {shards}")
         self.twin_kwargs = twin_kwargs
         self.initial_path = initial_path
+        self.initial_sha256 = initial_sha256
         self.checkpoint = checkpoint
         self.shards = shards
         self.plant = plant
@@ -267,6 +292,40 @@ class RunTwins(beam.PTransform):
             | "KeyByShard" >> beam.Map(_sharded, self.shards).with_output_types(
                 tuple[int, Any] if self.shards else tuple[str, Any])
             | "Twin" >> beam.ParDo(TwinFn(self.twin_kwargs, self.checkpoint,
-                                          self.initial_path, self.plant)).with_outputs(*tags)
+                                          self.initial_path, self.initial_sha256,
+                                          self.plant)).with_outputs(*tags)
         )
         return {tag: outs[tag] for tag in tags}
+
+
+class FlushTwinFn(beam.DoFn):
+    """``(asset_id, pickled twin)`` -> the outputs of closing all its open windows, tagged
+    and counted as :class:`TwinFn`'s (a twin leaving the state, see the module doc)."""
+
+    def __init__(self, plant=None) -> None:
+        self.plant = plant  # transforms.plant.Plant: installed in each worker
+        self.counted = _Counted()
+        self.evicted = Metrics.counter("twin", "evicted_assets")
+
+    def setup(self) -> None:
+        if self.plant is not None:
+            self.plant.install()
+
+    def process(self, element: tuple[str, bytes]):
+        _, blob = element  # (a twin of the state file the job verified)
+        twin: AssetTwin = pickle.loads(blob)
+        self.evicted.inc()
+        yield from self.counted.tagged(twin.flush())
+
+
+class FlushTwins(beam.PTransform):
+    """Pickled twins ``(asset_id, bytes)`` -> a dict of PCollections keyed by :data:`TAGS`:
+    what closing every open window of each gives. ``plant``: as :class:`RunTwins`'."""
+
+    def __init__(self, plant=None) -> None:
+        super().__init__()
+        self.plant = plant
+
+    def expand(self, twins):
+        outs = twins | "Flush" >> beam.ParDo(FlushTwinFn(self.plant)).with_outputs(*TAGS)
+        return {tag: outs[tag] for tag in TAGS}

@@ -244,8 +244,10 @@ def _epoch_ms(ts) -> int | None:
     return int(ts)
 
 
-def _from_row(row) -> tuple[str, bytes | None, bytes, int | None]:
+def _from_row(row) -> tuple[str, bytes | None, bytes | None, int | None]:
+    """A Kafka row as a raw message; a null value (a tombstone) stays ``None``, so it is
+    dead-lettered as ``null_value``, as the Beam binding does, not as an empty payload."""
     topic, partition, offset = row["topic"], row["partition"], row["offset"]
     value = row["v"]
     return (f"{topic}/{partition}@{offset}", None if row["k"] is None else bytes(row["k"]),
-            b"" if value is None else bytes(value), _epoch_ms(row["ts"]))
+            None if value is None else bytes(value), _epoch_ms(row["ts"]))

@@ -337,15 +337,17 @@ class RegistrySerde:
         name = candidates[-1]
         return _Decoder(name, writer, schemas.load(name))
 
-    def decode(self, data: bytes, max_bytes: int = wire.DEFAULT_MAX_BYTES
+    def decode(self, data: bytes | None, max_bytes: int = wire.DEFAULT_MAX_BYTES
                ) -> tuple[str, dict[str, Any]]:
         """``(our schema name, record)`` of a Confluent-framed message.
 
-        Raises :class:`~transforms.errors.InvalidReading` (``empty_payload``,
-        ``oversize_payload``, ``bad_magic``, ``unknown_schema``, ``malformed_avro``) for bad
-        messages, :class:`RegistryUnavailable` / :class:`RegistryError` when the registry
-        cannot answer.
+        Raises :class:`~transforms.errors.InvalidReading` (``null_value``,
+        ``empty_payload``, ``oversize_payload``, ``bad_magic``, ``unknown_schema``,
+        ``malformed_avro``) for bad messages, :class:`RegistryUnavailable` /
+        :class:`RegistryError` when the registry cannot answer.
         """
+        if data is None:
+            raise InvalidReading("null_value", wire.NULL_VALUE_DETAIL)
         if not data:
             raise InvalidReading("empty_payload", "zero-length message")
         if len(data) > max_bytes:

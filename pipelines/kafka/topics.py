@@ -66,3 +66,32 @@ def ensure_topics(config: dict[str, Any], topics: Iterable[str],
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
+
+
+def topic_ids(config: dict[str, Any], topics: Iterable[str], timeout_s: float = 15.0
+              ) -> dict[str, str]:
+    """Each existing topic's id (a UUID, base64 as Kafka prints it): a topic deleted and
+    recreated under the same name gets a new one. Empty where the broker has no topic ids
+    (Kafka before 2.8) or cannot say; topics that do not exist are left out."""
+    from confluent_kafka import KafkaException, TopicCollection
+    from confluent_kafka.admin import AdminClient
+
+    from pipelines.kafka.config import with_logger
+
+    names = list(dict.fromkeys(topics))
+    if not names:
+        return {}
+    admin = AdminClient(with_logger(config))
+    out: dict[str, str] = {}
+    try:
+        futures = admin.describe_topics(TopicCollection(names), request_timeout=timeout_s)
+    except (KafkaException, ValueError, TypeError, NotImplementedError):
+        return {}
+    for name, future in futures.items():
+        try:
+            topic_id = future.result().topic_id
+        except KafkaException:
+            continue  # e.g. the topic does not exist
+        if topic_id is not None:
+            out[name] = str(topic_id)
+    return out

@@ -168,3 +168,43 @@ def test_bench_fleet_times_counts_and_evaluates_the_main_job(tmp_path, monkeypat
     assert s["invariant_ok"] and s["assets"] == 2
     assert report["evaluation"]["fault_episodes"] >= 0 and report["peak_rss_mb"] > 100
     assert report["wall_s"] >= s["elapsed_s"]
+
+
+def test_the_what_if_sections_render_their_records():
+    from jobs.benchreport import headline
+    from jobs.fidelity import summarize, summarize_optimize
+
+    def row(group, horizon, kind, rel, inside, flagged=False, sensor="vibration"):
+        return {"group": group, "horizon": horizon, "kind": kind, "sensor": sensor,
+                "unit": "meter / second", "relative_error": rel, "inside_90": inside,
+                "extrapolating": flagged, "error": rel * 0.003}
+
+    rows = ([row("healthy", "1h", "speed", 0.02, True), row("healthy", "1h", "load", 0.04, False,
+                                                             True),
+             row("healthy", "1h", "none", 0.01, True), row("faulty", "15m", "none", 0.1, False)])
+    figures = summarize(rows)
+    h1 = figures["healthy_1h"]
+    assert (h1["n"], h1["median_relative_error"], h1["coverage_90"]) == (3, 0.02, 0.667)
+    assert h1["not_extrapolated"] == {"n": 2, "median_relative_error": 0.015,
+                                      "coverage_90": 1.0}
+    assert figures["healthy_6h"] == {"n": 0, "median_relative_error": None,
+                                     "coverage_90": None}
+    figures.update(questions=4, comparisons=4, elapsed_s=1.0)
+    params = {"seeds": [1, 2], "assets": 4, "step_test": True, "horizons": ["15m", "1h", "6h"],
+              "healthy_at_h": [4.0, 5.0], "speed_changes": [-0.1], "load_changes": [0.1],
+              "fleet_hours": 12.0}
+    cases = [{"fault": "bearing_wear", "fraction": 0.85, "gain": 1.7, "throughput_cost": 0.15,
+              "predicted_gain": 2.0},
+             {"fault": "stuck_sensor", "fraction": 1.0, "gain": 1.0, "throughput_cost": 0.0,
+              "predicted_gain": None}]
+    opt = summarize_optimize(cases, 2.0)
+    assert opt["wear_faults"]["median_gain"] == 1.7 and opt["target_met"] is False
+    fid = {**_record("fidelity", "2026-12-07T00:00:00Z", figures, params), "_file": "f.json"}
+    page = render([fid, {**_record("optimize", "2026-12-07T00:00:00Z", opt,
+                                   {"seeds": [1], "assets": 4, "life_factor": 2.0}),
+                         "_file": "o.json"}])
+    assert "## What-if" in page and "### What-if fidelity (`twin bench fidelity`)" in page
+    assert "median relative error **2.0 %**" in page and "covering **67 %**" in page
+    assert "median gain **1.7x**" in page and "does not meet the target" in page
+    assert "| 2.0 % / 100 % |" in page  # the answers not flagged as extrapolation
+    assert "2.0 %, 67 %" in headline([fid])

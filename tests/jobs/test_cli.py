@@ -160,3 +160,27 @@ def test_the_default_history_ends_at_the_last_midnight_so_runs_repeat_all_day():
     assert fleet_config_from(args, now_ms=day - 1).start_ms == day - DAY_MS - 43_200_000
     pinned = parser.parse_args(["--start-ms", "1795860000000"])
     assert fleet_config_from(pinned, now_ms=day).start_ms == 1_795_860_000_000
+
+
+def test_kafka_run_flags_and_their_defaults():
+    import argparse
+
+    from jobs.run import add_arguments
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    a = parser.parse_args([])
+    assert (a.on_offset_reset, a.max_messages_per_slice, a.max_bytes_per_slice,
+            a.max_messages, a.state_ttl, a.trust_unsigned_state) == (
+        "fail", 100_000, 48 << 20, None, 7 * 86_400.0, False)
+    assert parser.parse_args(["--max-bytes-per-slice", "4MiB"]).max_bytes_per_slice == 4 << 20
+    a = parser.parse_args(["--state-ttl", "0", "--on-offset-reset", "latest",
+                           "--max-messages", "5", "--max-messages-per-slice", "2"])
+    assert (a.state_ttl, a.on_offset_reset, a.max_messages, a.max_messages_per_slice) == (
+        0.0, "latest", 5, 2)
+    assert parser.parse_args(["--state-ttl", "36h"]).state_ttl == 129_600.0
+    for bad in (["--on-offset-reset", "smallest"], ["--max-messages-per-slice", "0"],
+                ["--max-bytes-per-slice", "lots"],
+                ["--state-ttl", "-1d"], ["--max-messages", "0"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)

@@ -51,6 +51,8 @@ FIXTURES: dict[str, dict[str, Any]] = {
         "forecast_horizon_s": 3600,
         "rul_s": 86400.0,
         "alarm": True,
+        "fidelity_error": 0.021,
+        "fidelity_coverage": 0.9,
     },
     "twin/action.v1": {
         "action_id": f"pump-1:{TS}:SETPOINT",
@@ -80,6 +82,9 @@ FIXTURES: dict[str, dict[str, Any]] = {
         "drift_events": 3,
         "last_drift_ms": TS - 3_600_000,
         "model": "builtin-fleet@1",
+        "fidelity_error": 0.021,
+        "fidelity_coverage": 0.9,
+        "learned": None,
     },
     "twin/deadletter.v1": {
         "stage": "decode",

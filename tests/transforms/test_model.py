@@ -103,3 +103,23 @@ def test_yaml_errors_and_a_redeclared_type(tmp_path):
     catalog.use(load_model(write(tmp_path, COMPRESSOR)))
     with pytest.raises(ModelError, match="already declared differently"):
         catalog.use(load_model(write(tmp_path, clash, "other.yaml")))
+
+
+def test_condition_sensors_say_which_component_they_watch(tmp_path):
+    assert [s.name for s in catalog.component_sensors("motor", "winding")] == ["winding_temp"]
+    assert catalog.component("pump", "vibration") == "bearing"
+    assert catalog.component("pump", "flow") is None
+    with pytest.raises(KeyError):
+        catalog.component("pump", "nope")
+    m = load_model(write(tmp_path, COMPRESSOR.replace("role: condition}",
+                                                      "role: condition, component: bearing}")))
+    assert [s.component for s in m.asset_types["compressor"].sensors] == [
+        None, None, "bearing", "bearing"]
+    bad = COMPRESSOR.replace("role: operating_point}\n      amps",
+                             "role: operating_point, component: bearing}\n      amps")
+    with pytest.raises(ModelError, match=r":6: asset_types.compressor.sensors.p_bar."
+                                         r"component: only a condition sensor"):
+        load_model(write(tmp_path, bad))
+    with pytest.raises(ModelError, match="'gearbox' is not one of"):
+        load_model(write(tmp_path, COMPRESSOR.replace("role: condition}",
+                                                      "role: condition, component: gearbox}")))

@@ -348,6 +348,7 @@ class AssetDetector(Detector):
         noise_z: dict[str, float] = {}
         designs = {}  # target -> its input (one array for all)
         resid = {}  # target -> residual of the current model (learn_one reuses it)
+        levs = {}  # target -> leverage of this window's inputs (explain reuses it)
         u = None
         shared_P = leverage = None  # models sharing a covariance share its leverage
         for s in self._targets:
@@ -362,6 +363,7 @@ class AssetDetector(Detector):
                 if s in self._r2:
                     if model.P is not shared_P:
                         shared_P, leverage = model.P, model.leverage(u)
+                    levs[s] = leverage
                     # predictive spread: residual noise, widened where the model extrapolates
                     var = max(self._r2[s], 1e-4) * (1.0 + min(leverage, 1e6))
                     mean_z[s] = r / math.sqrt(var)
@@ -376,7 +378,7 @@ class AssetDetector(Detector):
                 noise_z[s] = (ls - self._noise_mean[s]) / sd
         return mean_z, noise_z, {"means": means, "scaled": scaled, "designs": designs,
                                  "avg": avg, "noise_z": noise_z, "resid": resid,
-                                 "spreads": spreads, "ambient": ambient}
+                                 "spreads": spreads, "ambient": ambient, "levs": levs}
 
     def _jumps(self, scaled: dict[str, float]) -> list[str]:
         if self._prev is None:
@@ -511,3 +513,71 @@ class AssetDetector(Detector):
         if self.adapt_left > 0:
             self.adapt_left -= 1
         return drifted
+
+    # -- the learned models, for what-if questions ---------------------------------------
+    def export(self) -> dict:
+        """The learned models as plain data (lists, floats, names): what a what-if needs
+        to roll the asset forward (:mod:`transforms.whatif`). Changes nothing.
+
+        ``scale``: the frozen scaler's mean and standard deviation per sensor (the models
+        live in its units); ``weights`` and ``covariance``: each target's residual model
+        (intercept, then each regressor and its ``lag_alphas`` averages) and its RLS
+        covariance; ``r2``: the running mean squared residual of each target (scaled);
+        ``avg`` and ``ambient_avg``: the lagged inputs after the last window learned.
+        """
+        scaler = self._scaler
+        shared: list[np.ndarray] = []  # the models' covariances, each once
+        for m in self._models.values():
+            if not any(P is m.P for P in shared):
+                shared.append(m.P)
+        return {
+            "asset_type": self.asset_type,
+            "regressors": list(self._regressors),
+            "targets": list(self._targets),
+            "rises": sorted(self._rises),
+            "ambient": self._ambient,
+            "lag_alphas": [float(a) for a in self.lag_alphas],
+            "forgetting": float(self.forgetting),
+            "ambient_alpha": float(self.ambient_alpha),
+            "scale": {s: [float(scaler.means[s]), float(scaler.vars[s]) ** 0.5]
+                      for s in self._sensors if scaler.counts.get(s)},
+            "avg": {s: [float(v) for v in lags] for s, lags in (self._avg or {}).items()},
+            "ambient_avg": None if self._ambient_avg is None else float(self._ambient_avg),
+            "weights": {s: [float(v) for v in m.w] for s, m in self._models.items()},
+            "covariances": [[float(v) for v in P[np.triu_indices(len(P))]] for P in shared],
+            "covariance_of": {s: next(i for i, P in enumerate(shared) if P is m.P)
+                              for s, m in self._models.items()},
+            "r2": {s: float(v) for s, v in self._r2.items()},
+            "noise_mean": {s: float(v) for s, v in self._noise_mean.items()},
+            "noise_var": {s: float(v) for s, v in self._noise_var.items()},
+            "n_seen": int(self.n_seen),
+            "warmup": int(self.warmup),
+            "adapt_left": int(self.adapt_left),
+            "alarm_above": float(self.alarm_above),
+            "n_terms": len(self._targets) + len(self._sensors),
+        }
+
+    def explain(self, assessment: Assessment
+                ) -> dict[str, tuple[float, float, float, float]]:
+        """How well the residual models predicted the window ``assessment`` judged,
+        before learning it: per target with a residual spread, ``(observed, predicted,
+        spread, leverage)``, the first three in SI units (a temperature as its rise over
+        lagged ambient; ``spread``: the predictive standard deviation the score divides
+        by; ``leverage``: ``u' P u`` of the window's inputs). Empty while the models have
+        no spread yet or the assessment carries no terms. Changes nothing."""
+        if assessment.terms is None:
+            return {}
+        cache = assessment.terms[1]
+        levs = cache.get("levs", {})
+        out = {}
+        for s, r in cache["resid"].items():
+            if s not in self._r2 or not self._scaler.counts.get(s):
+                continue
+            sd = self._scaler.vars[s] ** 0.5
+            if sd <= 0:
+                continue
+            lev = levs[s] if s in levs else self._models[s].leverage(cache["designs"][s])
+            var = max(self._r2[s], 1e-4) * (1.0 + min(lev, 1e6))
+            observed = cache["means"][s]
+            out[s] = (observed, observed - r * sd, math.sqrt(var) * sd, lev)
+        return out

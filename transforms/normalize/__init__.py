@@ -340,7 +340,7 @@ def _read_frames(frames: Templates, payloads: Sequence[bytes], now_ms: Sequence[
     pending: dict[int, tuple[Template, list[int]]] = {}
     match = frames.match
     for i, payload in enumerate(payloads):
-        t = match(payload) if len(payload) <= max_bytes else None
+        t = match(payload) if payload is not None and len(payload) <= max_bytes else None
         if t is None:
             todo.append(i)
             continue

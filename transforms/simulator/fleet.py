@@ -62,7 +62,9 @@ class Fleet:
         self.chunks = math.ceil(self.samples_per_asset / self.per_chunk)
         self._kinds = {v: list(malformed_kinds(v)) for v in VENDORS}
         self._setpoints: dict[str, list[tuple[int, float]]] = {}
+        self._loads: dict[str, list[tuple[int, float]]] = {}
         self.setpoint_log: list[dict[str, Any]] = []
+        self.models: dict[str, AssetModel] = {}  # the assets' physics, once generating
 
     # -- closing the loop -----------------------------------------------------------------
 
@@ -94,11 +96,94 @@ class Fleet:
                                   "at_ms": at_ms, "accepted": ok, "reason": why})
         return ok, why
 
+    def change_load(self, asset_id: str, delta: float, at_ms: int) -> None:
+        """From ``at_ms`` on, ask ``asset_id`` for ``delta`` (a fraction of rated) more load
+        than its base (a change of demand: another duty, a valve opened). Like a setpoint,
+        it shapes samples generated after the call; the load still wanders around it."""
+        if asset_id not in self._by_id:
+            raise KeyError(f"unknown asset {asset_id!r}")
+        if not math.isfinite(delta):
+            raise ValueError(f"non-finite load change {delta!r}")
+        self._loads.setdefault(asset_id, []).append((int(at_ms), float(delta)))
+        self._loads[asset_id].sort()
+
+    def load_offset(self, asset_id: str, t_ms: np.ndarray) -> np.ndarray | None:
+        changes = self._loads.get(asset_id)
+        if not changes:
+            return None
+        out = np.zeros(len(t_ms))
+        for at_ms, delta in changes:
+            out[t_ms >= at_ms] = delta
+        return out
+
     def speed_fraction(self, asset_id: str, t_ms: np.ndarray) -> np.ndarray:
         frac = np.ones(len(t_ms))
         for at_ms, value in self._setpoints.get(asset_id, ()):
             frac[t_ms >= at_ms] = value
         return frac
+
+    # -- what an asset would have done -------------------------------------------------------
+
+    def rerun(self, asset_id: str, setpoints: list[tuple[int, float]] | None = None,
+              loads: list[tuple[int, float]] | None = None, until_ms: int | None = None,
+              window_ms: int = 60_000) -> dict[str, Any]:
+        """One asset's true sensor values again, from the start, under the given speed
+        setpoints (``(at_ms, fraction of nominal)``) and load changes (``(at_ms, delta)``)
+        instead of the fleet's: the same seed, so the same load wander, weather, fault
+        and noise. Returns the mean of every sensor per event-time window
+        (``{"window_start_ms": array, "values": {sensor: array}, "failed_ms": ...}``;
+        windows in which the asset is stopped for repair are left out) and, with the wear
+        law, when the fault failed. ``until_ms`` may lie past the fleet's end (the same
+        physics goes on). The fleet itself is not touched."""
+        spec = self._by_id[asset_id]
+        model = AssetModel(spec, self.config.interval_s, self.config.start_ms,
+                           self.scenario.faults.get(asset_id),
+                           self.scenario.regimes.get(asset_id), wear_law=self.config.wear_law)
+        phys, _ = self._rngs(spec)
+        until = self.config.end_ms if until_ms is None else until_ms
+        starts, sums, counts = [], {}, []
+        fault = self.scenario.faults.get(asset_id)
+        for c in range(10**9):  # past the fleet's end too: the same physics goes on
+            k = np.arange(c * self.per_chunk, (c + 1) * self.per_chunk)
+            t = self.config.start_ms + spec.phase_ms + np.rint(k * self.interval_ms).astype(
+                np.int64)
+            if t[0] >= until:
+                break
+            frac = np.ones(len(t))
+            for at_ms, value in sorted(setpoints or ()):
+                frac[t >= at_ms] = value
+            offset = None
+            if loads:
+                offset = np.zeros(len(t))
+                for at_ms, delta in sorted(loads):
+                    offset[t >= at_ms] = delta
+            values = model.step(t, frac, phys, offset)
+            if model.wear_law:
+                online = ~model.offline(t)
+            elif fault is not None:
+                online = (t < fault.failure_ms) | (t >= fault.repaired_ms)
+            else:
+                online = np.ones(len(t), dtype=bool)
+            online &= t < until
+            if not online.any():
+                continue
+            t = t[online]
+            win = t - t % window_ms
+            uniq, inv = np.unique(win, return_inverse=True)
+            starts.append(uniq)
+            counts.append(np.bincount(inv))
+            for name, arr in values.items():
+                sums.setdefault(name, []).append(np.bincount(inv, weights=arr[online]))
+        if not starts:
+            return {"window_start_ms": np.empty(0, dtype=np.int64), "values": {},
+                    "failed_ms": model.failed_ms}
+        # a window cut by a chunk boundary: merge its parts
+        allw = np.concatenate(starts)
+        uniq, inv = np.unique(allw, return_inverse=True)
+        n = np.bincount(inv, weights=np.concatenate(counts))
+        means = {name: np.bincount(inv, weights=np.concatenate(parts)) / n
+                 for name, parts in sums.items()}
+        return {"window_start_ms": uniq, "values": means, "failed_ms": model.failed_ms}
 
     # -- generation -------------------------------------------------------------------------
 
@@ -112,6 +197,9 @@ class Fleet:
         f = self.scenario.faults.get(spec.asset_id)
         if f is None:
             return np.ones(len(t_ms), dtype=bool)
+        model = self.models.get(spec.asset_id)
+        if model is not None and model.wear_law:  # the failure the law brought about
+            return ~model.offline(t_ms)
         return (t_ms < f.failure_ms) | (t_ms >= f.repaired_ms)
 
     def _rngs(self, spec: AssetSpec) -> tuple[np.random.Generator, np.random.Generator]:
@@ -120,17 +208,20 @@ class Fleet:
 
     def _chunks(self) -> Iterator[tuple[int, list[tuple[AssetSpec, np.ndarray, Any, Any]]]]:
         """Per chunk: for each asset its event times, true values and fates (all samples)."""
-        models = {a.asset_id: AssetModel(a, self.config.interval_s, self.config.start_ms,
-                                         self.scenario.faults.get(a.asset_id),
-                                         self.scenario.regimes.get(a.asset_id))
-                  for a in self.assets}
+        models = self.models = {
+            a.asset_id: AssetModel(a, self.config.interval_s, self.config.start_ms,
+                                   self.scenario.faults.get(a.asset_id),
+                                   self.scenario.regimes.get(a.asset_id),
+                                   wear_law=self.config.wear_law)
+            for a in self.assets}
         rngs = {a.asset_id: self._rngs(a) for a in self.assets}
         for c in range(self.chunks):
             rows = []
             for a in self.assets:
                 t = self._grid(a, c)
                 phys, fate_rng = rngs[a.asset_id]
-                values = models[a.asset_id].step(t, self.speed_fraction(a.asset_id, t), phys)
+                values = models[a.asset_id].step(t, self.speed_fraction(a.asset_id, t), phys,
+                                                 self.load_offset(a.asset_id, t))
                 fates = draw_fates(self.config, len(t), fate_rng, len(self._kinds[a.vendor]))
                 rows.append((a, t, values, fates))
             yield c, rows

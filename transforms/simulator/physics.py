@@ -20,6 +20,15 @@ sample):
   a bias that grows linearly to ``severity`` of its reading.
 
 Noise is Gaussian per sample, of the size real transmitters have (0.1-1 %, vibration 6 %).
+
+By default a fault runs on a clock: it fails at its planned time whatever the asset is
+asked to do. With ``wear_law`` (a benchmark knob, off in every run), the two wear-out
+faults progress at a rate that depends on how the asset is run, by the laws maintenance
+engineering uses, relative to the asset's base operating point (commanded speed and load,
+not their wander): ``bearing_wear`` by rolling-contact fatigue (ISO 281: damage per hour
+~ speed x load^3, the load being the healthy vibration level this model gives), and
+``winding_insulation`` by thermal ageing (doubling per 10 K of healthy winding
+temperature). At the base operating point the fault fails at its planned time.
 """
 
 from __future__ import annotations
@@ -40,6 +49,38 @@ PUMP_HEAD = 4.0e5  # Pa of discharge pressure at zero flow, full speed
 MOTOR_TORQUE = 480.0  # N*m at full load
 MOTOR_VOLTAGE = 400.0
 VIBRATION = 0.0025  # m/s RMS of a healthy machine at full speed
+WEAR_LAW_FAULTS = ("bearing_wear", "winding_insulation")
+# The sensor that carries each asset type's load (for a load change asked of a twin).
+LOAD_SENSOR = {"pump": "flow", "motor": "torque"}
+
+
+def load_reading(asset_type: str, load: float, speed_frac: float = 1.0) -> float:
+    """The expected reading of :data:`LOAD_SENSOR` at a base load and speed fraction."""
+    if asset_type == "pump":
+        return PUMP_FLOW * speed_frac * load
+    return MOTOR_TORQUE * load * speed_frac
+
+
+def healthy_vibration(speed_frac: np.ndarray | float, load: np.ndarray | float):
+    """Vibration of a healthy machine (m/s RMS) at a speed fraction and load."""
+    return VIBRATION * (0.6 + 0.4 * speed_frac ** 2) * (1 + 0.3 * load)
+
+
+def healthy_winding_rise(speed_frac: np.ndarray | float, load: np.ndarray | float):
+    """Winding temperature rise over ambient (K) of a healthy motor, in steady state."""
+    return 20.0 + 55.0 * (0.35 + 0.65 * load * speed_frac) ** 2
+
+
+def wear_rate(fault: str, speed_frac, load, base_load: float):
+    """The wear law's damage rate at (speed, load) over its rate at the base operating
+    point (speed 1, ``base_load``): 1 for faults without a law."""
+    if fault == "bearing_wear":
+        return speed_frac * (healthy_vibration(speed_frac, load)
+                             / healthy_vibration(1.0, base_load)) ** 3
+    if fault == "winding_insulation":
+        return 2.0 ** ((healthy_winding_rise(speed_frac, load)
+                        - healthy_winding_rise(1.0, base_load)) / 10.0)
+    return np.ones_like(np.asarray(speed_frac, dtype=float))
 
 
 def _lag(x: np.ndarray, y0: float, alpha: float) -> np.ndarray:
@@ -52,8 +93,12 @@ class AssetModel:
     """One simulated asset; :meth:`step` makes its next chunk of true sensor values."""
 
     def __init__(self, spec: AssetSpec, interval_s: float, start_ms: int,
-                 fault: FaultEpisode | None, regime: RegimeChange | None) -> None:
+                 fault: FaultEpisode | None, regime: RegimeChange | None,
+                 wear_law: bool = False) -> None:
         self.spec = spec
+        self.wear_law = wear_law and fault is not None and fault.fault in WEAR_LAW_FAULTS
+        self.damage = 0.0  # wear law: the fault's progress so far (1: failure)
+        self.failed_ms: int | None = None  # wear law: when it failed
         self.dt = interval_s
         self.start_ms = start_ms
         self.fault = fault
@@ -67,17 +112,22 @@ class AssetModel:
 
     # -- operating point ----------------------------------------------------------------
 
-    def _load(self, t_ms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _commanded_load(self, t_ms: np.ndarray, offset: np.ndarray | None) -> np.ndarray:
+        """The base load the asset is asked for: its own, regime steps, load changes."""
+        load = np.full(len(t_ms), self.spec.load)
+        r = self.regime
+        if r is not None and r.kind == "load_step":
+            load = load + np.where(t_ms >= r.ts_ms, r.size, 0.0)
+        return load if offset is None else load + offset
+
+    def _load(self, t_ms: np.ndarray, rng: np.random.Generator,
+              offset: np.ndarray | None = None) -> np.ndarray:
         a = math.exp(-self.dt / LOAD_TAU_S)
         shocks = rng.standard_normal(len(t_ms)) * LOAD_SIGMA * math.sqrt(1 - a * a)
         dev, _ = lfilter([1.0], [1.0, -a], shocks, zi=[a * self.load_dev])
         if len(dev):
             self.load_dev = float(dev[-1])
-        load = self.spec.load + dev
-        r = self.regime
-        if r is not None and r.kind == "load_step":
-            load = load + np.where(t_ms >= r.ts_ms, r.size, 0.0)
-        return np.clip(load, 0.05, 1.0)
+        return np.clip(self._commanded_load(t_ms, offset) + dev, 0.05, 1.0)
 
     def _ambient(self, t_ms: np.ndarray) -> np.ndarray:
         t_s = t_ms / 1000.0
@@ -99,21 +149,56 @@ class AssetModel:
         p = (t_ms - f.start_ms) / max(f.failure_ms - f.start_ms, 1)
         return np.where((t_ms >= f.start_ms) & (t_ms < f.failure_ms), np.clip(p, 0, 1), 0.0)
 
+    def _wear_progress(self, t_ms: np.ndarray, speed_frac: np.ndarray,
+                       load_cmd: np.ndarray) -> np.ndarray:
+        """The wear law's progress: damage accumulated at the law's rate since the fault
+        started, 0 after the failure (the part was replaced)."""
+        f = self.fault
+        if self.failed_ms is not None:
+            return np.zeros(len(t_ms))
+        rate = wear_rate(f.fault, np.clip(speed_frac, 1e-3, None),
+                         np.clip(load_cmd, 0.05, 1.0), self.spec.load)
+        active = t_ms >= f.start_ms
+        step = np.where(active, rate * self.dt * 1000.0 / max(f.failure_ms - f.start_ms, 1),
+                        0.0)
+        progress = self.damage + np.cumsum(step)
+        done = np.flatnonzero(progress >= 1.0)
+        if len(done):
+            self.failed_ms = int(t_ms[done[0]])
+            progress[done[0]:] = 0.0
+            self.damage = 1.0
+        elif len(progress):
+            self.damage = float(progress[-1])
+        return np.clip(progress, 0.0, 1.0)
+
+    def offline(self, t_ms: np.ndarray) -> np.ndarray:
+        """Wear law: whether each time falls in the repair after the realised failure."""
+        f = self.fault
+        if not self.wear_law or self.failed_ms is None:
+            return np.zeros(len(t_ms), dtype=bool)
+        down = f.repaired_ms - f.failure_ms
+        return (t_ms >= self.failed_ms) & (t_ms < self.failed_ms + down)
+
     # -- the chunk ------------------------------------------------------------------------
 
     def step(self, t_ms: np.ndarray, speed_frac: np.ndarray,
-             rng: np.random.Generator) -> dict[str, np.ndarray]:
-        """True sensor values (SI) at event times ``t_ms`` under the given speed setpoints.
+             rng: np.random.Generator, load_offset: np.ndarray | None = None
+             ) -> dict[str, np.ndarray]:
+        """True sensor values (SI) at event times ``t_ms`` under the given speed setpoints
+        (and changes of the base load, fractions of rated, if any).
 
         Draws a fixed number of random numbers per sample, so the noise of later chunks does
         not depend on setpoints or faults.
         """
         n = len(t_ms)
         noise = rng.standard_normal((12, n))
-        load = self._load(t_ms, rng)
+        load = self._load(t_ms, rng, load_offset)
         ambient = self._ambient(t_ms)
         s = speed_frac
-        progress = self._progress(t_ms)
+        if self.wear_law:
+            progress = self._wear_progress(t_ms, s, self._commanded_load(t_ms, load_offset))
+        else:
+            progress = self._progress(t_ms)
         fault = self.fault.fault if self.fault is not None else None
         wear = progress ** 1.5 if fault == "bearing_wear" else np.zeros(n)
         cav = np.where(progress > 0, 0.4 + 0.6 * progress, 0.0) if fault == "cavitation" \
@@ -130,7 +215,7 @@ class AssetModel:
         brg = _lag(brg_target, self.temps["bearing_temp"], a_brg)
         self.temps["bearing_temp"] = float(brg[-1])
         v["bearing_temp"] = brg + 0.15 * noise[2]
-        vib = VIBRATION * (0.6 + 0.4 * s**2) * (1 + 0.3 * load) * (1 + (sev - 1) * wear)
+        vib = healthy_vibration(s, load) * (1 + (sev - 1) * wear)
         vib = vib * (1 + 0.06 * noise[3]) + 0.004 * cav * np.abs(noise[4])
         v["vibration"] = np.abs(vib)
         if self.spec.asset_type == "pump":

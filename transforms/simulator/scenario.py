@@ -66,6 +66,11 @@ class FleetConfig:
         Sensors each asset sends: the first ``sensors`` of its type in catalog order
         (``None``: all of them). A benchmark knob (``twin bench scale --sensors``): the
         physics is unchanged, the other sensors are simply not sent.
+    wear_law
+        Wear-out faults progress by a life law of the operating point rather than on a
+        clock (:mod:`transforms.simulator.physics`). A benchmark knob (``twin bench
+        fidelity``): setpoints then change when such a fault fails, and the ground
+        truth's failure times are those of the base operating point.
     """
 
     assets: int = 12
@@ -81,6 +86,7 @@ class FleetConfig:
     out_of_order_rate: float = 0.01
     late_rate: float = 0.002
     sensors: int | None = None
+    wear_law: bool = False
 
     def __post_init__(self) -> None:
         if self.assets < 1:

@@ -23,7 +23,7 @@ NOT_A_VENDOR = wire.encode("twin/deadletter.v1", {
 
 def messages():
     return [("twin.raw.helios", b"pump-001", v, 1) for v in
-            (GOOD, TRUNCATED, BAD_MAGIC, NOT_A_VENDOR, b"")]
+            (GOOD, TRUNCATED, BAD_MAGIC, NOT_A_VENDOR, b"", None)]
 
 
 def _ids(keyed):
@@ -46,6 +46,8 @@ def test_readings_and_dead_letters_account_for_every_message(batched):
             ("bad_magic", BAD_MAGIC, "twin.raw.helios", b"pump-001"),
             ("unknown_vendor", NOT_A_VENDOR, "twin.raw.helios", b"pump-001"),
             ("empty_payload", b"", "twin.raw.helios", b"pump-001"),
+            # a Kafka tombstone: its own reason, empty bytes (the schema's payload is bytes)
+            ("null_value", b"", "twin.raw.helios", b"pump-001"),
         ]), label="dead")
 
 

@@ -1,5 +1,6 @@
-"""The output folder a run claims: Beam temp folders of killed runs are removed, a folder
-another run is writing to is refused."""
+"""File sinks: the output folder a run claims (Beam temp folders of killed runs are removed,
+a folder another run is writing to is refused), and a run's slices ending as one Avro and
+one Parquet file per output kind."""
 
 from __future__ import annotations
 
@@ -7,9 +8,20 @@ import os
 import subprocess
 import sys
 
+import apache_beam as beam
+import fastavro
+import pyarrow.parquet as pq
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipelines.beam.sinks import LOCK_FILE, OutputFolderBusy, claim_out_dir
+from pipelines.beam.sinks import (
+    LOCK_FILE,
+    OutputFolderBusy,
+    WriteRecords,
+    claim_out_dir,
+    concat_outputs,
+)
+from tests.schemas.test_schemas import FIXTURES
 
 UUID = "7fef644cf24a11f1a4cd02fc00000001"
 
@@ -61,3 +73,37 @@ def test_a_folder_another_run_holds_is_refused_and_its_temp_folders_kept(tmp_pat
         holder.wait()
     with claim_out_dir(out):  # a killed holder's lock is gone with it
         assert not busy.exists()
+
+
+SCHEMA = "twin/prediction.v1"
+
+
+def write_part(folder, ids):
+    with TestPipeline() as p:
+        (p | beam.Create([{**FIXTURES[SCHEMA], "prediction_id": i} for i in ids])
+         | WriteRecords(str(folder), "predictions", SCHEMA))
+
+
+def test_parts_are_concatenated_in_order_and_replace_the_outputs(tmp_path):
+    parts = [tmp_path / "a", tmp_path / "b", tmp_path / "c"]
+    write_part(parts[0], ["p1", "p2"])
+    write_part(parts[1], [])  # a slice without predictions
+    write_part(parts[2], ["p3"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.avro").write_bytes(b"the previous run's")
+    concat_outputs([str(p) for p in parts], str(out), {"predictions": SCHEMA})
+    with open(out / "predictions.avro", "rb") as f:
+        assert [r["prediction_id"] for r in fastavro.reader(f)] == ["p1", "p2", "p3"]
+    table = pq.read_table(out / "predictions.parquet")
+    assert table.column("prediction_id").to_pylist() == ["p1", "p2", "p3"]
+    assert sorted(p.name for p in out.iterdir()) == ["predictions.avro", "predictions.parquet"]
+
+
+def test_one_part_is_moved_as_it_is(tmp_path):
+    write_part(tmp_path / "a", ["p1"])
+    out = tmp_path / "out"
+    out.mkdir()
+    concat_outputs([str(tmp_path / "a")], str(out), {"predictions": SCHEMA})
+    with open(out / "predictions.avro", "rb") as f:
+        assert [r["prediction_id"] for r in fastavro.reader(f)] == ["p1"]

@@ -131,3 +131,40 @@ def test_a_forged_reading_in_a_stream_is_a_dead_letter_and_closes_nothing():
         assert_that(windows, equal_to([(0, 3), (60_000, 1), (120_000, 1)]), label="windows")
         assert_that(late, equal_to([]), label="late")
         assert_that(dead, equal_to([("twin", "timestamp_jump", 20_000, b"p1")]), label="dead")
+
+
+def test_checkpoint_hands_over_each_twin_with_its_newest_event_time():
+    import pickle
+
+    rs = [reading("p1", t * 10_000) for t in range(5)] + [reading("p2", 7_000)]
+    with TestPipeline() as p:
+        outs = p | beam.Create([tv(r) for r in rs]) | RunTwins(TWIN, checkpoint=True)
+        got = outs["checkpoint"] | beam.Map(
+            lambda t: (t[0], pickle.loads(t[1]).asset_id, t[2]))
+        assert_that(got, equal_to([("p1", "p1", 40_000), ("p2", "p2", 7_000)]))
+
+
+def test_initial_twins_come_only_from_a_verified_file():
+    from pipelines.beam.twin import TwinFn
+
+    with pytest.raises(ValueError, match="initial_sha256"):
+        TwinFn(TWIN, checkpoint=True, initial_path="some/state.pkl")
+
+
+def test_flushing_a_twin_closes_and_scores_its_open_windows():
+    """How an evicted asset leaves: what it held is scored, its last state emitted."""
+    import pickle
+
+    from pipelines.beam.twin import FlushTwins
+    from transforms.twin import AssetTwin
+
+    twin = AssetTwin("p1", "pump", **TWIN)
+    for t in range(3):
+        twin.add(reading("p1", 130_000 + t * 10_000))  # window [120 s, 180 s), still open
+    with TestPipeline() as p:
+        outs = p | beam.Create([("p1", pickle.dumps(twin))]) | FlushTwins()
+        assert_that(outs["features"] | "F" >> beam.Map(
+            lambda f: (f["window_start_ms"], f["count"])), equal_to([(120_000, 3)]),
+            label="features")
+        assert_that(outs["state"] | "S" >> beam.Map(lambda s: (s["asset_id"], s["ts_ms"])),
+                    equal_to([("p1", 180_000)]), label="state")

@@ -70,3 +70,14 @@ def test_end_of_input_marker_goes_to_the_assets_key():
     fn = NormalizeFunction(shards=4)
     [(key, marker)] = fn.process_element((END_OF_INPUT, b"p7", b"", 0), None)
     assert (key, marker) == (str(shard_of("p7", 4)), END_OF_INPUT)
+
+
+def test_a_tombstone_is_a_null_value_dead_letter_alone_and_in_a_batch():
+    fn = NormalizeFunction()
+    good = _messages()[0]
+    tombstone = ("twin.raw.helios/0@99", b"p1", None, good[3])
+    [(tag, dead)] = list(fn.process_element(tombstone, None))
+    assert tag is DEAD_LETTERS and (dead["reason"], dead["payload"]) == ("null_value", b"")
+    out = list(fn.process_element((good[3], pickle.dumps([good, tombstone])), None))
+    assert [d["reason"] for t, d in out if t is DEAD_LETTERS] == ["null_value"]
+    assert len([o for o in out if o[0] is not DEAD_LETTERS]) == 1

@@ -1,21 +1,31 @@
-"""Reading what landed on the broker, for the Kafka tests."""
+"""Publishing a fleet, running `twin run --source kafka` and reading what landed on the
+broker, for the Kafka tests."""
 
 from __future__ import annotations
 
-from confluent_kafka import Consumer, TopicPartition
+import json
+from pathlib import Path
+
+from pipelines.kafka.testing import ID_FIELDS, decoded, publish, read_topic
+from transforms.simulator import Fleet, FleetConfig
+
+__all__ = ["ID_FIELDS", "START_MS", "decoded", "fleet", "publish", "read_topic", "run_args",
+           "summary"]
+
+START_MS = 1_795_800_000_000
 
 
-def read_topic(bootstrap: str, topic: str, idle_s: float = 1.5) -> list:
-    """Every message of ``topic`` (partition by partition in offset order), once nothing new
-    arrived for ``idle_s`` seconds."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "test-reader",
-                  "enable.auto.commit": False})
-    md = c.list_topics(topic, timeout=10).topics[topic]
-    c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
-    out, idle = [], 0
-    while idle < max(1, int(idle_s / 0.3)):
-        batch = [m for m in c.consume(5000, timeout=0.3) if m.error() is None]
-        idle = 0 if batch else idle + 1
-        out.extend(batch)
-    c.close()
-    return out
+def fleet(hours: float = 2.0, assets: int = 3, start_ms: int = START_MS,
+          malformed_rate: float = 0.02) -> Fleet:
+    return Fleet(FleetConfig(assets=assets, duration_s=hours * 3600, seed=4, start_ms=start_ms,
+                             malformed_rate=malformed_rate))
+
+
+def run_args(bootstrap: str, out: Path, *extra: str) -> list[str]:
+    """`twin run --source kafka` into ``out``, signed with ``out.parent / "hmac.key"``."""
+    return ["run", "--source", "kafka", "--bootstrap-servers", bootstrap, "--out", str(out),
+            "--no-progress", "--hmac-key-file", str(out.parent / "hmac.key"), *extra]
+
+
+def summary(out: Path) -> dict:
+    return json.loads((out / "summary.json").read_text())

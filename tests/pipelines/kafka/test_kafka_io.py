@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
@@ -13,9 +14,12 @@ from pipelines.beam.kafka import (
     _ReadPartitionFn,
     _ReadPartitionUnboundedFn,
     commit_offsets,
+    message_sizes,
     plan_partitions,
+    plan_reads,
 )
-from pipelines.kafka.topics import ensure_topics
+from pipelines.kafka.offsets import OffsetResetError
+from pipelines.kafka.topics import ensure_topics, topic_ids
 
 T0 = 1_795_800_000_000
 
@@ -37,6 +41,45 @@ def test_plan_starts_at_committed_or_given_offsets_and_ends_at_the_real_end(brok
     assert plan_partitions(cfg, ["t"], "g") == [PartitionRange("t", 0, 120, 500)]
     assert plan_partitions(cfg, ["t"], "g", {"t/0": 300}) == [PartitionRange("t", 0, 300, 500)]
     assert plan_partitions(cfg, ["t"], "g", bounded=False) == [PartitionRange("t", 0, 120, None)]
+
+
+def test_stored_offsets_that_do_not_fit_stop_the_plan_unless_the_user_chose(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 500)
+    stored = {"t/0": 900, "gone/0": 7}  # past the end; a topic that is not there
+    with pytest.raises(OffsetResetError) as err:
+        plan_reads(cfg, ["t", "gone"], "g", stored, source="the state file s")
+    assert [(m.partition, m.why, m.low, m.high) for m in err.value.mismatches] == [
+        ("t/0", "past_end", 0, 500), ("gone/0", "gone", None, None)]
+    early = plan_reads(cfg, ["t", "gone"], "g", stored, on_offset_reset="earliest")
+    assert early.ranges == [PartitionRange("t", 0, 0, 500)] and early.dropped == ["gone/0"]
+    assert [(r["partition"], r["start"]) for r in early.resets] == [("t/0", 0),
+                                                                     ("gone/0", None)]
+    late = plan_reads(cfg, ["t"], "g", stored, on_offset_reset="latest")
+    assert late.ranges == [PartitionRange("t", 0, 500, 500)]  # nothing, never backwards
+    # the group's committed offsets are checked the same way
+    commit_offsets(cfg, "g2", {"t/0": 501})
+    with pytest.raises(OffsetResetError, match="consumer group"):
+        plan_reads(cfg, ["t"], "g2", source="consumer group 'g2'")
+
+
+def test_a_topic_with_another_id_than_the_stored_one_was_recreated(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 50)
+    ids = topic_ids(cfg, ["t", "absent"])
+    assert set(ids) == {"t"}
+    fine = plan_reads(cfg, ["t"], "g", {"t/0": 20}, stored_topic_ids=ids)
+    assert fine.ranges == [PartitionRange("t", 0, 20, 50)] and fine.topic_ids == ids
+    with pytest.raises(OffsetResetError) as err:
+        plan_reads(cfg, ["t"], "g", {"t/0": 20}, stored_topic_ids={"t": "another-id"})
+    assert err.value.mismatches[0].why == "recreated"
+
+
+def test_message_sizes_weigh_each_message_of_a_range(broker):
+    cfg = {"bootstrap.servers": broker.bootstrap_servers}
+    produce(broker.bootstrap_servers, 30)  # key b"a", value b"v<i>"
+    sizes = message_sizes(cfg, [PartitionRange("t", 0, 5, 25), PartitionRange("u", 0, 7, 7)])
+    assert sizes == {"t/0": [(i, 1 + len(b"v%d" % i)) for i in range(5, 25)], "u/0": []}
 
 
 def test_bounded_read_claims_exactly_its_range(broker):

@@ -11,60 +11,23 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from jobs.cli import main
 from pipelines.kafka.serde import LocalSerde
-from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
+from pipelines.kafka.topics import raw_topics
 from pipelines.statefile import read_state
-from tests.pipelines.kafka.helpers import read_topic
+from tests.pipelines.kafka.helpers import decoded, fleet, publish, read_topic, run_args
 from transforms import signing
-from transforms.simulator import Fleet, FleetConfig
 
-START_MS = 1_795_800_000_000
 ROOT = Path(__file__).resolve().parents[3]
-
-
-def fleet(hours: float = 2.0) -> Fleet:
-    return Fleet(FleetConfig(assets=3, duration_s=hours * 3600, seed=4, start_ms=START_MS,
-                             malformed_rate=0.02))
-
-
-def publish(bootstrap: str, messages) -> int:
-    cfg = {"bootstrap.servers": bootstrap}
-    ensure_topics(cfg, raw_topics(), partitions=2)
-    p = Producer({**cfg, "linger.ms": 10, "message.max.bytes": 4_000_000})  # oversize tests
-    n = 0
-    for m in messages:
-        p.produce(m.topic, key=m.key, value=m.value, timestamp=m.arrival_ms)
-        n += 1
-        if n % 5000 == 0:
-            p.poll(0)
-    assert p.flush(30) == 0
-    return n
-
-
-def decoded(bootstrap: str, tag: str) -> dict[str, dict]:
-    """Output records of ``tag`` on the broker, deduplicated by their deterministic id."""
-    topic, schema = OUTPUT_TOPICS[tag]
-    serde, records = LocalSerde(), {}
-    id_field = {"prediction": "prediction_id", "action": "action_id"}[tag]
-    for m in read_topic(bootstrap, topic):
-        name, record = serde.decode(m.value())
-        assert name == schema
-        records[record[id_field]] = record
-    return records
-
-
-def run_args(bootstrap: str, out: Path, *extra: str) -> list[str]:
-    return ["run", "--source", "kafka", "--bootstrap-servers", bootstrap, "--out", str(out),
-            "--no-progress", "--hmac-key-file", str(out.parent / "hmac.key"), *extra]
+KEY = b"test-signing-key"
 
 
 @pytest.fixture
 def key_file(tmp_path):
     path = tmp_path / "hmac.key"
-    path.write_text("test-signing-key")
+    path.write_bytes(KEY)
     return path
 
 
@@ -94,11 +57,11 @@ def test_every_input_accounted_for_and_outputs_on_their_topics(broker, tmp_path,
     topic, _, rest = d["source"].partition("/")
     assert "@" in rest and topic in raw_topics()
     # progress is durable: state file and committed offsets; a rerun finds nothing new
-    state = read_state(str(out / "twin-state.pkl"))
+    state = read_state(str(out / "twin-state.pkl"), KEY)
     assert set(state["twins"]) == {a.asset_id for a in f.assets}
     assert sum(state["offsets"].values()) == n
     assert main(run_args(broker.bootstrap_servers, out)) == 0
-    assert json.loads((out / "summary.json").read_text())["nothing_new"] is True
+    assert json.loads((out / "summary.json").read_text()) == s  # left as it was
 
 
 @pytest.mark.slow
@@ -130,7 +93,7 @@ def test_two_runs_continue_where_the_first_stopped(broker, tmp_path, key_file):
     assert everything.keys() == whole_preds.keys()
     for pid, p in whole_preds.items():
         assert everything[pid]["anomaly_score"] == pytest.approx(p["anomaly_score"], abs=1e-9)
-    assert read_state(str(part / "twin-state.pkl"))["runs"] == 2
+    assert read_state(str(part / "twin-state.pkl"), KEY)["runs"] == 2
 
 
 def _child_env(tmp_path) -> dict[str, str]:
@@ -140,8 +103,31 @@ def _child_env(tmp_path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path)}
 
 
+def _predictions_written(bootstrap: str) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "peek"})
+    md = c.list_topics(timeout=5).topics.get("twin.predictions")
+    written = 0
+    if md is not None:
+        for p in md.partitions:
+            written += c.get_watermark_offsets(TopicPartition("twin.predictions", p),
+                                               timeout=5)[1]
+    c.close()
+    return written
+
+
+def _file_predictions(out: Path) -> set[str]:
+    import fastavro
+
+    with open(out / "predictions.avro", "rb") as fh:
+        return {p["prediction_id"] for p in fastavro.reader(fh)}
+
+
 @pytest.mark.slow
-def test_killed_run_is_rerun_without_loss_or_difference(make_broker, tmp_path, key_file):
+@pytest.mark.parametrize("sliced", [False, True], ids=["in-one-go", "between-slices"])
+def test_killed_run_is_rerun_without_loss_or_difference(make_broker, tmp_path, key_file,
+                                                        sliced):
+    """Killed before anything was committed, or after some slices were: the rerun's
+    outputs (on the topics and in the files) are those of a run never killed."""
     f = fleet(hours=3.0)
     messages = list(f.messages())
     calm, crashy = make_broker(), make_broker()
@@ -152,36 +138,37 @@ def test_killed_run_is_rerun_without_loss_or_difference(make_broker, tmp_path, k
     expected_actions = decoded(calm.bootstrap_servers, "action")
 
     out = tmp_path / "crashy"
-    cmd = [sys.executable, "-m", "jobs.cli", *run_args(crashy.bootstrap_servers, out)]
+    slices = ["--max-messages-per-slice", "1500"] if sliced else []
+    cmd = [sys.executable, "-m", "jobs.cli", *run_args(crashy.bootstrap_servers, out, *slices)]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=_child_env(tmp_path))
+    state_file = out / "twin-state.pkl"
     deadline = time.monotonic() + 120
-    try:  # kill it once it has written some outputs but before it finishes
+    try:  # kill it once it has written some outputs (a slice committed) but not finished
         while time.monotonic() < deadline and proc.poll() is None:
-            c = Consumer({"bootstrap.servers": crashy.bootstrap_servers, "group.id": "peek"})
-            md = c.list_topics(timeout=5).topics.get("twin.predictions")
-            written = 0
-            if md is not None:
-                for p in md.partitions:
-                    written += c.get_watermark_offsets(TopicPartition("twin.predictions", p),
-                                                       timeout=5)[1]
-            c.close()
-            if written > 0:
+            if (state_file.exists() if sliced
+                    else _predictions_written(crashy.bootstrap_servers) > 0):
                 break
             time.sleep(0.05)
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (out / "twin-state.pkl").exists()  # nothing was made durable
-    assert main(run_args(crashy.bootstrap_servers, out)) == 0
+    if sliced:  # some slices were made durable, not all
+        state = read_state(str(state_file), KEY)
+        assert 1 <= state["slices"] and sum(state["offsets"].values()) < len(messages)
+    else:
+        assert not state_file.exists()  # nothing was made durable
+    assert main(run_args(crashy.bootstrap_servers, out, *slices)) == 0
     s = json.loads((out / "summary.json").read_text())
-    assert s["readings_in"] == len(messages)  # the rerun read everything again
+    # every message once: the killed run's committed slices and the rerun's
+    assert s["readings_in"] == len(messages) and s["invariant_ok"]
     got = decoded(crashy.bootstrap_servers, "prediction")
     assert got.keys() == expected.keys()
     for pid, p in expected.items():
         assert got[pid]["anomaly_score"] == pytest.approx(p["anomaly_score"], abs=1e-9)
     assert decoded(crashy.bootstrap_servers, "action").keys() == expected_actions.keys()
+    assert _file_predictions(out) == _file_predictions(tmp_path / "calm") == expected.keys()
 
 
 def test_dead_broker_is_a_clear_error(tmp_path, key_file, capfd):

@@ -143,6 +143,7 @@ def test_an_older_writer_version_of_our_record_is_resolved_to_ours(registry):
 
 
 BAD = [
+    (None, "null_value", {}),  # a Kafka tombstone
     (b"", "empty_payload", {}),
     (b"\x00" * 101, "oversize_payload", {"max_bytes": 100}),
     (b"\x00\x00", "bad_magic", {}),

@@ -116,3 +116,13 @@ def test_blocks_come_in_the_order_their_asset_types_first_appear():
     blocks, rejects = normalize_batch(payloads, [NOW_MS] * len(payloads))
     assert rejects == [] and list(blocks) == types
     assert [len(b) for b in blocks.values()] == [2] * len(types)
+
+
+def test_a_null_value_is_its_own_dead_letter_and_the_rest_of_the_batch_goes_on():
+    """A Kafka tombstone has no value at all (``None``, not empty bytes)."""
+    good = encode_message("helios", typical("pump"))
+    payloads = [good, None, good, b""]
+    ref = check_same(payloads, [NOW_MS] * len(payloads))
+    assert ref[1] == ("null_value", wire.NULL_VALUE_DETAIL) and "tombstone" in ref[1][1]
+    assert ref[3][0] == "empty_payload"
+    assert isinstance(ref[0], dict) and isinstance(ref[2], dict)
