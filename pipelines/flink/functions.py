@@ -1,15 +1,16 @@
 """PyFlink bindings of the twin: the same ``transforms`` the Beam pipeline calls.
 
-- :class:`NormalizeFunction` (a ``ProcessFunction``, chained to the source): raw
-  message -> canonical reading, or a dead letter on the :data:`DEAD_LETTERS` side output
-  (with the reason and the original bytes; a bug becomes an ``internal_error`` dead
-  letter, never a lost message).
-- :class:`TwinFunction` (a ``KeyedProcessFunction`` keyed by asset id): one
-  :class:`~transforms.twin.AssetTwin` per key, live in memory and in keyed state as a
-  snapshot plus a log of what it took since, an event-time timer at the earliest open
-  window's deadline, predictions on the main output and actions, state, features,
-  late readings and the dead letters of readings its event-time guard held back
-  (:data:`TWIN_DEAD_LETTERS`) on side outputs.
+- :class:`NormalizeFunction` (a ``ProcessFunction``, chained to the source): a batch of
+  raw messages -> readings as columns per twin key (the Beam pipeline's batched
+  normalization), or one message -> its reading; dead letters on the
+  :data:`DEAD_LETTERS` side output (with the reason and the original bytes; a bug
+  becomes an ``internal_error`` dead letter, never a lost message).
+- :class:`TwinFunction` (a ``KeyedProcessFunction`` keyed by asset id or shard): one
+  :class:`~transforms.twin.TwinShard` per key, stepped a batch at a time, live in memory
+  and in keyed state as a snapshot plus a log of what it took since, an event-time
+  timer at the earliest open window's deadline, predictions on the main output and
+  actions, state, features, late readings and the dead letters of readings its
+  event-time guard held back (:data:`TWIN_DEAD_LETTERS`) on side outputs.
 
 Everything here is plain Python executed in Flink's Python workers; nothing imports
 ``apache_beam``.
