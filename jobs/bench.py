@@ -461,14 +461,16 @@ def _main(args: argparse.Namespace) -> int:
                                          f"{args.slots!r}")
         try:
             report = bench_flink.run(args.assets, args.duration, slots, args.rounds,
-                                     args.partitions, args.checkpoint_interval, args.out)
+                                     args.partitions, args.checkpoint_interval, args.out,
+                                     args.bundle_size)
         except bench_flink.BenchFlinkError as exc:
             raise BenchError(str(exc)) from exc
         _show(args, report, bench_flink.print_report)
         _record(args, "flink-slots", {"assets": args.assets, "duration_s": args.duration,
                                       "slots": slots, "rounds": args.rounds,
                                       "partitions": args.partitions,
-                                      "checkpoint_interval_s": args.checkpoint_interval},
+                                      "checkpoint_interval_s": args.checkpoint_interval,
+                                      "bundle_size": args.bundle_size},
                 report)
         return 0
     if args.bench == "formats":

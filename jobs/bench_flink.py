@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="partitions of each raw topic (default 2)")
     p.add_argument("--checkpoint-interval", type=parse_duration, default="10s",
                    help="the job's checkpoint interval (default 10s, the job's default)")
+    p.add_argument("--bundle-size", type=positive_int, default=None,
+                   help="the job's --bundle-size (default: the job's default)")
     p.add_argument("--out", type=Path, default=Path("out") / "bench-flink-slots",
                    help="work folder: broker log, cluster run folder (default "
                         "out/bench-flink-slots)")
@@ -101,7 +103,7 @@ def _checkpoints(cluster, job_id: str) -> dict[str, Any]:
 
 
 def _submit(cluster, bootstrap: str, parallelism: int, group: str,
-            checkpoint_interval_s: float) -> str:
+            checkpoint_interval_s: float, bundle_size: int | None = None) -> str:
     from jobs.flink import private_jobs_dir
     from jobs.flink_job import ENTRY, add_job_arguments, options_from_args
 
@@ -110,7 +112,8 @@ def _submit(cluster, bootstrap: str, parallelism: int, group: str,
     args = parser.parse_args(["--source", "kafka", "--bounded", "--bootstrap-servers",
                               bootstrap, "--parallelism", str(parallelism), "--group-id",
                               group, "--checkpoint-interval", f"{checkpoint_interval_s}s",
-                              "--job-name", group])
+                              "--job-name", group,
+                              *(["--bundle-size", str(bundle_size)] if bundle_size else [])])
     opts = options_from_args(args)
     jars = opts.jars
     opts.jars = []
@@ -120,7 +123,8 @@ def _submit(cluster, bootstrap: str, parallelism: int, group: str,
 
 
 def run(assets: int, duration_s: float, slots: list[int], rounds: int, partitions: int,
-        checkpoint_interval_s: float, out: Path) -> dict[str, Any]:
+        checkpoint_interval_s: float, out: Path, bundle_size: int | None = None
+        ) -> dict[str, Any]:
     from jobs.cli import main as twin
     from pipelines.flink.cluster import FlinkCluster, FlinkClusterError
     from pipelines.kafka.broker import EmbeddedBroker
@@ -155,7 +159,8 @@ def run(assets: int, duration_s: float, slots: list[int], rounds: int, partition
             for p in slots:
                 procs = _processes(broker, cluster)
                 cpu0, w0 = _cpu(procs), time.perf_counter()
-                job_id = _submit(cluster, bs, p, f"bench-p{p}-r{r}", checkpoint_interval_s)
+                job_id = _submit(cluster, bs, p, f"bench-p{p}-r{r}", checkpoint_interval_s,
+                                 bundle_size)
                 try:
                     cluster.wait_for_job(job_id, "FINISHED", timeout_s=3600)
                 except FlinkClusterError as exc:
