@@ -43,8 +43,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import apache_beam as beam
-
 from pipelines import progress
 from pipelines.kafka.offsets import PartitionRange
 
@@ -239,6 +237,7 @@ class _Run:
 
     def slice(self, state: dict[str, Any], part: list[PartitionRange]) -> dict[str, Any]:
         """Read ``part``, write its outputs, commit twins and offsets."""
+        import apache_beam as beam
         import fastavro
 
         from pipelines.beam.kafka import ReadFromKafka
@@ -287,6 +286,8 @@ class _Run:
 
     def evict(self, state: dict[str, Any], assets: list[str]) -> dict[str, Any]:
         """Flush the twins of ``assets`` to the outputs and drop them from the state."""
+        import apache_beam as beam
+
         from pipelines.beam.pipeline import EvictTwins, WriteKafkaOutputs, WriteOutputs
 
         s = self.s

@@ -28,11 +28,13 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from transforms.detectors import Detector, make
+if TYPE_CHECKING:
+    from transforms.detectors import Detector
+
 
 SUFFIXES = {".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 TIMESTAMP_NAMES = ("timestamp", "datetime", "date_time", "time", "date", "ts")
@@ -178,6 +180,8 @@ def score_rows(values: np.ndarray, detector: Detector | None = None,
 
     ``changepoint`` marks the row where a change began (the detector reports it when it
     is sure, later: the mark is set back to the row it dates the change to)."""
+    from transforms.detectors import make
+
     det = detector if detector is not None else make(**DETECTOR)
     names = names or [f"c{k}" for k in range(values.shape[1])]
     n = len(values)

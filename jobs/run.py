@@ -31,10 +31,7 @@ import json
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-import apache_beam as beam
-from apache_beam.options.pipeline_options import PipelineOptions
+from typing import TYPE_CHECKING, Any
 
 from jobs.kafka_run import DEFAULT_SLICE, DEFAULT_SLICE_BYTES
 from jobs.options import (
@@ -50,12 +47,11 @@ from jobs.options import (
     twin_kwargs_from,
 )
 from pipelines import progress
-from pipelines.beam.pipeline import ProcessMessages, WriteOutputs
-from pipelines.beam.runner import apply_state_cache, direct_options
-from pipelines.beam.sources import ReadSimulator
 from pipelines.kafka.offsets import ON_OFFSET_RESET
-from transforms.simulator import Fleet
-from transforms.twin import DEFAULT_SHARDS
+from transforms.shards import DEFAULT_SHARDS
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 COUNTERS = (
     "readings_in", "readings_valid", "dead_letters", "late_readings", "duplicate_readings",
@@ -189,6 +185,10 @@ def _with_progress(total: int, fn, enabled: bool):
 def _options(beam_args: list[str]) -> PipelineOptions:
     """The run's pipeline options (the DirectRunner unless ``--runner`` says otherwise),
     its state cache sized from them."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipelines.beam.runner import apply_state_cache, direct_options
+
     if any(a.startswith("--runner") for a in beam_args):
         options = PipelineOptions(beam_args)
     else:
@@ -198,6 +198,8 @@ def _options(beam_args: list[str]) -> PipelineOptions:
 
 
 def _execute(build, options: PipelineOptions, expected: int, show: bool):
+    import apache_beam as beam
+
     def execute():
         p = beam.Pipeline(options=options)
         build(p)
@@ -237,6 +239,10 @@ def run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
 def _run(args: argparse.Namespace, beam_args: list[str]) -> dict[str, Any]:
     if args.source == "kafka":
         return run_kafka(args, beam_args)
+    from pipelines.beam.pipeline import ProcessMessages, WriteOutputs
+    from pipelines.beam.sources import ReadSimulator
+    from transforms.simulator import Fleet
+
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     config = fleet_config_from(args)
@@ -302,10 +308,11 @@ def run_kafka_unbounded(args, beam_args, cfg, secret, out: Path, serde,
     """The same pipeline as a stream: partitions read without end, windows closed by the
     runner's watermark (and each asset's data watermark), outputs to Kafka only. Runs
     until the runner cancels it."""
+    import apache_beam as beam
     from apache_beam.options.pipeline_options import StandardOptions
 
     from pipelines.beam.kafka import ReadFromKafka, plan_reads
-    from pipelines.beam.pipeline import WriteKafkaOutputs
+    from pipelines.beam.pipeline import ProcessMessages, WriteKafkaOutputs
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
 
     plant = plant_from(args)

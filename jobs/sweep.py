@@ -13,9 +13,6 @@ import time
 from typing import Any
 
 from jobs.options import add_twin_args, parse_duration, twin_kwargs_from
-from pipelines.local import run_messages
-from transforms.evaluation import evaluate
-from transforms.simulator import Fleet, FleetConfig
 
 START_MS = 1_795_800_000_000
 
@@ -48,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep(args: argparse.Namespace, on_seed=None) -> dict[str, Any]:
     """Per-seed metrics and their totals."""
+    from pipelines.local import run_messages
+    from transforms.evaluation import evaluate
+    from transforms.simulator import Fleet, FleetConfig
+
     per_seed = []
     totals = {"fault_episodes": 0, "detected_episodes": 0, "alerts": 0, "true_alerts": 0,
               "false_alarms": 0, "regime_changes": 0, "regime_change_alerts": 0}

@@ -36,6 +36,7 @@ from transforms.eventtime import DEFAULT_CONFIRMATIONS, DEFAULT_MAX_JUMP_MS, Eve
 from transforms.features import FEATURE_KEY, windows_features
 from transforms.health import HealthForecaster
 from transforms.policy import ActionPolicy
+from transforms.shards import DEFAULT_SHARDS  # noqa: F401  (re-exported)
 from transforms.whatif.fidelity import Fidelity
 from transforms.whatif.operating import OperatingPoint
 from transforms.windowing import Window, WindowBuffer
@@ -45,10 +46,6 @@ FEATURES, PREDICTION, ACTION, STATE, LATE, DUPLICATE = (
 )
 Output = tuple[str, dict[str, Any]]
 JUMP = "timestamp_jump"  # the dead-letter reason of a reading held back by the guard
-# Shards of a fleet (an engine's state keys, :class:`TwinShard`) in bounded runs: enough
-# for a runner's parallelism, few enough that a shard's call holds many assets' windows
-# (~16 of 1,000). Streams key by asset (pipelines.beam.twin says why).
-DEFAULT_SHARDS = 64
 
 
 class AssetTwin:

@@ -184,3 +184,17 @@ def test_kafka_run_flags_and_their_defaults():
                 ["--state-ttl", "-1d"], ["--max-messages", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_the_cli_parses_every_command_without_importing_an_engine_or_a_model():
+    """`twin --help`, `twin dashboard` or `twin tail` must not pay for Beam, Flink or River
+    (hundreds of MB and seconds at start-up): each command imports what it runs."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from jobs.cli import build_parser; build_parser(); "
+            "print(','.join(m for m in ('apache_beam', 'pyflink', 'river', 'scipy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip() == ""
