@@ -166,7 +166,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
                            metavar="{scale,history,fleet,kafka-backlog,faults,dashboard,sweep,nab,"
-                                   "tep,formats,fidelity,optimize,report}")
+                                   "tep,formats,fidelity,optimize,flink-slots,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -273,6 +273,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "built-in vendors' adapters")
     formats.add_argument("--messages", type=positive_int, default=20000,
                          help="messages of each source (default 20000)")
+    from jobs.bench_flink import add_arguments as add_flink_slots_arguments
+
+    flink_slots = sub.add_parser("flink-slots", help="the Flink job on a standalone cluster "
+                                                     "with Kafka at 1 and 2 slots: messages/s, "
+                                                     "checkpoints, the cores' shares")
+    add_flink_slots_arguments(flink_slots)
     fid = sub.add_parser("fidelity", help="the twin's what-if answers against the simulator: "
                                           "errors and 90 %% coverage at 15 min, 1 h, 6 h")
     opt = sub.add_parser("optimize", help="the twin's recommended setpoints on faulty "
@@ -290,7 +296,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
                        help="where every comparison is written as JSON")
     for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats,
-                  fid, opt):
+                  fid, opt, flink_slots):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -446,6 +452,27 @@ def _main(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "report":
         return report_main(args)
+    if args.bench == "flink-slots":
+        from jobs import bench_flink
+
+        slots = _int_list(args.slots, 1, None)
+        if slots is None:
+            return _fail(" flink-slots", f"--slots wants positive integers like 1,2, not "
+                                         f"{args.slots!r}")
+        try:
+            report = bench_flink.run(args.assets, args.duration, slots, args.rounds,
+                                     args.partitions, args.checkpoint_interval, args.out,
+                                     args.bundle_size)
+        except bench_flink.BenchFlinkError as exc:
+            raise BenchError(str(exc)) from exc
+        _show(args, report, bench_flink.print_report)
+        _record(args, "flink-slots", {"assets": args.assets, "duration_s": args.duration,
+                                      "slots": slots, "rounds": args.rounds,
+                                      "partitions": args.partitions,
+                                      "checkpoint_interval_s": args.checkpoint_interval,
+                                      "bundle_size": args.bundle_size},
+                report)
+        return 0
     if args.bench == "formats":
         report = run_formats(args.messages)
         _show(args, report, print_formats)
@@ -884,32 +911,76 @@ def _stage_twinstream(workload: str, out: str) -> dict[str, Any]:
     return _run_beam(workload, out, "Twin" >> Twin(), batched=True)
 
 
+_FIRST_ELEMENT: dict[str, float] = {}
+
+
+def _timed_chunks():
+    """:class:`~pipelines.flink.sources.RecordedChunks` that notes when the job asked for
+    its first chunk: the mini-cluster runs its Python workers in this process, so the
+    stage can time the job from its first element (task deployment and the Python
+    workers' start are start-up, as (c)'s imports are)."""
+    import time
+
+    from pipelines.flink.sources import RecordedChunks
+
+    class TimedChunks(RecordedChunks):
+        def flat_map(self, c: int):
+            from jobs import bench  # (this class travels by value; the module does not)
+
+            if "t" not in bench._FIRST_ELEMENT:
+                bench._FIRST_ELEMENT.update(t=time.perf_counter(), cpu=bench._cpu_seconds())
+            yield from super().flat_map(c)
+
+    return TimedChunks
+
+
 def _stage_flink(workload: str, out: str) -> dict[str, Any]:
     """The Flink job on a local mini-cluster (parallelism 1; its JVM and Python workers
-    inherit this process's one core), reading the same fleet through its simulator source
-    (the workload's messages, regenerated deterministically) into the file sink."""
+    inherit this process's one core), reading the workload file's chunks as (c) reads them
+    (:class:`~pipelines.flink.sources.RecordedChunks`: the simulator source would also
+    generate the fleet, work (c) does not do) into the file sink."""
     import shutil
     import time
 
     from pipelines.flink.job import FlinkJobOptions, run
     from pipelines.flink.sinks import read_json_outputs
+    from pipelines.flink.sources import chunk_source
+    from transforms.simulator import Fleet, FleetConfig
 
     fleet = json.loads(Path(workload + ".fleet.json").read_text())
+    chunks = sum(1 for _ in read_chunks(workload))
+    assets = [a.asset_id for a in Fleet(FleetConfig(**fleet)).assets]
+
+    def source(env):
+        return chunk_source(env, _timed_chunks()(workload, chunks, assets), chunks,
+                            name="recorded workload")
+
     out_dir = Path(out).with_suffix(".flink")
     shutil.rmtree(out_dir, ignore_errors=True)
     opts = FlinkJobOptions(source="simulator", fleet=fleet, sinks=["files"],
+                           file_outputs=["predictions"],  # what (b) and (c) write
                            out_dir=str(out_dir), parallelism=1,
                            checkpoint_dir=str(out_dir / "_checkpoints"),
                            twin_kwargs={"window_ms": int(BENCH_WINDOW_S * 1000),
                                         "detector": BENCH_DETECTOR})
+    _FIRST_ELEMENT.clear()
     t0 = time.perf_counter()
-    run(opts)
-    seconds = time.perf_counter() - t0
+    result = run(opts, source=source)
+    end = time.perf_counter()
+    wall = end - t0
+    # from the first element to the job's end (its last checkpoint and the files'
+    # commit included): the JVM's launch, the job's submission, task deployment and the
+    # Python workers' start before it are start-up, as (c)'s imports are
+    seconds = end - _FIRST_ELEMENT.get("t", t0)
+    first = _FIRST_ELEMENT.get("cpu", {})
+    cpu = {k: round(v - first.get(k, 0.0), 2) for k, v in _cpu_seconds().items()}
     with open(out, "w") as fh:
         for r in read_json_outputs(out_dir, "predictions"):
             fh.write(json.dumps([r["asset_id"], r["window_end_ms"], r["anomaly_score"],
                                  r["is_anomaly"]]) + "\n")
-    return {"seconds": seconds}
+    return {"seconds": seconds, "wall_s": round(wall, 2),
+            "job_net_runtime_s": result.get_net_runtime() / 1000,
+            "cpu_s": cpu}  # CPU seconds from the first element: python (workers), jvm
 
 
 STAGES = {"decode": _stage_decode, "naive": _stage_naive, "twinstream": _stage_twinstream,
@@ -930,9 +1001,31 @@ def _warm(workload: str) -> None:
     normalize_batch([m[2] for m in first], [m[3] for m in first])
 
 
-def _descendants_peak_kb() -> int:
-    """Summed peak RSS (``VmHWM``) of this process's live descendants (Flink's JVM and
-    Python workers); 0 where ``/proc`` is not there."""
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds (user + system) so far of this process (``python``: the mini-cluster's
+    Python workers run in it) and of its descendants' JVMs (``jvm``); ``{}`` without
+    ``/proc``."""
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    out: dict[str, float] = {}
+    for pid in (os.getpid(), *_descendants()):
+        try:
+            comm = Path(f"/proc/{pid}/comm").read_text().strip()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        kind = "python" if pid == os.getpid() else "jvm" if comm == "java" else None
+        if kind is not None:
+            out[kind] = out.get(kind, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def _descendants() -> set[int]:
+    """This process's live descendants' pids (empty without ``/proc``)."""
+    return _descendants_of(os.getpid())
+
+
+def _descendants_of(root: int) -> set[int]:
+    """``root``'s live descendants' pids (empty without ``/proc``)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -940,12 +1033,18 @@ def _descendants_peak_kb() -> int:
             parents[int(stat.parent.name)] = int(fields[1])
         except (OSError, ValueError, IndexError):
             continue
-    tree, frontier = set(), {os.getpid()}
+    tree, frontier = set(), {root}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - tree
         tree |= frontier
+    return tree
+
+
+def _descendants_peak_kb() -> int:
+    """Summed peak RSS (``VmHWM``) of this process's live descendants (Flink's JVM and
+    Python workers); 0 where ``/proc`` is not there."""
     total = 0
-    for pid in tree:
+    for pid in _descendants():
         try:
             for line in Path(f"/proc/{pid}/status").read_text().splitlines():
                 if line.startswith("VmHWM:"):
@@ -960,7 +1059,10 @@ def _child(name: str, workload: str, out: str, q) -> None:
 
     try:
         _warm(workload)
+        cpu0 = _cpu_seconds()
         result = STAGES[name](workload, out)
+        result.setdefault("cpu_s", {k: round(v - cpu0.get(k, 0.0), 2)
+                                    for k, v in _cpu_seconds().items()})
         kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss + _descendants_peak_kb()
         result["peak_rss_mb"] = round(kb / 1024)
         q.put(result)
@@ -1032,6 +1134,9 @@ def run_throughput(out: Path, assets: int, duration_s: float, interval_s: float,
     for name in stages:
         r = run_stage(name, workload, out / f"{name}.predictions.jsonl")
         r["messages_per_s"] = round(n / r["seconds"])
+        cpu = sum(r.get("cpu_s", {}).values())
+        if cpu > 0:  # what a core does when it is not shared (the machine may be busy)
+            r["messages_per_cpu_s"] = round(n / cpu)
         r["values_per_s"] = round(values / r["seconds"])
         r["seconds"] = round(r["seconds"], 2)
         report["stages"][name] = r
@@ -1052,6 +1157,12 @@ def run_throughput(out: Path, assets: int, duration_s: float, interval_s: float,
             report.setdefault("predictions", {})["flink"] = len(f)
             report["predictions"]["flink_same_as_" + base] = a.keys() == f.keys() and all(
                 abs(a[k][0] - f[k][0]) <= 1e-9 and a[k][1] == f[k][1] for k in a)
+    if "flink" in st and "twinstream" in st:  # the Flink job against (c), per core
+        report["flink_vs_beam"] = round(st["flink"]["messages_per_s"]
+                                        / st["twinstream"]["messages_per_s"], 3)
+        if "messages_per_cpu_s" in st["flink"] and "messages_per_cpu_s" in st["twinstream"]:
+            report["flink_vs_beam_per_cpu_s"] = round(
+                st["flink"]["messages_per_cpu_s"] / st["twinstream"]["messages_per_cpu_s"], 3)
     if "decode" in st and "twinstream" in st:
         report["fraction_of_decode_limit"] = round(st["twinstream"]["messages_per_s"]
                                                    / st["decode"]["messages_per_s"], 3)
@@ -1078,7 +1189,8 @@ def print_throughput(report: dict[str, Any]) -> None:
                       f"{r['seconds']}", f"{r['peak_rss_mb']:,}")
     console = Console()
     console.print(table)
-    for key in ("speedup_vs_naive", "fraction_of_decode_limit", "state_bytes_per_asset"):
+    for key in ("speedup_vs_naive", "fraction_of_decode_limit", "flink_vs_beam",
+                "flink_vs_beam_per_cpu_s", "state_bytes_per_asset"):
         if key in report:
             console.print(f"{key}: {report[key]}")
     if "predictions" in report:

@@ -254,9 +254,13 @@ def throughput(r: dict[str, Any]) -> str:
     w = f["workload"]
     labels = {"decode": "(a) fastavro decode alone", "naive": "(b) per-element Beam",
               "twinstream": "(c) twinstream Beam", "flink": "(d) twinstream Flink, 1 slot"}
-    table = _table(["stage", "messages/s", "values/s", "seconds", "peak RSS"],
+    per_cpu = any("messages_per_cpu_s" in v for v in f["stages"].values())
+    table = _table(["stage", "messages/s", "values/s", "seconds", "peak RSS"]
+                   + (["messages per CPU second"] if per_cpu else []),
                    [[labels[k], _n(v["messages_per_s"]), _n(v["values_per_s"]),
                      v["seconds"], f"{v['peak_rss_mb']:,} MB"]
+                    + ([_n(v["messages_per_cpu_s"]) if "messages_per_cpu_s" in v else "-"]
+                       if per_cpu else [])
                     for k, v in f["stages"].items()])
     p = f.get("predictions", {})
     same = p.get("same", True) and all(v for k, v in p.items() if k.startswith("flink_same_as_"))
@@ -269,6 +273,17 @@ def throughput(r: dict[str, Any]) -> str:
     if "fraction_of_decode_limit" in f:
         ratios.append(f"`fraction_of_decode_limit` (c)/(a) = **{f['fraction_of_decode_limit']}"
                       f"**")
+    if "flink_vs_beam" in f:
+        ratios.append(f"(d)/(c) = **{f['flink_vs_beam']}** by the clock"
+                      + (f", **{f['flink_vs_beam_per_cpu_s']}** per CPU second"
+                         if "flink_vs_beam_per_cpu_s" in f else ""))
+    flink = f["stages"].get("flink", {})
+    if "cpu_s" in flink:
+        cpu = flink["cpu_s"]
+        ratios.append(f"(d) is timed from its first element to the job's end "
+                      f"({flink.get('wall_s', '-')} s with the JVM's start and the job's "
+                      f"submission) and used {cpu.get('python', 0):g} CPU seconds in Python "
+                      f"and {cpu.get('jvm', 0):g} in the JVM")
     return f"""### The pipelines side by side (`twin bench`)
 
 One workload, {w['assets']:,} assets x {w['messages'] // max(w['assets'], 1)} samples
@@ -277,12 +292,45 @@ One workload, {w['assets']:,} assets x {w['messages'] // max(w['assets'], 1)} sa
 after imports: (a) decoding alone, the limit any Avro pipeline works under; (b) the
 textbook per-element Beam pipeline of the same scoring (`Map`, `FixedWindows`,
 `GroupByKey`); (c) twinstream's own Beam pipeline, everything it does; (d) twinstream's
-Flink job on a local mini-cluster.
+Flink job on a local mini-cluster, reading the same recorded chunks and writing the same
+predictions as (c). Messages per CPU second count every CPU second the stage used (the
+JVM's too), so they hold when the machine is busy and the clock does not.
 
 {table}
 
 {'; '.join(ratios)}. {agree}. Twin state: {_n(f['state_bytes_per_asset'])} bytes
 per asset.
+
+{_source(r)}"""
+
+
+def flink_slots(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    rows = []
+    for x in f["runs"]:
+        c, share = x["checkpoints"], x["core_share"]
+        rows.append([x["parallelism"], x["seconds"], _n(x["messages_per_s"]),
+                     _n(x.get("messages_per_cpu_s", 0)), c["completed"],
+                     f"{c.get('duration_p50_ms', '-')} / {c.get('duration_max_ms', '-')} ms",
+                     f"{c.get('state_mb_max', '-')} MB",
+                     *(f"{100 * share[k]:.0f} %" for k in ("broker", "jobmanager",
+                                                           "taskmanager", "machine"))])
+    table = _table(["slots", "job seconds", "messages/s", "per TaskManager CPU second",
+                    "checkpoints",
+                    "checkpoint p50 / max", "state", "broker", "JobManager",
+                    "TaskManager + Python", "machine"], rows)
+    speedup = (f" 2 slots against 1: **{f['speedup']}x**." if "speedup" in f else "")
+    return f"""### Slots on a standalone cluster with Kafka (`twin bench flink-slots`)
+
+{_n(f['assets'])} assets' backlog of {_n(f['messages'])} messages in the raw topics
+({f['partitions']} partitions each) on the embedded broker; the twin job bounded over it
+(Kafka sinks) on a standalone cluster of one TaskManager, once per parallelism, each job
+timed as Flink reports it (start to FINISHED: Python workers' start and the last
+checkpoint included); messages per CPU second of the TaskManager and its Python workers
+is what a slot's core gives when the job has it. Shares are of all {f['cores']} cores
+during the run; *machine* is every process, other work on the machine included.{speedup}
+
+{table}
 
 {_source(r)}"""
 
@@ -556,8 +604,9 @@ def generic(r: dict[str, Any]) -> str:
 SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = [
     ("Detection", [("nab", nab), ("tep", tep), ("tep-twin", tep_twin), ("sweep", sweep),
                    ("fleet", fleet)]),
-    ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history),
-                    ("kafka-backlog", kafka_backlog), ("formats", formats)]),
+    ("Throughput", [("throughput", throughput), ("flink-slots", flink_slots),
+                    ("scale", scale), ("history", history), ("kafka-backlog", kafka_backlog),
+                    ("formats", formats)]),
     ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
     ("What-if", [("fidelity", fidelity), ("optimize", optimize)]),

@@ -55,6 +55,11 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                    help="operator parallelism (default: the cluster's / the machine's)")
     e.add_argument("--checkpoint-interval", type=parse_duration, default="10s",
                    help="how often state and offsets are checkpointed (default 10s)")
+    e.add_argument("--aligned-checkpoints", action="store_true",
+                   help="checkpoint barriers wait behind the records queued between "
+                        "operators (default: unaligned, the barrier overtakes them and they "
+                        "are stored with the checkpoint, so a backpressured job still "
+                        "checkpoints in about a second)")
     e.add_argument("--watermark-delay", type=parse_duration, default="30s",
                    help="the engine watermark trails arrival time by this much; windows of "
                         "quiet assets close when it passes (default 30s, keep it above "
@@ -93,6 +98,7 @@ def options_from_args(args: argparse.Namespace):
         source=args.source, sinks=sinks, out_dir=str(Path(args.out).resolve()),
         parallelism=args.parallelism,
         checkpoint_interval_ms=int(args.checkpoint_interval * 1000),
+        unaligned_checkpoints=not args.aligned_checkpoints,
         watermark_delay_ms=int(args.watermark_delay * 1000),
         idleness_ms=int(args.idleness * 1000), state_cache_size=args.state_cache_size,
         bundle_size=args.bundle_size,

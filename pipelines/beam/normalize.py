@@ -11,10 +11,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import TimestampedValue
 
 from pipelines import progress
-from transforms.columns import ReadingBlock
 from transforms.deadletter import DEAD_LETTER, dead_letter
 from transforms.errors import InvalidReading
-from transforms.normalize import normalize_batch
+from transforms.normalize import normalize_sources
 
 
 class NormalizeFn(beam.DoFn):
@@ -63,33 +62,13 @@ class NormalizeFn(beam.DoFn):
             self.plant.install()
 
     def _normalize(self, batch, nows, wall):
-        """normalize_batch per source: a topic a format declares is read by its adapter,
-        every other message as a built-in vendor's (Confluent-framed Avro)."""
-        from transforms.normalize.generic import adapter_for_topic
-
-        kwargs = dict(max_bytes=self.max_bytes, max_future_ms=self.max_future_ms,
-                      max_age_ms=self.max_age_ms,
-                      clock_ms=self.clock_ms if self.clock_ms is not None else wall)
-        groups: dict[Any, list[int]] = {}
-        for i, m in enumerate(batch):
-            groups.setdefault(adapter_for_topic(m[0]), []).append(i)
-        if len(groups) == 1 and None in groups:  # the built-in vendors' only (the usual)
-            return normalize_batch(
-                [m[2] for m in batch], nows, **kwargs,
-                **({"decode": self.serde.decode} if self.serde is not None else {}))
-        blocks, rejects = {}, []
-        for adapter, idx in groups.items():
-            if adapter is not None:
-                decode = {"decode": adapter.decode}
-            else:
-                decode = {"decode": self.serde.decode} if self.serde is not None else {}
-            got, bad = normalize_batch([batch[i][2] for i in idx], [nows[i] for i in idx],
-                                       **kwargs, **decode)
-            rejects.extend((idx[k], exc) for k, exc in bad)
-            for asset_type, block in got.items():
-                blocks[asset_type] = block if asset_type not in blocks \
-                    else ReadingBlock.concat([blocks[asset_type], block])
-        return blocks, sorted(rejects, key=lambda r: r[0])
+        """:func:`~transforms.normalize.normalize_sources`: a topic a format declares is
+        read by its adapter, every other message as a built-in vendor's."""
+        return normalize_sources(
+            batch, nows, decode=self.serde.decode if self.serde is not None else None,
+            max_bytes=self.max_bytes, max_future_ms=self.max_future_ms,
+            max_age_ms=self.max_age_ms,
+            clock_ms=self.clock_ms if self.clock_ms is not None else wall)
 
     def process(self, element):
         from pipelines.kafka.serde import RegistryError

@@ -4,9 +4,11 @@
 
     source (simulator chunks | Kafka raw topics: key, value, topic/partition@offset, time)
          with watermarks per partition: arrival time - delay, idle partitions skipped
-      -> NormalizeFunction (chained to the source: one asset's messages stay in order)
-                                     -> readings | dead letters (side output)
-      -> key by asset id -> TwinFunction (AssetTwin in keyed state, event-time timers)
+      -> NormalizeFunction (chained to the source: one asset's messages stay in order),
+         a message or a batch at a time, as columns
+                                     -> (twin key, readings) | dead letters (side output)
+      -> key by asset id or shard -> TwinFunction (TwinShard in keyed state, event-time
+         timers)
       -> predictions | actions, state, features, late (side outputs)
       -> sinks: Kafka topics (twin.predictions, twin.actions signed, twin.state,
          twin.deadletter) and/or JSON-lines files
@@ -72,9 +74,15 @@ class FlinkJobOptions:
     # sinks
     sinks: list[str] = field(default_factory=lambda: ["files"])  # files and/or kafka
     out_dir: str = "out/flink"
+    # the outputs the files sink writes (None: all of OUTPUTS)
+    file_outputs: list[str] | None = None
     # engine
     parallelism: int | None = None
     checkpoint_interval_ms: int = 10_000
+    # unaligned checkpoints (Flink's own remedy for backpressure): a barrier overtakes the
+    # records queued between operators, which are stored with the checkpoint, instead of
+    # waiting until the slowest operator (the twins' Python worker) has processed them all
+    unaligned_checkpoints: bool = True
     # where checkpoints go (a file:// URI or path); None: the cluster's setting. The local
     # mini-cluster's default keeps them in the JobManager's memory, capped at 5 MB: a
     # thousand twins do not fit, so `twin flink run` always sets one.
@@ -93,7 +101,21 @@ class FlinkJobOptions:
     python_executable: str = field(default_factory=lambda: sys.executable)
     jars: list[str] = field(default_factory=list)
     twin_kwargs: dict[str, Any] = field(default_factory=dict)
+    # twin keys: 0, one per asset; N, the assets hashed into N shards whose twins are
+    # stepped together (a batch of messages becomes at most N elements and state values).
+    # None: DEFAULT_SHARDS for the simulator (batches of messages), 0 for Kafka (a message
+    # at a time: a shard's snapshot would be rewritten for a few readings)
+    shards: int | None = None
+    # the simulator source's messages per element
+    batch: int = 50_000
     job_name: str = "twinstream"
+
+    def twin_shards(self) -> int:
+        from transforms.twin import DEFAULT_SHARDS
+
+        if self.shards is not None:
+            return self.shards
+        return DEFAULT_SHARDS if self.source == "simulator" else 0
 
     def dump(self, path: str | Path) -> Path:
         """Write the options (they may hold secrets: mode 0600 from the start, in a 0700
@@ -143,12 +165,16 @@ def environment(opts: FlinkJobOptions):
         env.set_parallelism(opts.parallelism)
     if opts.checkpoint_interval_ms > 0:
         env.enable_checkpointing(opts.checkpoint_interval_ms)
+        if opts.unaligned_checkpoints:
+            env.get_checkpoint_config().enable_unaligned_checkpoints()
     t_env = StreamTableEnvironment.create(env)
     return env, t_env
 
 
-def build(env, t_env, opts: FlinkJobOptions):
-    """Wire the job; returns the ``StatementSet`` of Kafka sinks (or ``None``)."""
+def build(env, t_env, opts: FlinkJobOptions, source=None):
+    """Wire the job; returns the ``StatementSet`` of Kafka sinks (or ``None``).
+    ``source``: ``env -> stream of raw messages`` instead of ``opts.source``'s (the
+    benchmark's recorded workload)."""
     from pyflink.common import Types
 
     from pipelines.flink.functions import (
@@ -171,10 +197,13 @@ def build(env, t_env, opts: FlinkJobOptions):
 
         plant = load_plant(opts.model_files, opts.format_files)
         plant.install()
-    if opts.source == "simulator":
+    if source is not None:
+        messages = source(env)
+    elif opts.source == "simulator":
         from transforms.simulator import FleetConfig
 
-        messages = simulator_source(env, FleetConfig(**opts.fleet), opts.watermark_delay_ms)
+        messages = simulator_source(env, FleetConfig(**opts.fleet), opts.watermark_delay_ms,
+                                    opts.batch)
     elif opts.source == "kafka":
         messages = kafka_source(t_env, opts.kafka, opts.topics, opts.group_id,
                                 opts.stop_offsets, opts.watermark_delay_ms, opts.idleness_ms)
@@ -187,16 +216,17 @@ def build(env, t_env, opts: FlinkJobOptions):
     env.set_parallelism(messages._j_data_stream.getParallelism())
     try:
         normalized = (messages
-                      .process(NormalizeFunction(serde=serde, plant=plant),
+                      .process(NormalizeFunction(serde=serde, plant=plant,
+                                                 shards=opts.twin_shards()),
                                output_type=PICKLED)
                       .name("normalize"))
         # (key_by's own key-extracting operator too: from a smaller parallelism Flink would
         # rebalance into it, spreading one asset's readings over subtasks out of order)
-        by_asset = normalized.key_by(lambda r: r["asset_id"], key_type=Types.STRING())
+        by_key = normalized.key_by(_twin_key, key_type=Types.STRING())
     finally:
         env.set_parallelism(default)
 
-    twins = (by_asset
+    twins = (by_key
              .process(TwinFunction(opts.twin_kwargs, plant=plant), output_type=PICKLED)
              .name("twin"))
     # dead letters: the messages normalization refused and the readings the twins'
@@ -210,7 +240,8 @@ def build(env, t_env, opts: FlinkJobOptions):
 
     if "files" in opts.sinks:
         for name, stream in streams.items():
-            file_sink(stream, opts.out_dir, name)
+            if opts.file_outputs is None or name in opts.file_outputs:
+                file_sink(stream, opts.out_dir, name)
     statements = None
     if "kafka" in opts.sinks:
         from pipelines.kafka.serde import LocalSerde
@@ -227,11 +258,16 @@ def build(env, t_env, opts: FlinkJobOptions):
     return statements
 
 
-def run(opts: FlinkJobOptions, wait: bool = True):
+def _twin_key(element) -> str:
+    """The twin key of normalization's ``(key, readings)``."""
+    return element[0]
+
+
+def run(opts: FlinkJobOptions, wait: bool = True, source=None):
     """Build and execute; returns the ``JobExecutionResult`` (or ``JobClient`` if not
-    ``wait``)."""
+    ``wait``). ``source``: see :func:`build`."""
     env, t_env = environment(opts)
-    statements = build(env, t_env, opts)
+    statements = build(env, t_env, opts, source)
     if statements is not None:
         statements.attach_as_datastream()
     if wait:

@@ -69,6 +69,27 @@ def test_the_page_shows_the_latest_record_of_each_bench(tmp_path):
     assert ".venv/bin/twin bench history" in page
 
 
+def test_the_flink_slots_bench_has_its_section_with_checkpoints_and_core_shares(tmp_path):
+    def run(p, seconds, rate):
+        return {"parallelism": p, "round": 0, "seconds": seconds, "messages_per_s": rate,
+                "messages_per_cpu_s": 2 * rate,
+                "checkpoints": {"completed": 4, "failed": 0, "duration_p50_ms": 310,
+                                "duration_max_ms": 820, "state_mb_max": 21.5},
+                "cpu_s": {}, "core_share": {"broker": 0.081, "jobmanager": 0.04,
+                                            "taskmanager": 0.62, "machine": 0.97}}
+
+    figures = {"assets": 1000, "messages": 180000, "partitions": 2, "cores": 2,
+               "runs": [run(1, 36.0, 5000), run(2, 24.0, 7500)],
+               "messages_per_s": {"1": 5000, "2": 7500}, "speedup": 1.5}
+    (tmp_path / "f.json").write_text(json.dumps(
+        _record("flink-slots", "2026-02-01T00:00:00Z", figures)))
+    page = render(read_records(tmp_path))
+    assert "## Throughput" in page and "(`twin bench flink-slots`)" in page
+    assert ("| 2 | 24.0 | 7,500 | 15,000 | 4 | 310 / 820 ms | 21.5 MB | 8 % | 4 % | 62 % "
+            "| 97 % |") in page
+    assert "2 slots against 1: **1.5x**" in page
+
+
 def test_report_writes_the_page_and_check_says_whether_it_matches(tmp_path, capsys):
     results = tmp_path / "results"
     results.mkdir()

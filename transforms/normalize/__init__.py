@@ -295,6 +295,41 @@ def normalize_batch(
     return blocks, sorted(rejects, key=lambda r: r[0])
 
 
+def normalize_sources(
+    messages: Sequence[tuple],
+    now_ms: Sequence[int],
+    *,
+    decode: Callable[[bytes, int], tuple[str, dict[str, Any]]] | None = None,
+    **kwargs: Any,
+) -> tuple[dict[str, ReadingBlock], list[tuple[int, Exception]]]:
+    """:func:`normalize_batch` of raw messages ``(source, key, value, arrival_ms)`` from
+    any sources: a message whose topic a data format declares
+    (:func:`~transforms.normalize.generic.adapter_for_topic`) is read by that format's
+    adapter, every other one as a built-in vendor's with ``decode`` (default
+    :func:`schemas.wire.decode`). Returns blocks per asset type in message order and
+    rejects by index into ``messages``, as :func:`normalize_batch` does; ``kwargs`` are
+    its limits and clock. What the engine bindings (Beam and Flink) both call."""
+    from transforms.normalize.generic import adapter_for_topic
+
+    vendor = {"decode": decode} if decode is not None else {}
+    groups: dict[Any, list[int]] = {}
+    for i, m in enumerate(messages):
+        groups.setdefault(adapter_for_topic(m[0]), []).append(i)
+    if len(groups) <= 1 and None in groups or not groups:  # built-in vendors only (usual)
+        return normalize_batch([m[2] for m in messages], now_ms, **kwargs, **vendor)
+    blocks: dict[str, ReadingBlock] = {}
+    rejects: list[tuple[int, Exception]] = []
+    for adapter, idx in groups.items():
+        how = {"decode": adapter.decode} if adapter is not None else vendor
+        got, bad = normalize_batch([messages[i][2] for i in idx], [now_ms[i] for i in idx],
+                                   **kwargs, **how)
+        rejects.extend((idx[k], exc) for k, exc in bad)
+        for asset_type, block in got.items():
+            blocks[asset_type] = block if asset_type not in blocks \
+                else ReadingBlock.concat([blocks[asset_type], block])
+    return blocks, sorted(rejects, key=lambda r: r[0])
+
+
 def _read_frames(frames: Templates, payloads: Sequence[bytes], now_ms: Sequence[int],
                  max_bytes: int, max_future_ms: int, max_age_ms: int, latest: int,
                  groups: dict[tuple, _Group], rows: dict[str, _Rows]) -> list[int]:

@@ -75,7 +75,7 @@ def test_a_bug_on_one_message_dead_letters_it_and_the_batch_goes_on(monkeypatch)
 
 
 def test_a_bug_outside_the_adapters_dead_letters_every_message_of_the_batch(monkeypatch):
-    monkeypatch.setattr(normalize_module, "normalize_batch", _broken)
+    monkeypatch.setattr(normalize_module, "normalize_sources", _broken)
     with TestPipeline() as p:
         out = p | beam.Create([messages()[:2]]) | NormalizeReadings(now_ms=NOW_MS)
         dead = out["dead_letters"] | beam.Map(lambda d: (d["reason"], d["payload"],

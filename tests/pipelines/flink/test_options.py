@@ -84,3 +84,10 @@ def test_the_job_signs_with_the_key_beam_would_pick(where, tmp_path, monkeypatch
     assert signer.validity_ms == (90_000 if where == "kafka-config" else 300_000)
     if where == "key-file":  # a key file travels by its path, not its content
         assert opts.hmac_key is None and opts.hmac_key_file == str(tmp_path / "k")
+
+
+def test_checkpoints_are_unaligned_unless_asked_aligned():
+    """A backpressured job's barrier waited behind every queued record (78 s at 1,000
+    assets on two shared cores); unaligned, it overtakes them."""
+    assert _opts().unaligned_checkpoints is True
+    assert _opts("--aligned-checkpoints").unaligned_checkpoints is False
