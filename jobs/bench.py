@@ -19,6 +19,9 @@
 - ``twin bench kafka-backlog``: ``twin run --source kafka`` over backlogs of several sizes
   on a fresh embedded broker each: peak memory and time against the backlog
   (:mod:`jobs.bench_kafka`).
+- ``twin bench peer``: ``twin run --source kafka`` against a Quix Streams peer
+  (``../shared/bench/peers/``) on one broker and backlog, runs interleaved: both rates,
+  peak memories (whole process trees) and the ratio (:mod:`jobs.bench_peer`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
@@ -162,8 +165,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,kafka-backlog,dashboard,sweep,nab,"
-                                   "tep,formats,report}")
+                           metavar="{scale,history,fleet,kafka-backlog,peer,dashboard,sweep,"
+                                   "nab,tep,formats,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -205,6 +208,31 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     backlog.add_argument("--out", type=Path, default=Path("out") / "bench-kafka-backlog",
                          help="work folder; the report also goes to backlog.json in it "
                               "(default out/bench-kafka-backlog)")
+    peer = sub.add_parser("peer", help="twin run --source kafka against a Quix Streams peer "
+                                       "(../shared/bench/peers/) on one backlog, interleaved")
+    peer.add_argument("--assets", type=positive_int, default=200,
+                      help="fleet size (default 200, the peer README's)")
+    peer.add_argument("--duration", type=parse_duration, default="2h",
+                      help="event time published (default 2h: 1.44 million messages)")
+    peer.add_argument("--interval", type=positive_float, default=1.0,
+                      help="seconds between an asset's samples (default 1)")
+    peer.add_argument("--window", type=window_duration, default="10s",
+                      help="event-time window of both sides (default 10s)")
+    peer.add_argument("--pairs", type=positive_int, default=2,
+                      help="twin, peer runs, interleaved (default 2)")
+    peer.add_argument("--max-messages-per-slice", type=positive_int, default=None,
+                      metavar="N", help="passed to twin run (default: its own)")
+    peer.add_argument("--peers", type=Path,
+                      default=_default_path("TWIN_PEERS", SHARED_BENCH / "peers"),
+                      help="folder of quix_peer.py (default $TWIN_PEERS, else "
+                           "../shared/bench/peers beside the repository)")
+    peer.add_argument("--peer-venv", type=Path,
+                      default=Path(os.environ.get("TMPDIR") or "/tmp") / "peers" / "venv",
+                      help="the peer's own venv, made on first use as its run_bench.sh "
+                           "does (default $TMPDIR/peers/venv, the one run_bench.sh makes)")
+    peer.add_argument("--out", type=Path, default=Path("out") / "bench-peer",
+                      help="work folder; the report also goes to peer.json in it "
+                           "(default out/bench-peer)")
     from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
 
     dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "
@@ -251,7 +279,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                              "built-in vendors' adapters")
     formats.add_argument("--messages", type=positive_int, default=20000,
                          help="messages of each source (default 20000)")
-    for bench in (scale, hist, fleet, backlog, dashboard, sweep, nab, tep, formats):
+    for bench in (scale, hist, fleet, backlog, peer, dashboard, sweep, nab, tep, formats):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -360,6 +388,25 @@ def _main(args: argparse.Namespace) -> int:
         _record(args, "kafka-backlog", {"messages": sizes, "assets": args.assets,
                                         "interval_s": args.interval,
                                         "max_messages_per_slice": args.max_messages_per_slice},
+                report)
+        return 0
+    if args.bench == "peer":
+        from jobs.bench_peer import PeerUnavailable, print_report, run_peer_bench
+
+        twin_args = ([] if args.max_messages_per_slice is None else
+                     ["--max-messages-per-slice", str(args.max_messages_per_slice)])
+        try:
+            report = run_peer_bench(args.assets, args.duration, args.interval, args.window,
+                                    args.pairs, args.peers, args.peer_venv, args.out,
+                                    twin_args)
+        except (PeerUnavailable, RuntimeError) as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "peer.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_report)
+        _record(args, "peer", {"assets": args.assets, "duration_s": args.duration,
+                               "interval_s": args.interval, "window_s": args.window,
+                               "pairs": args.pairs,
+                               "max_messages_per_slice": args.max_messages_per_slice},
                 report)
         return 0
     if args.bench == "fleet":

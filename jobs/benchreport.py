@@ -377,6 +377,38 @@ slice, not the backlog).
 {_source(r)}"""
 
 
+def peer(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    table = _table(["run", "wall", "messages/s", "peak memory (tree)", "CPU", "windows"],
+                   [[f"{x['side']} #{x['pair']}", f"{x['wall_s']:.1f} s", _n(x["msg_per_s"]),
+                     f"{x['peak_rss_mb']:,} MB", f"{x['cpu_s']:.0f} s ({x['cpu_pct']} %)",
+                     _n(x["windows"])] for x in f["runs"]])
+    packages = ", ".join(f"{k} {v}" for k, v in f.get("peer_packages", {}).items() if v)
+    twin_args = " ".join(f.get("twin_args") or []) or "its defaults"
+    return f"""### The Kafka path against a Quix Streams peer (`twin bench peer`)
+
+`twin simulate` published {_n(f['messages'])} messages ({f['assets']} assets x
+{f['duration_s'] / 3600:g} h at {f['interval_s']:g} s, no malformed messages, transport
+defects on) to a fresh embedded broker. Then, interleaved, `twin run --source kafka
+--window {f['window_s']:g}s` ({twin_args}) and the peer (`../shared/bench/peers/quix_peer.py`:
+decode, units, {f['window_s']:g} s windows with {f['grace_s']:g} s grace, mean/std, River
+HalfSpaceTrees per asset, one JSON topic out; {packages}) each read the whole backlog with
+a fresh consumer group and output folder. Wall time from start to exit (imports included);
+peak memory is the resident memory of the whole process tree, summed (the twin's slices
+run in forked children); CPU is user + system of the tree.
+
+{table}
+
+**twinstream / peer: {f['ratio']}x** messages/s ({_n(f['twin_msg_per_s'])} against
+{_n(f['peer_msg_per_s'])}; per pair {', '.join(str(x) for x in f['pair_ratios'])}).
+Peak memory {_n(f['twin_peak_rss_mb'])} MB against {_n(f['peer_peak_rss_mb'])} MB
+({f['memory_ratio']}x). The peer does far less per message (no validation, dead letters,
+duplicates, features beyond mean/std, health, actions, Avro outputs, files or state file):
+see the peer's README.
+
+{_source(r)}"""
+
+
 def formats(r: dict[str, Any]) -> str:
     f = r["figures"]
     table = _table(["source", "µs per message"],
@@ -405,7 +437,8 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
     ("Detection", [("nab", nab), ("tep", tep), ("tep-twin", tep_twin), ("sweep", sweep),
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("scale", scale), ("history", history),
-                    ("kafka-backlog", kafka_backlog), ("formats", formats)]),
+                    ("kafka-backlog", kafka_backlog), ("peer", peer),
+                    ("formats", formats)]),
     ("Dashboard", [("dashboard", dashboard)]),
 ]
 
