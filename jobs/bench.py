@@ -230,6 +230,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       default=Path(os.environ.get("TMPDIR") or "/tmp") / "peers" / "venv",
                       help="the peer's own venv, made on first use as its run_bench.sh "
                            "does (default $TMPDIR/peers/venv, the one run_bench.sh makes)")
+    peer.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                      help="also run twin run of another checkout of twinstream (e.g. `git "
+                           "archive` of the commit before a change) in each round, with "
+                           "this venv: before and after on the same backlog")
     peer.add_argument("--out", type=Path, default=Path("out") / "bench-peer",
                       help="work folder; the report also goes to peer.json in it "
                            "(default out/bench-peer)")
@@ -398,7 +402,7 @@ def _main(args: argparse.Namespace) -> int:
         try:
             report = run_peer_bench(args.assets, args.duration, args.interval, args.window,
                                     args.pairs, args.peers, args.peer_venv, args.out,
-                                    twin_args)
+                                    twin_args, args.baseline)
         except (PeerUnavailable, RuntimeError) as exc:
             raise BenchError(str(exc)) from exc
         (args.out / "peer.json").write_text(json.dumps(report, indent=1))
@@ -406,7 +410,8 @@ def _main(args: argparse.Namespace) -> int:
         _record(args, "peer", {"assets": args.assets, "duration_s": args.duration,
                                "interval_s": args.interval, "window_s": args.window,
                                "pairs": args.pairs,
-                               "max_messages_per_slice": args.max_messages_per_slice},
+                               "max_messages_per_slice": args.max_messages_per_slice,
+                               "baseline": str(args.baseline) if args.baseline else None},
                 report)
         return 0
     if args.bench == "fleet":

@@ -256,8 +256,10 @@ def backlog_size(bootstrap: str) -> int:
 
 
 def run_twin(bootstrap: str, work: Path, n: int, window_s: float, key: Path,
-             extra: list[str]) -> dict[str, Any]:
-    out = work / f"twin-{n}"
+             extra: list[str], repo: Path = REPO, side: str = "twin") -> dict[str, Any]:
+    """One ``twin run --source kafka`` of the checkout ``repo`` (its ``jobs`` package
+    imported from there: ``python -m`` puts the working folder first on the path)."""
+    out = work / f"{side}-{n}"
     if out.exists():
         import shutil
 
@@ -266,11 +268,12 @@ def run_twin(bootstrap: str, work: Path, n: int, window_s: float, key: Path,
            "--bootstrap-servers", bootstrap, "--out", str(out), "--window", f"{window_s:g}s",
            "--group-id", f"bench-peer-twin-{uuid.uuid4().hex[:8]}", "--no-progress",
            "--hmac-key-file", str(key), *extra]
-    m = measure(cmd, work / f"twin-{n}.log", cwd=REPO)
+    log = work / f"{side}-{n}.log"
+    m = measure(cmd, log, cwd=repo)
     if m["exit"] != 0:
-        raise RuntimeError(f"twin run failed (exit {m['exit']}): {_tail(work / f'twin-{n}.log')}")
+        raise RuntimeError(f"twin run ({side}) failed (exit {m['exit']}): {_tail(log)}")
     s = json.loads((out / "summary.json").read_text())
-    return {**m, "side": "twin", "messages": s["readings_in"], "windows": s["windows"],
+    return {**m, "side": side, "messages": s["readings_in"], "windows": s["windows"],
             "late": s["late_readings"], "elapsed_in_process_s": s["elapsed_s"],
             "slices": s.get("slices")}
 
@@ -295,11 +298,17 @@ def run_peer(python: Path, script: Path, bootstrap: str, work: Path, n: int,
 
 def run_peer_bench(assets: int, duration_s: float, interval_s: float, window_s: float,
                    pairs: int, peers: Path, venv: Path, work: Path,
-                   twin_args: list[str] | None = None) -> dict[str, Any]:
-    """The whole comparison (see the module doc); the report."""
+                   twin_args: list[str] | None = None,
+                   baseline: Path | None = None) -> dict[str, Any]:
+    """The whole comparison (see the module doc); the report. ``baseline``: another
+    checkout of twinstream whose ``twin run`` joins each round (before the twin, with this
+    interpreter), to compare a change with the code before it on the same backlog."""
     from pipelines.kafka.broker import EmbeddedBroker
 
     script = peer_script(peers)
+    if baseline is not None and not (baseline / "jobs" / "cli.py").is_file():
+        raise PeerUnavailable(f"--baseline {baseline} is not a checkout of twinstream "
+                              "(no jobs/cli.py)")
     python = ensure_peer_venv(venv)
     work = work.resolve()
     work.mkdir(parents=True, exist_ok=True)
@@ -315,10 +324,14 @@ def run_peer_bench(assets: int, duration_s: float, interval_s: float, window_s: 
         publish(bs, assets, duration_s, interval_s, work / "simulate.log")
         published_s = time.perf_counter() - t0
         backlog = backlog_size(bs)
+        sides = ("baseline", "twin", "peer") if baseline is not None else ("twin", "peer")
         for pair in range(1, pairs + 1):
-            for side in ("twin", "peer"):
+            for side in sides:
                 load = os.getloadavg()[0]
-                if side == "twin":
+                if side == "baseline":
+                    r = run_twin(bs, work, pair, window_s, key, twin_args or [],
+                                 repo=baseline.resolve(), side="baseline")
+                elif side == "twin":
                     r = run_twin(bs, work, pair, window_s, key, twin_args or [])
                 else:
                     r = run_peer(python, script, bs, work, pair, window_s)
@@ -335,7 +348,19 @@ def run_peer_bench(assets: int, duration_s: float, interval_s: float, window_s: 
             "window_s": window_s, "grace_s": GRACE_S, "pairs": pairs,
             "messages": backlog, "published_s": round(published_s, 1),
             "twin_args": twin_args or [], "peer_packages": peer_versions(python),
-            "runs": runs, **summarize(runs)}
+            "runs": runs, **summarize(runs), **_baseline(runs, baseline)}
+
+
+def _baseline(runs: list[dict[str, Any]], baseline: Path | None) -> dict[str, Any]:
+    base = [r for r in runs if r["side"] == "baseline"]
+    if not base:
+        return {}
+    twins = [r for r in runs if r["side"] == "twin"]
+    rate = sum(r["msg_per_s"] for r in base) / len(base)
+    twin_rate = sum(r["msg_per_s"] for r in twins) / len(twins)
+    return {"baseline": str(baseline), "baseline_msg_per_s": round(rate),
+            "baseline_peak_rss_mb": max(r["peak_rss_mb"] for r in base),
+            "twin_over_baseline": round(twin_rate / rate, 2)}
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -358,6 +383,10 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"messages/s: twinstream {report['twin_msg_per_s']:,}, peer "
                   f"{report['peer_msg_per_s']:,}: ratio {report['ratio']} (per pair "
                   f"{', '.join(str(x) for x in report['pair_ratios'])})", highlight=False)
+    if "baseline_msg_per_s" in report:
+        console.print(f"baseline ({report['baseline']}): {report['baseline_msg_per_s']:,} "
+                      f"messages/s, peak {report['baseline_peak_rss_mb']:,} MB; twinstream "
+                      f"/ baseline {report['twin_over_baseline']}", highlight=False)
     console.print(f"peak memory: twinstream {report['twin_peak_rss_mb']:,} MB, peer "
                   f"{report['peer_peak_rss_mb']:,} MB ({report['memory_ratio']}x)",
                   highlight=False)
