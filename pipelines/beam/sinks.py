@@ -78,6 +78,7 @@ class _BundleFilesFn(beam.DoFn):
         self._avro_schema = parse_schema(load(self.schema_name) if isinstance(
             self.schema_name, str) else self.schema_name)
         self._arrow_schema = arrow_schema(self.schema_name) if self.parquet else None
+        os.makedirs(self.out_dir, exist_ok=True)
 
     def start_bundle(self) -> None:
         self._open = None
