@@ -89,15 +89,32 @@ def rss_kib(status: str) -> int:
     return 0
 
 
+def pss_kib(rollup: str) -> int:
+    """``Pss`` in KiB from a ``/proc/<pid>/smaps_rollup`` text (0 if absent)."""
+    for line in rollup.splitlines():
+        if line.startswith("Pss:"):
+            return int(line.split()[1])
+    return 0
+
+
 def tree_rss_mb(root: int, proc: Path = Path("/proc")) -> float:
     """Resident memory of ``root`` and its descendants, summed, in MB (2**20 bytes)."""
-    total = 0
+    return tree_memory_mb(root, proc)[0]
+
+
+def tree_memory_mb(root: int, proc: Path = Path("/proc")) -> tuple[float, float]:
+    """``(RSS, PSS)`` of ``root`` and its descendants, each summed, in MB. RSS counts a
+    page every process of the tree maps (a forked child's copy-on-write pages shared with
+    its parent) once per process; PSS splits it between them, so its sum is what the tree
+    holds."""
+    rss = pss = 0
     for pid in process_tree(root, proc):
         try:
-            total += rss_kib((proc / str(pid) / "status").read_text())
+            rss += rss_kib((proc / str(pid) / "status").read_text())
+            pss += pss_kib((proc / str(pid) / "smaps_rollup").read_text())
         except OSError:
             continue
-    return total / 1024
+    return rss / 1024, pss / 1024
 
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -119,7 +136,15 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     twin_rate, peer_rate = mean(twins, "msg_per_s"), mean(peers, "msg_per_s")
     twin_mem = max(r["peak_rss_mb"] for r in twins)
     peer_mem = max(r["peak_rss_mb"] for r in peers)
-    return {
+    extra: dict[str, Any] = {}
+    if all("msg_per_cpu_s" in r for r in twins + peers):  # CPU: what a busy machine
+        twin_cpu, peer_cpu = mean(twins, "msg_per_cpu_s"), mean(peers, "msg_per_cpu_s")
+        extra.update(twin_msg_per_cpu_s=round(twin_cpu), peer_msg_per_cpu_s=round(peer_cpu),
+                     cpu_ratio=round(twin_cpu / peer_cpu, 2))  # does not move
+    if all("peak_pss_mb" in r for r in twins + peers):
+        extra.update(twin_peak_pss_mb=max(r["peak_pss_mb"] for r in twins),
+                     peer_peak_pss_mb=max(r["peak_pss_mb"] for r in peers))
+    return {**extra,
         "twin_msg_per_s": round(twin_rate), "peer_msg_per_s": round(peer_rate),
         "ratio": round(twin_rate / peer_rate, 2), "pair_ratios": pair_ratios,
         "twin_peak_rss_mb": round(twin_mem), "peer_peak_rss_mb": round(peer_mem),
@@ -192,15 +217,16 @@ def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None,
     with log.open("wb") as out:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-        peak = [0.0]
+        peak = [0.0, 0.0]
         done = threading.Event()
 
         def sample():
             while not done.is_set():
                 try:
-                    peak[0] = max(peak[0], tree_rss_mb(proc.pid))
+                    rss, pss = tree_memory_mb(proc.pid)
                 except OSError:
-                    pass
+                    rss = pss = 0.0
+                peak[0], peak[1] = max(peak[0], rss), max(peak[1], pss)
                 done.wait(interval_s)
 
         watcher = threading.Thread(target=sample, daemon=True)
@@ -214,6 +240,7 @@ def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None,
     proc.returncode = os.waitstatus_to_exitcode(status)
     cpu = usage.ru_utime + usage.ru_stime
     return {"wall_s": round(wall, 2), "peak_rss_mb": round(peak[0]),
+            "peak_pss_mb": round(peak[1]),
             "max_process_rss_mb": round(usage.ru_maxrss / 1024),
             "cpu_s": round(cpu, 1), "cpu_pct": round(100 * cpu / wall) if wall else None,
             "exit": proc.returncode}
@@ -339,7 +366,8 @@ def run_peer_bench(assets: int, duration_s: float, interval_s: float, window_s: 
                     raise RuntimeError(f"{side} #{pair} read {r['messages']:,} of the "
                                        f"{backlog:,} messages on the raw topics")
                 r.update(pair=pair, load_at_start=round(load, 2),
-                         msg_per_s=round(r["messages"] / r["wall_s"]))
+                         msg_per_s=round(r["messages"] / r["wall_s"]),
+                         msg_per_cpu_s=round(r["messages"] / r["cpu_s"]))
                 runs.append(r)
                 print(f"  {side} #{pair}: {r['messages']:,} messages in {r['wall_s']} s "
                       f"({r['msg_per_s']:,}/s), peak {r['peak_rss_mb']:,} MB, "
@@ -370,13 +398,14 @@ def print_report(report: dict[str, Any]) -> None:
     table = Table(title=f"twin run --source kafka vs the Quix Streams peer: "
                         f"{report['messages']:,} messages ({report['assets']} assets), "
                         f"{report['window_s']:g} s windows")
-    cols = ("run", "wall s", "messages/s", "peak MB (tree)", "CPU s", "CPU %", "windows",
-            "late", "load")
+    cols = ("run", "wall s", "messages/s", "messages/CPU s", "peak RSS MB (tree)",
+            "peak PSS MB (tree)", "CPU s", "CPU %", "windows", "late", "load")
     for col in cols:
         table.add_column(col, justify="right")
     for r in report["runs"]:
         table.add_row(f"{r['side']} #{r['pair']}", f"{r['wall_s']:.1f}", f"{r['msg_per_s']:,}",
-                      f"{r['peak_rss_mb']:,}", f"{r['cpu_s']:.1f}", str(r["cpu_pct"]),
+                      f"{r['msg_per_cpu_s']:,}", f"{r['peak_rss_mb']:,}",
+                      f"{r['peak_pss_mb']:,}", f"{r['cpu_s']:.1f}", str(r["cpu_pct"]),
                       f"{r['windows']:,}", f"{r['late']:,}", str(r["load_at_start"]))
     console = Console()
     console.print(table)
@@ -387,6 +416,10 @@ def print_report(report: dict[str, Any]) -> None:
         console.print(f"baseline ({report['baseline']}): {report['baseline_msg_per_s']:,} "
                       f"messages/s, peak {report['baseline_peak_rss_mb']:,} MB; twinstream "
                       f"/ baseline {report['twin_over_baseline']}", highlight=False)
-    console.print(f"peak memory: twinstream {report['twin_peak_rss_mb']:,} MB, peer "
-                  f"{report['peer_peak_rss_mb']:,} MB ({report['memory_ratio']}x)",
+    console.print(f"messages per CPU second: twinstream {report['twin_msg_per_cpu_s']:,}, "
+                  f"peer {report['peer_msg_per_cpu_s']:,}: ratio {report['cpu_ratio']}",
                   highlight=False)
+    console.print(f"peak memory (RSS, tree): twinstream {report['twin_peak_rss_mb']:,} MB, "
+                  f"peer {report['peer_peak_rss_mb']:,} MB ({report['memory_ratio']}x); "
+                  f"PSS {report['twin_peak_pss_mb']:,} MB against "
+                  f"{report['peer_peak_pss_mb']:,} MB", highlight=False)

@@ -379,10 +379,19 @@ slice, not the backlog).
 
 def peer(r: dict[str, Any]) -> str:
     f = r["figures"]
-    table = _table(["run", "wall", "messages/s", "peak memory (tree)", "CPU", "windows"],
+    table = _table(["run", "wall", "messages/s", "messages/CPU s", "peak RSS (tree)",
+                    "peak PSS (tree)", "CPU", "windows"],
                    [[f"{x['side']} #{x['pair']}", f"{x['wall_s']:.1f} s", _n(x["msg_per_s"]),
-                     f"{x['peak_rss_mb']:,} MB", f"{x['cpu_s']:.0f} s ({x['cpu_pct']} %)",
-                     _n(x["windows"])] for x in f["runs"]])
+                     _n(x.get("msg_per_cpu_s")), f"{x['peak_rss_mb']:,} MB",
+                     f"{x['peak_pss_mb']:,} MB" if "peak_pss_mb" in x else "-",
+                     f"{x['cpu_s']:.0f} s ({x['cpu_pct']} %)", _n(x["windows"])]
+                    for x in f["runs"]])
+    cpu = (f" Per CPU second (what does not move with other work on the machine): "
+           f"{_n(f['twin_msg_per_cpu_s'])} against {_n(f['peer_msg_per_cpu_s'])}, "
+           f"**{f['cpu_ratio']}x**." if "cpu_ratio" in f else "")
+    pss = (f" Proportional (PSS: pages a forked child shares with its parent counted once) "
+           f"{_n(f['twin_peak_pss_mb'])} MB against {_n(f['peer_peak_pss_mb'])} MB."
+           if "twin_peak_pss_mb" in f else "")
     packages = ", ".join(f"{k} {v}" for k, v in f.get("peer_packages", {}).items() if v)
     twin_args = " ".join(f.get("twin_args") or []) or "its defaults"
     return f"""### The Kafka path against a Quix Streams peer (`twin bench peer`)
@@ -395,14 +404,14 @@ decode, units, {f['window_s']:g} s windows with {f['grace_s']:g} s grace, mean/s
 HalfSpaceTrees per asset, one JSON topic out; {packages}) each read the whole backlog with
 a fresh consumer group and output folder. Wall time from start to exit (imports included);
 peak memory is the resident memory of the whole process tree, summed (the twin's slices
-run in forked children); CPU is user + system of the tree.
+run in forked children), sampled every 0.1 s; CPU is user + system of the tree.
 
 {table}
 
 **twinstream / peer: {f['ratio']}x** messages/s ({_n(f['twin_msg_per_s'])} against
-{_n(f['peer_msg_per_s'])}; per pair {', '.join(str(x) for x in f['pair_ratios'])}).
+{_n(f['peer_msg_per_s'])}; per pair {', '.join(str(x) for x in f['pair_ratios'])}).{cpu}
 Peak memory {_n(f['twin_peak_rss_mb'])} MB against {_n(f['peer_peak_rss_mb'])} MB
-({f['memory_ratio']}x). The peer does far less per message (no validation, dead letters,
+({f['memory_ratio']}x).{pss} The peer does far less per message (no validation, dead letters,
 duplicates, features beyond mean/std, health, actions, Avro outputs, files or state file):
 see the peer's README.
 

@@ -18,8 +18,10 @@ from jobs.bench_peer import (
     parse_ppid,
     peer_script,
     process_tree,
+    pss_kib,
     rss_kib,
     summarize,
+    tree_memory_mb,
     tree_rss_mb,
 )
 from jobs.benchrecord import read_records
@@ -29,16 +31,23 @@ from jobs.cli import main
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _run(side, pair, rate, mem, windows=1000):
+def _run(side, pair, rate, mem, windows=1000, cpu_rate=None):
     return {"side": side, "pair": pair, "msg_per_s": rate, "peak_rss_mb": mem,
+            "peak_pss_mb": mem - 100, "msg_per_cpu_s": cpu_rate or rate,
             "windows": windows, "wall_s": 10.0, "cpu_s": 9.0, "cpu_pct": 90, "late": 3,
             "messages": rate * 10, "load_at_start": 0.5}
 
 
 def test_ratio_is_of_the_mean_rates_and_each_pair_has_its_own():
-    runs = [_run("twin", 1, 30_000, 900), _run("peer", 1, 10_000, 780),
-            _run("twin", 2, 26_000, 950), _run("peer", 2, 13_000, 770)]
+    runs = [_run("twin", 1, 30_000, 900, cpu_rate=40_000),
+            _run("peer", 1, 10_000, 780, cpu_rate=10_000),
+            _run("twin", 2, 26_000, 950, cpu_rate=44_000),
+            _run("peer", 2, 13_000, 770, cpu_rate=11_000)]
     s = summarize(runs)
+    # per CPU second: what other work on a shared machine does not move
+    assert (s["twin_msg_per_cpu_s"], s["peer_msg_per_cpu_s"], s["cpu_ratio"]) == (
+        42_000, 10_500, 4.0)
+    assert (s["twin_peak_pss_mb"], s["peer_peak_pss_mb"]) == (850, 680)
     assert s["twin_msg_per_s"] == 28_000 and s["peer_msg_per_s"] == 11_500
     assert s["ratio"] == 2.43  # 28,000 / 11,500
     assert s["pair_ratios"] == [3.0, 2.0]
@@ -55,6 +64,11 @@ def test_proc_parsing():
     assert parse_ppid("garbage") is None
     assert rss_kib("Name:\tpython\nVmPeak:\t 9 kB\nVmRSS:\t  2048 kB\n") == 2048
     assert rss_kib("Name:\tzombie\nState:\tZ\n") == 0
+
+
+def test_pss_parsing():
+    assert pss_kib("Rss:   9000 kB\nPss:   4500 kB\nPss_Anon: 100 kB\n") == 4500
+    assert pss_kib("") == 0
 
 
 def test_tree_memory_sums_a_process_and_its_descendants():
@@ -77,6 +91,8 @@ def test_tree_memory_sums_a_process_and_its_descendants():
         assert len(pids) == 2 and pids[0] == proc.pid
         own = rss_kib(Path(f"/proc/{proc.pid}/status").read_text()) / 1024
         assert own < 100 and tree_rss_mb(proc.pid) > 200
+        rss, pss = tree_memory_mb(proc.pid)
+        assert pss > 200 and pss <= rss + 1  # the grandchild's pages are its own
     finally:
         for pid in reversed(process_tree(proc.pid)):
             os.kill(pid, 9)
@@ -122,7 +138,10 @@ def test_the_page_has_a_peer_section(tmp_path):
     (tmp_path / "p.json").write_text(json.dumps(record))
     page = render(read_records(tmp_path))
     assert "### The Kafka path against a Quix Streams peer (`twin bench peer`)" in page
-    assert "| twin #1 | 10.0 s | 30,000 | 900 MB | 9 s (90 %) | 1,000 |" in page
+    assert "| twin #1 | 10.0 s | 30,000 | 30,000 | 900 MB | 800 MB | 9 s (90 %) | 1,000 |" \
+        in page
+    assert "30,000 against 10,000, **3.0x**." in page  # per CPU second
+    assert "800 MB against 680 MB" in page  # PSS
     assert "**twinstream / peer: 3.0x** messages/s (30,000 against\n10,000" in page
     assert "quixstreams 3.28.1" in page and "river None" not in page
     assert "## Other benchmarks" not in page
