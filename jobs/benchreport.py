@@ -356,7 +356,8 @@ end (most of the first figure is what the `twin` CLI imports).
 
 def kafka_backlog(r: dict[str, Any]) -> str:
     f = r["figures"]
-    slices = f["max_messages_per_slice"] or "100,000 (the default)"
+    slices = (f"slices of {f['max_messages_per_slice']:,} messages"
+              if f["max_messages_per_slice"] else "slices of its default size")
     table = _table(["backlog (messages)", "slices", "readings in", "predictions",
                     "peak memory", "run", "messages/s"],
                    [[_n(x["backlog"]), x["slices"], _n(x["readings_in"]), _n(x["predictions"]),
@@ -366,7 +367,7 @@ def kafka_backlog(r: dict[str, Any]) -> str:
 
 For each backlog size, a fresh embedded broker gets the simulator's messages
 ({f['assets']} assets every {f['interval_s']:g} s, the usual transport defects), then one
-`twin run --source kafka` reads it all in slices of {slices} messages, in a child process:
+`twin run --source kafka` reads it all in {slices}, in a child process:
 its peak resident memory (the whole run, slices' children included) and wall time.
 
 {table}
