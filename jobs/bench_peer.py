@@ -233,6 +233,10 @@ def measure(cmd: list[str], log: Path, env: dict[str, str] | None = None,
         watcher.start()
         try:
             _, status, usage = os.wait4(proc.pid, 0)
+        except BaseException:  # the bench was stopped: so is what it measures
+            proc.kill()
+            proc.wait()
+            raise
         finally:
             done.set()
             watcher.join()
@@ -345,6 +349,7 @@ def run_peer_bench(assets: int, duration_s: float, interval_s: float, window_s: 
         with os.fdopen(fd, "w") as f:
             f.write(secrets.token_hex(32))
     runs: list[dict[str, Any]] = []
+    _exit_on_sigterm()  # a terminated bench stops its run and its broker too
     with EmbeddedBroker(log_path=work / "broker.log") as broker:
         bs = broker.bootstrap_servers
         t0 = time.perf_counter()
@@ -377,6 +382,18 @@ def run_peer_bench(assets: int, duration_s: float, interval_s: float, window_s: 
             "messages": backlog, "published_s": round(published_s, 1),
             "twin_args": twin_args or [], "peer_packages": peer_versions(python),
             "runs": runs, **summarize(runs), **_baseline(runs, baseline)}
+
+
+def _exit_on_sigterm() -> None:
+    """SIGTERM unwinds the bench as Ctrl-C does (its broker stopped, the run it measures
+    killed), rather than leaving them behind."""
+    import signal
+
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 def _baseline(runs: list[dict[str, Any]], baseline: Path | None) -> dict[str, Any]:
