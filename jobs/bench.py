@@ -22,6 +22,9 @@
 - ``twin bench faults``: the simulator's fleet plus hostile messages on two brokers, one
   undisturbed Kafka run against one SIGKILLed and rerun again and again: lost, extra and
   duplicated outputs by id, scores that differ (:mod:`jobs.bench_faults`).
+- ``twin bench peer``: ``twin run --source kafka`` against a Quix Streams peer
+  (``../shared/bench/peers/``) on one broker and backlog, runs interleaved: both rates,
+  peak memories (whole process trees) and the ratio (:mod:`jobs.bench_peer`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
@@ -165,8 +168,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
-                           metavar="{scale,history,fleet,kafka-backlog,faults,dashboard,sweep,nab,"
-                                   "tep,formats,fidelity,optimize,flink-slots,report}")
+                           metavar="{scale,history,fleet,kafka-backlog,faults,peer,dashboard,"
+                                   "sweep,nab,tep,formats,fidelity,optimize,flink-slots,report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -227,6 +230,35 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         help="work folder (its calm/ and crashy/ run folders are made "
                              "afresh); the report also goes to faults.json in it (default "
                              "out/bench-faults)")
+    peer = sub.add_parser("peer", help="twin run --source kafka against a Quix Streams peer "
+                                       "(../shared/bench/peers/) on one backlog, interleaved")
+    peer.add_argument("--assets", type=positive_int, default=200,
+                      help="fleet size (default 200, the peer README's)")
+    peer.add_argument("--duration", type=parse_duration, default="2h",
+                      help="event time published (default 2h: 1.44 million messages)")
+    peer.add_argument("--interval", type=positive_float, default=1.0,
+                      help="seconds between an asset's samples (default 1)")
+    peer.add_argument("--window", type=window_duration, default="10s",
+                      help="event-time window of both sides (default 10s)")
+    peer.add_argument("--pairs", type=positive_int, default=2,
+                      help="twin, peer runs, interleaved (default 2)")
+    peer.add_argument("--max-messages-per-slice", type=positive_int, default=None,
+                      metavar="N", help="passed to twin run (default: its own)")
+    peer.add_argument("--peers", type=Path,
+                      default=_default_path("TWIN_PEERS", SHARED_BENCH / "peers"),
+                      help="folder of quix_peer.py (default $TWIN_PEERS, else "
+                           "../shared/bench/peers beside the repository)")
+    peer.add_argument("--peer-venv", type=Path,
+                      default=Path(os.environ.get("TMPDIR") or "/tmp") / "peers" / "venv",
+                      help="the peer's own venv, made on first use as its run_bench.sh "
+                           "does (default $TMPDIR/peers/venv, the one run_bench.sh makes)")
+    peer.add_argument("--baseline", type=Path, default=None, metavar="CHECKOUT",
+                      help="also run twin run of another checkout of twinstream (e.g. `git "
+                           "archive` of the commit before a change) in each round, with "
+                           "this venv: before and after on the same backlog")
+    peer.add_argument("--out", type=Path, default=Path("out") / "bench-peer",
+                      help="work folder; the report also goes to peer.json in it "
+                           "(default out/bench-peer)")
     from jobs.bench_dashboard import add_arguments as add_dashboard_arguments
 
     dashboard = sub.add_parser("dashboard", help="the dashboard's fleet page with 10,000 "
@@ -295,7 +327,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "questions are then extrapolations")
         b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
                        help="where every comparison is written as JSON")
-    for bench in (scale, hist, fleet, backlog, faults, dashboard, sweep, nab, tep, formats,
+    for bench in (scale, hist, fleet, backlog, faults, peer, dashboard, sweep, nab, tep, formats,
                   fid, opt, flink_slots):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
@@ -422,6 +454,26 @@ def _main(args: argparse.Namespace) -> int:
                                  "max_messages_per_slice": args.max_messages_per_slice,
                                  "kills": args.kills, "seed": args.seed}, report)
         return 1 if report["failed"] else 0
+    if args.bench == "peer":
+        from jobs.bench_peer import PeerUnavailable, print_report, run_peer_bench
+
+        twin_args = ([] if args.max_messages_per_slice is None else
+                     ["--max-messages-per-slice", str(args.max_messages_per_slice)])
+        try:
+            report = run_peer_bench(args.assets, args.duration, args.interval, args.window,
+                                    args.pairs, args.peers, args.peer_venv, args.out,
+                                    twin_args, args.baseline)
+        except (PeerUnavailable, RuntimeError) as exc:
+            raise BenchError(str(exc)) from exc
+        (args.out / "peer.json").write_text(json.dumps(report, indent=1))
+        _show(args, report, print_report)
+        _record(args, "peer", {"assets": args.assets, "duration_s": args.duration,
+                               "interval_s": args.interval, "window_s": args.window,
+                               "pairs": args.pairs,
+                               "max_messages_per_slice": args.max_messages_per_slice,
+                               "baseline": str(args.baseline) if args.baseline else None},
+                report)
+        return 0
     if args.bench == "fleet":
         report = run_fleet(args.out)
         _show(args, report, print_fleet)

@@ -404,7 +404,8 @@ end (most of the first figure is what the `twin` CLI imports).
 
 def kafka_backlog(r: dict[str, Any]) -> str:
     f = r["figures"]
-    slices = f["max_messages_per_slice"] or "100,000 (the default)"
+    slices = (f"slices of {f['max_messages_per_slice']:,} messages"
+              if f["max_messages_per_slice"] else "slices of its default size")
     table = _table(["backlog (messages)", "slices", "readings in", "predictions",
                     "peak memory", "run", "messages/s"],
                    [[_n(x["backlog"]), x["slices"], _n(x["readings_in"]), _n(x["predictions"]),
@@ -414,7 +415,7 @@ def kafka_backlog(r: dict[str, Any]) -> str:
 
 For each backlog size, a fresh embedded broker gets the simulator's messages
 ({f['assets']} assets every {f['interval_s']:g} s, the usual transport defects), then one
-`twin run --source kafka` reads it all in slices of {slices} messages, in a child process:
+`twin run --source kafka` reads it all in {slices}, in a child process:
 its peak resident memory (the whole run, slices' children included) and wall time.
 
 {table}
@@ -577,6 +578,47 @@ Wear-out faults ({w['n']} cases): median gain **{w['median_gain']}x** (the twin 
 {_source(r)}"""
 
 
+def peer(r: dict[str, Any]) -> str:
+    f = r["figures"]
+    table = _table(["run", "wall", "messages/s", "messages/CPU s", "peak RSS (tree)",
+                    "peak PSS (tree)", "CPU", "windows"],
+                   [[f"{x['side']} #{x['pair']}", f"{x['wall_s']:.1f} s", _n(x["msg_per_s"]),
+                     _n(x.get("msg_per_cpu_s")), f"{x['peak_rss_mb']:,} MB",
+                     f"{x['peak_pss_mb']:,} MB" if "peak_pss_mb" in x else "-",
+                     f"{x['cpu_s']:.0f} s ({x['cpu_pct']} %)", _n(x["windows"])]
+                    for x in f["runs"]])
+    cpu = (f" Per CPU second (what does not move with other work on the machine): "
+           f"{_n(f['twin_msg_per_cpu_s'])} against {_n(f['peer_msg_per_cpu_s'])}, "
+           f"**{f['cpu_ratio']}x**." if "cpu_ratio" in f else "")
+    pss = (f" Proportional (PSS: pages a forked child shares with its parent counted once) "
+           f"{_n(f['twin_peak_pss_mb'])} MB against {_n(f['peer_peak_pss_mb'])} MB."
+           if "twin_peak_pss_mb" in f else "")
+    packages = ", ".join(f"{k} {v}" for k, v in f.get("peer_packages", {}).items() if v)
+    twin_args = " ".join(f.get("twin_args") or []) or "its defaults"
+    return f"""### The Kafka path against a Quix Streams peer (`twin bench peer`)
+
+`twin simulate` published {_n(f['messages'])} messages ({f['assets']} assets x
+{f['duration_s'] / 3600:g} h at {f['interval_s']:g} s, no malformed messages, transport
+defects on) to a fresh embedded broker. Then, interleaved, `twin run --source kafka
+--window {f['window_s']:g}s` ({twin_args}) and the peer (`../shared/bench/peers/quix_peer.py`:
+decode, units, {f['window_s']:g} s windows with {f['grace_s']:g} s grace, mean/std, River
+HalfSpaceTrees per asset, one JSON topic out; {packages}) each read the whole backlog with
+a fresh consumer group and output folder. Wall time from start to exit (imports included);
+peak memory is the resident memory of the whole process tree, summed (the twin's slices
+run in forked children), sampled every 0.1 s; CPU is user + system of the tree.
+
+{table}
+
+**twinstream / peer: {f['ratio']}x** messages/s ({_n(f['twin_msg_per_s'])} against
+{_n(f['peer_msg_per_s'])}; per pair {', '.join(str(x) for x in f['pair_ratios'])}).{cpu}
+Peak memory {_n(f['twin_peak_rss_mb'])} MB against {_n(f['peer_peak_rss_mb'])} MB
+({f['memory_ratio']}x).{pss} The peer does far less per message (no validation, dead letters,
+duplicates, features beyond mean/std, health, actions, Avro outputs, files or state file):
+see the peer's README.
+
+{_source(r)}"""
+
+
 def formats(r: dict[str, Any]) -> str:
     f = r["figures"]
     table = _table(["source", "µs per message"],
@@ -606,7 +648,7 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("flink-slots", flink_slots),
                     ("scale", scale), ("history", history), ("kafka-backlog", kafka_backlog),
-                    ("formats", formats)]),
+                    ("peer", peer), ("formats", formats)]),
     ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
     ("What-if", [("fidelity", fidelity), ("optimize", optimize)]),

@@ -220,6 +220,17 @@ class WindowBuffer:
             if top > self.max_ts_ms:
                 self.max_ts_ms = top
             return [], [], self.advance(self.watermark_ms)
+        split = self._split(ts.tolist(), starts.tolist())
+        if split is not None:  # a few late or repeated rows: the rest as columns
+            keep, late_rows, dup_rows = split
+            kept = block.take(np.asarray(keep, dtype=np.intp))
+            if not keep or self._columnar_ok(kept.ts_ms, kept.ts_ms - kept.ts_ms % self.size_ms):
+                for i in dup_rows:
+                    start = int(starts[i])
+                    self._dups[start] = self._dups.get(start, 0) + 1
+                _, _, closed = self.add_block(kept) if keep else ([], [], [])
+                return ([block.reading(i) for i in late_rows],
+                        [block.reading(i) for i in dup_rows], closed)
         late: list[dict[str, Any]] = []
         dups: list[dict[str, Any]] = []
         closed: list[Window] = []
@@ -232,6 +243,47 @@ class WindowBuffer:
                 dups.append(reading)
             closed.extend(ws)
         return late, dups, closed
+
+    def _split(self, ts: list[int], starts: list[int]
+               ) -> tuple[list[int], list[int], list[int]] | None:
+        """Which rows :meth:`add` would take, find late and find repeated, row by row, as
+        ``(kept, late, duplicates)`` row numbers, from event times alone (no reading is
+        built, no window closed): what :meth:`add` decides depends only on the windows
+        open, the times they hold, the newest time taken and the end of the last window
+        closed, which this follows. ``None`` when no row is late or repeated (the block
+        goes in as columns as it is)."""
+        size, wait = self.size_ms, self.size_ms + self.allowed_lateness_ms
+        ooo = self.out_of_orderness_ms
+        open_starts = set(self._open)
+        closed_through, top = self.closed_through_ms, self.max_ts_ms
+        held_before = self.max_ts_ms  # times up to this may be held by an open window
+        taken: set[int] = set()
+        keep: list[int] = []
+        late: list[int] = []
+        dups: list[int] = []
+        for i, (t, start) in enumerate(zip(ts, starts, strict=True)):
+            if start + size <= closed_through:
+                late.append(i)
+                continue
+            if t in taken or (t <= held_before and start in self._open
+                              and self._open[start].holds(t)):
+                dups.append(i)
+                continue
+            keep.append(i)
+            taken.add(t)
+            open_starts.add(start)
+            # advance(watermark) after each row taken: which open windows it closes
+            if t > top:
+                top = t
+                passed = [w for w in open_starts if w + wait <= top - ooo]
+            else:  # the watermark stayed: only the window this row opened may close
+                passed = [start] if start + wait <= top - ooo else []
+            if passed:
+                closed_through = max(closed_through, max(passed) + size)
+                open_starts.difference_update(passed)
+        if not late and not dups:
+            return None
+        return keep, late, dups
 
     def _columnar_ok(self, ts: np.ndarray, starts: np.ndarray) -> bool:
         """Whether no row of ``ts`` (in arrival order; ``starts`` their windows) would be

@@ -14,7 +14,7 @@ from typing import Any
 import apache_beam as beam
 
 from pipelines.beam.normalize import NormalizeReadings
-from pipelines.beam.sinks import WriteRecords
+from pipelines.beam.sinks import WriteBundleFiles, WriteRecords
 from pipelines.beam.twin import CHECKPOINT, FlushTwins, RunTwins
 from transforms.deadletter import DEAD_LETTER
 from transforms.twin import ACTION, DEFAULT_SHARDS, FEATURES, LATE, PREDICTION, STATE
@@ -84,11 +84,16 @@ class EvictTwins(beam.PTransform):
 
 
 class WriteOutputs(beam.PTransform):
-    """Write every output of :class:`ProcessMessages` under ``out_dir``."""
+    """Write every output of :class:`ProcessMessages` under ``out_dir``: one Avro and one
+    Parquet file of each kind, or with ``per_bundle`` one of each per bundle (a bounded
+    Kafka run's slice folders, joined at the end by
+    :func:`~pipelines.beam.sinks.concat_outputs`: no sink stages in each slice's
+    pipeline)."""
 
-    def __init__(self, out_dir: str) -> None:
+    def __init__(self, out_dir: str, per_bundle: bool = False) -> None:
         super().__init__()
         self.out_dir = out_dir
+        self.per_bundle = per_bundle
 
     def expand(self, outputs: dict[str, beam.PCollection]):
         schemas = {name: schema for name, (_, schema) in OUTPUTS.items()}
@@ -96,7 +101,8 @@ class WriteOutputs(beam.PTransform):
         for name, pcoll in outputs.items():
             if name not in schemas:
                 continue
-            pcoll | f"Write{name.title().replace('_', '')}" >> WriteRecords(
+            write = WriteBundleFiles if self.per_bundle else WriteRecords
+            pcoll | f"Write{name.title().replace('_', '')}" >> write(
                 self.out_dir, name, schemas[name])
         return beam.pvalue.PDone(next(iter(outputs.values())).pipeline)
 

@@ -172,7 +172,7 @@ def test_kafka_run_flags_and_their_defaults():
     a = parser.parse_args([])
     assert (a.on_offset_reset, a.max_messages_per_slice, a.max_bytes_per_slice,
             a.max_messages, a.state_ttl, a.trust_unsigned_state) == (
-        "fail", 100_000, 48 << 20, None, 7 * 86_400.0, False)
+        "fail", 250_000, 128 << 20, None, 7 * 86_400.0, False)
     assert parser.parse_args(["--max-bytes-per-slice", "4MiB"]).max_bytes_per_slice == 4 << 20
     a = parser.parse_args(["--state-ttl", "0", "--on-offset-reset", "latest",
                            "--max-messages", "5", "--max-messages-per-slice", "2"])

@@ -48,3 +48,33 @@ def test_a_slice_whose_process_dies_is_a_clear_error():
     with pytest.raises(SliceFailed, match="exited with code 9.*nothing of the slice was "
                                           "committed"):
         a_run()._run_pipeline(lambda p: p | beam.Create([1]) | beam.Map(die), expected=1)
+
+
+def wait_for(path):
+    import time
+
+    deadline = time.monotonic() + 60
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never came")
+        time.sleep(0.05)
+    return 1
+
+
+def test_the_next_slice_is_cut_while_the_child_runs_this_one(tmp_path):
+    """``meanwhile`` (the next slice's cut) runs in the run's process while the slice's
+    child is still working: this child waits for what ``meanwhile`` writes, so run one
+    after the other they would never finish."""
+    marker = tmp_path / "cut"
+    counts = a_run()._run_pipeline(
+        lambda p: p | beam.Create([str(marker)]) | beam.Map(wait_for) | beam.Map(count),
+        expected=1, meanwhile=lambda: marker.write_text("next slice"))
+    assert counts["readings_in"] == 1
+
+
+def test_without_fork_meanwhile_runs_after_the_pipeline():
+    seen = []
+    counts = a_run(fork=False)._run_pipeline(
+        lambda p: p | beam.Create([5]) | beam.Map(count), expected=1,
+        meanwhile=lambda: seen.append("cut"))
+    assert counts["readings_in"] == 5 and seen == ["cut"]

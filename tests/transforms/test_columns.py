@@ -128,3 +128,60 @@ def test_mild_disorder_is_added_as_columns(monkeypatch):
     (w0, w1) = buf.flush()
     assert w0.block.ts_ms.tolist() == [1_000, 2_000, 3_000]
     assert w1.block.ts_ms.tolist() == [11_500, 12_000, 13_000, 14_000]
+
+
+def test_a_block_with_a_few_late_or_repeated_rows_is_still_added_as_columns(monkeypatch):
+    """Transport defects (a repeated message, a straggler) in a poll's block: those rows
+    are the only ones built as readings; the rest go in as columns."""
+    buf = WindowBuffer(10_000, 5_000, 3_000)
+    buf.add_block(ReadingBlock.from_readings([reading(t) for t in (1_000, 2_000, 30_000)]))
+    times = [31_000, 2_000, 32_000, 32_000, 33_000, 41_000, 40_500]  # late, repeat
+    block = ReadingBlock.from_readings([reading(t) for t in times])
+    block.dicts = None
+    built = []
+    real = ReadingBlock.reading
+
+    def counted(self, i):
+        built.append(i)
+        return real(self, i)
+
+    monkeypatch.setattr(ReadingBlock, "reading", counted)
+    late, dups, closed = buf.add_block(block)
+    assert [r["ts_ms"] for r in late] == [2_000] and [r["ts_ms"] for r in dups] == [32_000]
+    assert sorted(built) == [1, 3]  # only the late and the repeated row
+    monkeypatch.undo()
+    windows = buf.flush()
+    assert [(w.start_ms, w.count, w.duplicates) for w in windows] == [
+        (30_000, 4, 1), (40_000, 2, 0)]
+
+
+@pytest.mark.parametrize("seed", range(6, 26))
+@pytest.mark.parametrize("chunk,lateness,ooo", [(25, 5_000, 3_000), (200, 0, 0),
+                                                (60, 30_000, 10_000)])
+def test_blocks_with_defects_equal_adding_each_reading(seed, chunk, lateness, ooo):
+    """Heavier defects, bigger blocks, other bounds: the same late and repeated readings,
+    the same windows (contents, duplicates) as adding row by row."""
+    rng = random.Random(seed)
+    times = _stream(seed, n=600)
+    one, many = WindowBuffer(10_000, lateness, ooo), WindowBuffer(10_000, lateness, ooo)
+    ref_late, ref_dup, ref_closed, late, dup, closed = [], [], [], [], [], []
+    i = 0
+    while i < len(times):
+        n = rng.randint(1, chunk)
+        part = times[i:i + n]
+        for t in part:
+            status, ws = one.add(reading(t))
+            ref_closed += ws
+            (ref_late if status == "late" else ref_dup if status == "duplicate"
+             else []).append(t)
+        block = ReadingBlock.from_readings([reading(t) for t in part])
+        block.dicts = None
+        lt, dp, cl = many.add_block(block)
+        late += [r["ts_ms"] for r in lt]
+        dup += [r["ts_ms"] for r in dp]
+        closed += cl
+        i += n
+    assert late == ref_late and dup == ref_dup
+    assert _summary(closed) == _summary(ref_closed)
+    assert _summary(many.flush()) == _summary(one.flush())
+    assert (many.closed_through_ms, many.max_ts_ms) == (one.closed_through_ms, one.max_ts_ms)
