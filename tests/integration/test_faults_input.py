@@ -235,9 +235,10 @@ def test_a_broker_lost_mid_run_is_not_a_storm_of_errors(make_broker, tmp_path):
                                             "TMPDIR": str(tmp_path)})
     try:
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and not list(out.rglob("beam-temp-*")):
-            time.sleep(0.05)  # the pipeline is running once its sinks made their folders
-            # (a Kafka run's sinks write in the folder of the slice it is reading)
+        while time.monotonic() < deadline and not list(out.glob(".slice-*/*")):
+            time.sleep(0.05)  # the pipeline is running once its sinks write files in the
+            # folder of the slice it is reading (one per bundle, temporary until whole)
+        assert proc.poll() is None, "the run ended before the broker could be lost"
         b.kill()
         _, err = proc.communicate(timeout=300)
     finally:
