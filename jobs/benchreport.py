@@ -420,8 +420,8 @@ its peak resident memory (the whole run, slices' children included) and wall tim
 
 {table}
 
-Peak memory, largest backlog over smallest: **{f['peak_ratio']}x** (memory follows the
-slice, not the backlog).
+Peak memory, largest backlog over smallest: **{f['peak_ratio']}x** (the whole run: its
+slices' children, and the final join of their files into one file per output).
 
 {_source(r)}"""
 
