@@ -245,7 +245,11 @@ class _Predictions(threading.Thread):
                     got = int(time.time() * 1000)
                     if m.error() is not None:
                         continue
-                    name, r = serde.decode(m.value())
+                    try:
+                        name, r = serde.decode(m.value())
+                    except Exception as exc:  # reported, never dropped silently
+                        self.errors.append(f"offset {m.offset()}: {exc}")
+                        continue
                     if name != schema:
                         self.errors.append(f"{topic} holds a {name}")
                         continue
@@ -341,6 +345,9 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
             time.sleep(0.5)
         reader.stop.set()
         reader.join(15)
+        if reader.errors:
+            raise BenchLatencyError("predictions the bench could not read: "
+                                    + "; ".join(reader.errors[:3]))
         if cluster.job_status(job_id) != "RUNNING":
             raise BenchLatencyError(f"the job is {cluster.job_status(job_id)}: "
                                     f"{cluster.job_exceptions(job_id)}")
@@ -400,7 +407,9 @@ def summarize(rows: list[tuple[str, int, int, int]],
             "copies": copies, "windows": len(timings),
             "windows_not_closable": sum(t.closable_ms is None for t in timings.values()),
             "readings_left_out": skipped,
-            "negative": sum(1 for _, _, v in by_ts if v < 0), "phases": phases}
+            "negative": sum(1 for _, _, v in by_ts if v < 0),
+            "beyond_min_ms": min((v for _, _, v in by_ts), default=None),
+            "beyond_all_ms": percentiles(v for _, _, v in by_ts), "phases": phases}
 
 
 def print_report(report: dict[str, Any]) -> None:
