@@ -259,11 +259,36 @@ class _Predictions(threading.Thread):
             c.close()
 
 
-def _publish(producer, plan: list[tuple[float, str, bytes, bytes]]) -> dict[str, float]:
+def paced_plan(assets: int, phases: list[tuple[str, float, float]], start_ms: int
+               ) -> tuple[list[tuple[float, str, bytes, bytes, int]],
+                          list[tuple[str, float, int, int]]]:
+    """The stream to publish: ``(name, messages/s, seconds)`` phases of a clean simulated
+    fleet back to back from ``start_ms``, each at ``interval = assets / rate``, as
+    ``(due epoch seconds, topic, key, value, event ms)`` in due order (a message is due
+    at its simulated arrival: event time keeps wall-clock pace), and each phase's
+    ``(name, rate, start ms, end ms)``."""
+    from transforms.simulator import Fleet, FleetConfig
+
+    plan, bounds, start = [], [], start_ms
+    for name, rate, seconds in phases:
+        cfg = FleetConfig(assets=assets, duration_s=seconds, interval_s=assets / rate,
+                          seed=11, start_ms=start, malformed_rate=0.0, dropout_rate=0.0,
+                          duplicate_rate=0.0, out_of_order_rate=0.0, late_rate=0.0)
+        end = start + int(seconds * 1000)
+        for m in Fleet(cfg).messages():  # (each asset's grid is its own: cut at the
+            if m.event_ms < end:  # phase's end, so the next phase follows on in order)
+                plan.append((m.arrival_ms / 1000, m.topic, m.key, m.value, m.event_ms))
+        bounds.append((name, rate, start, end))
+        start = end
+    plan.sort(key=lambda x: x[0])
+    return plan, bounds
+
+
+def _publish(producer, plan: list[tuple[float, str, bytes, bytes, int]]) -> dict[str, float]:
     """Hand each ``(due, topic, key, value)`` to the producer when ``time.time()`` reaches
     ``due`` (no timestamp: the client stamps its wall clock); how far behind it ran."""
     behind = []
-    for i, (due, topic, key, value) in enumerate(plan):
+    for i, (due, topic, key, value, _) in enumerate(plan):
         while (left := due - time.time()) > 0:
             time.sleep(min(left, 0.005))
             producer.poll(0)
@@ -294,7 +319,6 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
     from pipelines.kafka.topics import OUTPUT_TOPICS, ensure_topics, raw_topics
     from transforms.errors import InvalidReading
     from transforms.normalize import normalize_message
-    from transforms.simulator import Fleet, FleetConfig
 
     rates = [rate] if rate is not None else [round(capacity * f, 1) for f in loads]
     settings = {"window_s": window_s, "allowed_lateness_s": allowed_lateness_s,
@@ -323,16 +347,7 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
         total = sum(r * s for _, r, s in phases)
         t0_ms = (int(time.time() * 1000) + int(1000 * (3 + total / 5000)))
         t0_ms -= t0_ms % 1000
-        plan, bounds, start = [], [], t0_ms
-        for name, r, seconds in phases:
-            cfg = FleetConfig(assets=assets, duration_s=seconds, interval_s=assets / r,
-                              seed=11, start_ms=start, malformed_rate=0.0, dropout_rate=0.0,
-                              duplicate_rate=0.0, out_of_order_rate=0.0, late_rate=0.0)
-            for m in Fleet(cfg).messages():
-                plan.append((m.arrival_ms / 1000, m.topic, m.key, m.value))
-            bounds.append((name, r, start, start + int(seconds * 1000)))
-            start += int(seconds * 1000)
-        plan.sort(key=lambda x: x[0])
+        plan, bounds = paced_plan(assets, phases, t0_ms)
         producer = Producer({"bootstrap.servers": bs, "linger.ms": 5,
                              "queue.buffering.max.messages": 1_000_000})
         pacing = _publish(producer, plan)

@@ -161,3 +161,31 @@ def test_bad_loads_and_no_capacity_are_usage_errors(tmp_path, monkeypatch, capsy
     assert main(["bench", "latency", "--loads", "0.5,-1"]) == 2
     assert main(["bench", "latency"]) == 2
     assert "no flink-slots record" in capsys.readouterr().err
+
+
+def test_the_paced_plan_runs_the_phases_back_to_back_at_their_rates_in_due_order():
+    from collections import defaultdict
+
+    from jobs.bench_latency import paced_plan
+
+    start = 1_796_000_000_000
+    plan, bounds = paced_plan(4, [("warmup", 20.0, 3.0), ("a", 40.0, 5.0)], start)
+    assert bounds == [("warmup", 20.0, start, start + 3_000),
+                      ("a", 40.0, start + 3_000, start + 8_000)]
+    assert [d for d, *_ in plan] == sorted(d for d, *_ in plan)
+    events = [e for *_, e in plan]
+    # 20/s for 3 s, 40/s for 5 s (samples jitter about their grid: one an asset may fall
+    # beyond its phase's end and is left out)
+    assert 56 <= sum(start <= e < start + 3_000 for e in events) <= 60
+    assert 196 <= sum(start + 3_000 <= e < start + 8_000 for e in events) <= 200
+    by_asset = defaultdict(list)
+    for due, _, key, _, event in plan:
+        assert 20 <= due * 1000 - event <= 400  # due at its arrival: 20-400 ms in transit
+        by_asset[key].append(event)
+    assert len(by_asset) == 4
+    for times in by_asset.values():  # across the phases too: no repeats, and disorder
+        assert len(set(times)) == len(times)  # only from transit times (well within the
+        newest = times[0]  # bench's out-of-orderness bound)
+        for t in times:
+            assert t > newest - 400
+            newest = max(newest, t)
