@@ -307,6 +307,21 @@ def _publish(producer, plan: list[tuple[float, str, bytes, bytes, int]]) -> dict
             "behind_max_ms": round(1000 * behind[-1], 1)} if behind else {}
 
 
+def _wait_running(cluster, job_id: str, timeout_s: float = 300.0) -> None:
+    """Until the job and every task of it run (a job is RUNNING before its tasks are)."""
+    cluster.wait_for_job(job_id, "RUNNING", timeout_s=timeout_s)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        vertices = cluster.get(f"/jobs/{job_id}").get("vertices", [])
+        if vertices and all(v.get("status") == "RUNNING" for v in vertices):
+            return
+        if cluster.job_status(job_id) != "RUNNING":
+            break
+        time.sleep(0.5)
+    raise BenchLatencyError(f"the job's tasks did not all start running: "
+                            f"{cluster.job_exceptions(job_id)}")
+
+
 def run(capacity: float | None, loads: list[float], rate: float | None, assets: int,
         phase_s: float, warmup_s: float, window_s: float, allowed_lateness_s: float,
         out_of_orderness_s: float, watermark_delay_s: float, partitions: int, out: Path,
@@ -333,10 +348,10 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
         ensure_topics({"bootstrap.servers": bs}, raw_topics(), partitions=partitions)
         ensure_topics({"bootstrap.servers": bs}, [t for t, _ in OUTPUT_TOPICS.values()],
                       partitions=1)
-        cluster = FlinkCluster(out / "flink", slots=1).start()
-        job_id = _submit(cluster, bs, "bench-latency", settings)
         try:
-            cluster.wait_for_job(job_id, "RUNNING", timeout_s=300)
+            cluster = FlinkCluster(out / "flink", slots=1).start()
+            job_id = _submit(cluster, bs, "bench-latency", settings)
+            _wait_running(cluster, job_id)
         except FlinkClusterError as exc:
             raise BenchLatencyError(str(exc)) from exc
         reader = _Predictions(bs)
@@ -366,7 +381,10 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
         if cluster.job_status(job_id) != "RUNNING":
             raise BenchLatencyError(f"the job is {cluster.job_status(job_id)}: "
                                     f"{cluster.job_exceptions(job_id)}")
-        cluster.cancel(job_id)
+        try:
+            cluster.cancel(job_id)
+        except FlinkClusterError:
+            pass  # (the cluster is stopped next in any case)
         raw = []
         for topic in raw_topics():
             for m in read_topic(bs, topic):
