@@ -756,6 +756,13 @@ def headline(records: list[dict[str, Any]]) -> str:
         if "flink" in st:
             rows.append(["Throughput: Flink job, one slot (mini-cluster)",
                          f"{st['flink']['messages_per_s']:,} messages/s"])
+    if "latency" in newest:
+        half = [p for p in newest["latency"]["figures"]["phases"] if p.get("load") == 0.5]
+        if half and half[0]["beyond_ms"]["p99"] is not None:
+            b = half[0]["beyond_ms"]
+            rows.append(["Latency: Flink job, one slot, 50 % of capacity (beyond the "
+                         "watermark's wait, p50 / p99)",
+                         f"{b['p50']:,} / {b['p99']:,} ms"])
     if not rows:
         return ""
     return _table(["benchmark", "result"], rows)

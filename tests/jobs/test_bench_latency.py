@@ -189,3 +189,15 @@ def test_the_paced_plan_runs_the_phases_back_to_back_at_their_rates_in_due_order
         for t in times:
             assert t > newest - 400
             newest = max(newest, t)
+
+
+def test_the_readme_headline_gives_the_latency_at_half_the_capacity():
+    from jobs.benchreport import headline
+
+    records = read_records_of([_record(_figures())])
+    assert ("| Latency: Flink job, one slot, 50 % of capacity (beyond the watermark's wait, "
+            "p50 / p99) | 400 / 900 ms |") in headline(records)
+
+
+def read_records_of(records):
+    return [{**r, "_file": f"{i}.json"} for i, r in enumerate(records)]
