@@ -25,6 +25,10 @@
 - ``twin bench peer``: ``twin run --source kafka`` against a Quix Streams peer
   (``../shared/bench/peers/``) on one broker and backlog, runs interleaved: both rates,
   peak memories (whole process trees) and the ratio (:mod:`jobs.bench_peer`).
+- ``twin bench latency``: a paced stream through the Flink job on a standalone cluster
+  with Kafka at fractions of its capacity: per prediction, the time from its window's
+  last reading arriving to the prediction landing, beyond the watermark's wait (p50, p99,
+  max; :mod:`jobs.bench_latency`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
