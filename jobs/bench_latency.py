@@ -216,6 +216,13 @@ def _submit(cluster, bootstrap: str, group: str, settings: dict[str, float]) -> 
     return cluster.submit(ENTRY, ["--options", str(options_file)], jars=jars, parallelism=1)
 
 
+def epoch_ms(value: Any) -> int:
+    """Epoch ms of an Avro ``timestamp-millis`` field (fastavro reads it as a datetime)."""
+    if hasattr(value, "timestamp"):
+        return int(round(value.timestamp() * 1000))
+    return int(value)
+
+
 class _Predictions(threading.Thread):
     """Reads ``twin.predictions`` from its start while the stream runs: ``(asset, window
     start, Kafka timestamp, received ms)`` of each."""
@@ -253,8 +260,8 @@ class _Predictions(threading.Thread):
                     if name != schema:
                         self.errors.append(f"{topic} holds a {name}")
                         continue
-                    self.rows.append((r["asset_id"], r["window_start_ms"], m.timestamp()[1],
-                                      got))
+                    self.rows.append((r["asset_id"], epoch_ms(r["window_start_ms"]),
+                                      m.timestamp()[1], got))
         finally:
             c.close()
 
