@@ -201,3 +201,18 @@ def test_the_readme_headline_gives_the_latency_at_half_the_capacity():
 
 def read_records_of(records):
     return [{**r, "_file": f"{i}.json"} for i, r in enumerate(records)]
+
+
+def test_a_prediction_s_window_start_read_as_a_datetime_is_matched_by_epoch_ms():
+    from datetime import UTC, datetime
+
+    from jobs.bench_latency import epoch_ms
+
+    start = datetime(2026, 12, 7, 19, 0, 10, tzinfo=UTC)  # as fastavro reads it
+    assert epoch_ms(start) == 1_796_670_010_000 and epoch_ms(1_796_670_010_000) == \
+        1_796_670_010_000
+    timings = {("a", 1_796_670_010_000): WindowTiming(1_796_670_019_900,
+                                                      1_796_670_022_100, 10)}
+    matched, unmatched = beyond_watermark([("a", epoch_ms(start), 1_796_670_022_600)],
+                                          timings)
+    assert matched == [("a", 1_796_670_010_000, 500)] and not unmatched
