@@ -26,7 +26,9 @@ def test_every_prediction_is_matched_and_its_latency_is_finite_and_not_negative(
     assert report["readings_left_out"] == {"late": 0, "duplicate": 0}
     (phase,) = report["phases"]
     assert phase["rate"] == 20.0 and phase["load"] == 0.5
-    assert phase["predictions"] >= 4 * 6
+    # windows that start within the phase after its first one, the last ones left open
+    # (no later data closes them): 4 or 5 of each asset's 2 s windows in 16 s
+    assert phase["predictions"] >= 4 * 4
     for figures in (phase["beyond_ms"], phase["beyond_received_ms"], report["beyond_all_ms"]):
         assert all(math.isfinite(figures[k]) and figures[k] >= 0
                    for k in ("p50", "p99", "max"))
