@@ -25,6 +25,10 @@
 - ``twin bench peer``: ``twin run --source kafka`` against a Quix Streams peer
   (``../shared/bench/peers/``) on one broker and backlog, runs interleaved: both rates,
   peak memories (whole process trees) and the ratio (:mod:`jobs.bench_peer`).
+- ``twin bench latency``: a paced stream through the Flink job on a standalone cluster
+  with Kafka at fractions of its capacity: per prediction, the time from its window's
+  last reading arriving to the prediction landing, beyond the watermark's wait (p50, p99,
+  max; :mod:`jobs.bench_latency`).
 - ``twin bench dashboard``: the dashboard's fleet page with 10,000 assets in a real
   browser: time to render, row updates per second, lag behind the topics, server memory
   (:mod:`jobs.bench_dashboard`).
@@ -169,7 +173,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record", action="store_true", help=RECORD_HELP)
     sub = p.add_subparsers(dest="bench", required=False,
                            metavar="{scale,history,fleet,kafka-backlog,faults,peer,dashboard,"
-                                   "sweep,nab,tep,formats,fidelity,optimize,flink-slots,report}")
+                                   "sweep,nab,tep,formats,fidelity,optimize,flink-slots,latency,"
+                                   "report}")
     scale = sub.add_parser("scale", help="twinstream's throughput and memory against the "
                                          "number of assets, as a table and a PNG plot")
     scale.add_argument("--assets", default="1000,2000,5000,10000",
@@ -311,6 +316,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "with Kafka at 1 and 2 slots: messages/s, "
                                                      "checkpoints, the cores' shares")
     add_flink_slots_arguments(flink_slots)
+    from jobs.bench_latency import add_arguments as add_latency_arguments
+
+    latency = sub.add_parser("latency", help="a paced stream through the Flink job on a "
+                                             "standalone cluster: prediction latency beyond "
+                                             "the watermark at loads of its capacity")
+    add_latency_arguments(latency)
     fid = sub.add_parser("fidelity", help="the twin's what-if answers against the simulator: "
                                           "errors and 90 %% coverage at 15 min, 1 h, 6 h")
     opt = sub.add_parser("optimize", help="the twin's recommended setpoints on faulty "
@@ -328,7 +339,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         b.add_argument("--out", type=Path, default=Path("out") / f"bench-{b.prog.split()[-1]}",
                        help="where every comparison is written as JSON")
     for bench in (scale, hist, fleet, backlog, faults, peer, dashboard, sweep, nab, tep, formats,
-                  fid, opt, flink_slots):
+                  fid, opt, flink_slots, latency):
         bench.add_argument("--json", action="store_true", help="print the report as JSON")
         bench.add_argument("--record", action="store_true", help=RECORD_HELP)
     report = sub.add_parser("report", help="write docs/benchmarks.md from the latest "
@@ -525,6 +536,8 @@ def _main(args: argparse.Namespace) -> int:
                                       "bundle_size": args.bundle_size},
                 report)
         return 0
+    if args.bench == "latency":
+        return latency_main(args)
     if args.bench == "formats":
         report = run_formats(args.messages)
         _show(args, report, print_formats)
@@ -586,6 +599,48 @@ def _whatif_bench(args: argparse.Namespace) -> int:
     _show(args, result["figures"], lambda f: fidelity.print_optimize(f, result["cases"]))
     params.update(life_factor=fidelity.LIFE_FACTOR, wear_law=True)
     _record(args, "optimize", params, result["figures"])
+    return 0
+
+
+def latency_main(args: argparse.Namespace) -> int:
+    from jobs import bench_latency
+    from jobs.benchrecord import read_records, results_dir
+
+    loads = None
+    try:
+        loads = [float(x) for x in args.loads.split(",")]
+    except ValueError:
+        pass
+    if not loads or any(not 0 < x for x in loads):
+        return _fail(" latency", f"--loads wants positive fractions like 0.25,0.5,0.9, not "
+                                 f"{args.loads!r}")
+    capacity, source = args.capacity, "--capacity"
+    if capacity is None and args.rate is None:
+        found = bench_latency.capacity_from_records(read_records(results_dir()))
+        if found is None:
+            return _fail(" latency", "no flink-slots record to take the capacity from: pass "
+                                     "--capacity MSG_PER_S or --rate R")
+        capacity, name = found
+        source = f"one-slot messages/s of {name}"
+    try:
+        report = bench_latency.run(capacity, loads, args.rate, args.assets, args.phase,
+                                   args.warmup, args.window, args.allowed_lateness,
+                                   args.out_of_orderness, args.watermark_delay,
+                                   args.partitions, args.out, capacity_source=source)
+    except bench_latency.BenchLatencyError as exc:
+        raise BenchError(str(exc)) from exc
+    _show(args, report, bench_latency.print_report)
+    _record(args, "latency", {"capacity_msg_per_s": capacity, "capacity_source": source,
+                              "loads": loads if args.rate is None else None,
+                              "rate": args.rate, "assets": args.assets,
+                              "phase_s": args.phase, "warmup_s": args.warmup,
+                              "window_s": args.window,
+                              "allowed_lateness_s": args.allowed_lateness,
+                              "out_of_orderness_s": args.out_of_orderness,
+                              "watermark_delay_s": args.watermark_delay,
+                              "partitions": args.partitions}, report)
+    if report["unmatched"] or report["negative"]:
+        return 1
     return 0
 
 

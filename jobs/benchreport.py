@@ -619,6 +619,48 @@ see the peer's README.
 {_source(r)}"""
 
 
+def latency(r: dict[str, Any]) -> str:
+    f = r["figures"]
+
+    def ms(x: Any) -> str:
+        return "-" if x is None else f"{x:,} ms"
+
+    rows = [[f"{p['rate']:,.0f}", "-" if p.get("load") is None else f"{100 * p['load']:.0f} %",
+             _n(p["predictions"]), ms(p["beyond_ms"]["p50"]), ms(p["beyond_ms"]["p99"]),
+             ms(p["beyond_ms"]["max"]), ms(p["beyond_received_ms"]["p99"])]
+            for p in f["phases"]]
+    table = _table(["messages/s", "load", "predictions", "p50", "p99", "max",
+                    "p99 by receipt"], rows)
+    capacity = (f"{_n(f['capacity_msg_per_s'])} messages/s ({f['capacity_source']})"
+                if f.get("capacity_msg_per_s") else "none given (one --rate)")
+    half = [p for p in f["phases"] if p.get("load") == 0.5]
+    target = ""
+    if half and half[0]["beyond_ms"]["p99"] is not None:
+        p99 = half[0]["beyond_ms"]["p99"]
+        target = (f" At 50 % of capacity p99 is **{p99:,} ms**: "
+                  f"{'within' if p99 <= 1000 else 'above'} the 1 s target.")
+    return f"""### Latency beyond the watermark (`twin bench latency`)
+
+The twin job unbounded on a standalone cluster (one TaskManager, one slot) with Kafka on
+the embedded broker; {f['assets']} simulated assets replayed in wall-clock time (clean
+stream: 20-400 ms transport delay, nothing late, duplicated or reordered), one phase of
+{f['phase_s']:g} s per load after {f['warmup_s']:g} s of warm-up; windows of
+{f['window_s']:g} s, allowed lateness {f['allowed_lateness_s']:g} s, out-of-orderness
+{f['out_of_orderness_s']:g} s, watermark delay {f['watermark_delay_s']:g} s. Capacity:
+{capacity}. Per prediction: its Kafka timestamp minus the later of its window's last
+reading's Kafka timestamp and the moment the job's watermark let the window close (the
+first reading of the asset past window end + lateness + out-of-orderness, or the engine
+watermark). One machine, one clock: both timestamps are CreateTime stamped by the
+producing clients (the broker keeps the producer's time); *by receipt* takes the moment
+the bench's consumer got the prediction instead (an upper bound). {_n(f['matched'])} of
+{_n(f['predictions'])} predictions matched to their window, {f['negative']}
+negative.{target}
+
+{table}
+
+{_source(r)}"""
+
+
 def formats(r: dict[str, Any]) -> str:
     f = r["figures"]
     table = _table(["source", "µs per message"],
@@ -649,6 +691,7 @@ SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = 
     ("Throughput", [("throughput", throughput), ("flink-slots", flink_slots),
                     ("scale", scale), ("history", history), ("kafka-backlog", kafka_backlog),
                     ("peer", peer), ("formats", formats)]),
+    ("Latency", [("latency", latency)]),
     ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
     ("What-if", [("fidelity", fidelity), ("optimize", optimize)]),
@@ -713,6 +756,13 @@ def headline(records: list[dict[str, Any]]) -> str:
         if "flink" in st:
             rows.append(["Throughput: Flink job, one slot (mini-cluster)",
                          f"{st['flink']['messages_per_s']:,} messages/s"])
+    if "latency" in newest:
+        half = [p for p in newest["latency"]["figures"]["phases"] if p.get("load") == 0.5]
+        if half and half[0]["beyond_ms"]["p99"] is not None:
+            b = half[0]["beyond_ms"]
+            rows.append(["Latency: Flink job, one slot, 50 % of capacity (beyond the "
+                         "watermark's wait, p50 / p99)",
+                         f"{b['p50']:,} / {b['p99']:,} ms"])
     if not rows:
         return ""
     return _table(["benchmark", "result"], rows)
