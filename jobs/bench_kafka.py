@@ -27,32 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 def publish_fleet(bootstrap: str, messages: int, assets: int, interval_s: float,
                   seed: int = 1) -> int:
     """About ``messages`` simulator messages on the raw topics; returns how many exactly."""
-    from confluent_kafka import Producer
-
-    from pipelines.kafka.topics import ensure_topics, raw_topics
+    from pipelines.kafka.testing import publish
+    from pipelines.kafka.topics import DEFAULT_PARTITIONS
     from transforms.simulator import Fleet, FleetConfig
 
-    cfg = {"bootstrap.servers": bootstrap}
-    ensure_topics(cfg, raw_topics())
-    producer = Producer({**cfg, "linger.ms": 50, "batch.num.messages": 10_000,
-                         "queue.buffering.max.messages": 500_000,
-                         "message.max.bytes": 4_000_000})  # the simulator's oversize ones
     fleet = Fleet(FleetConfig(assets=assets, duration_s=messages / assets * interval_s,
                               interval_s=interval_s, seed=seed))
-    n = 0
-    for m in fleet.messages():
-        while True:
-            try:
-                producer.produce(m.topic, key=m.key, value=m.value, timestamp=m.arrival_ms)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        n += 1
-        if n % 10_000 == 0:
-            producer.poll(0)
-    if producer.flush(120):
-        raise RuntimeError("the broker did not take every message")
-    return n
+    return publish(bootstrap, fleet.messages(), partitions=DEFAULT_PARTITIONS, flush_s=120,
+                   producer={"linger.ms": 50, "batch.num.messages": 10_000,
+                             "queue.buffering.max.messages": 500_000})
 
 
 def measure_run(args: list[str]) -> tuple[float, float, str]:

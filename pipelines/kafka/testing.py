@@ -27,14 +27,16 @@ MAX_MESSAGE_BYTES = 4_000_000
 
 
 def publish(bootstrap: str, messages: Iterable[Any], partitions: int = 2,
-            flush_s: float = 60.0) -> int:
+            flush_s: float = 60.0, producer: dict[str, Any] | None = None) -> int:
     """Produce ``messages`` (anything with ``topic``, ``key``, ``value``, ``arrival_ms``,
     like the simulator's) to their topics (the raw topics are created with ``partitions``
     partitions if missing), in order; returns how many. A message whose ``value`` is
-    ``None`` is a tombstone. Raises ``RuntimeError`` if the broker did not take them all."""
+    ``None`` is a tombstone. ``producer``: more librdkafka settings (e.g. larger batches
+    for a big backlog). Raises ``RuntimeError`` if the broker did not take them all."""
     cfg = {"bootstrap.servers": bootstrap}
     ensure_topics(cfg, raw_topics(), partitions=partitions)
-    p = Producer({**cfg, "linger.ms": 10, "message.max.bytes": MAX_MESSAGE_BYTES})
+    p = Producer({**cfg, "linger.ms": 10, "message.max.bytes": MAX_MESSAGE_BYTES,
+                  **(producer or {})})
     n = 0
     for m in messages:
         while True:
