@@ -525,7 +525,7 @@ def _main(args: argparse.Namespace) -> int:
         try:
             report = bench_flink.run(args.assets, args.duration, slots, args.rounds,
                                      args.partitions, args.checkpoint_interval, args.out,
-                                     args.bundle_size)
+                                     args.bundle_size, args.bundle_time)
         except bench_flink.BenchFlinkError as exc:
             raise BenchError(str(exc)) from exc
         _show(args, report, bench_flink.print_report)
@@ -533,7 +533,8 @@ def _main(args: argparse.Namespace) -> int:
                                       "slots": slots, "rounds": args.rounds,
                                       "partitions": args.partitions,
                                       "checkpoint_interval_s": args.checkpoint_interval,
-                                      "bundle_size": args.bundle_size},
+                                      "bundle_size": args.bundle_size,
+                                      "bundle_time_s": args.bundle_time},
                 report)
         return 0
     if args.bench == "latency":
@@ -626,7 +627,8 @@ def latency_main(args: argparse.Namespace) -> int:
         report = bench_latency.run(capacity, loads, args.rate, args.assets, args.phase,
                                    args.warmup, args.window, args.allowed_lateness,
                                    args.out_of_orderness, args.watermark_delay,
-                                   args.partitions, args.out, capacity_source=source)
+                                   args.partitions, args.out, capacity_source=source,
+                                   bundle_time_s=args.bundle_time)
     except bench_latency.BenchLatencyError as exc:
         raise BenchError(str(exc)) from exc
     _show(args, report, bench_latency.print_report)
@@ -638,6 +640,7 @@ def latency_main(args: argparse.Namespace) -> int:
                               "allowed_lateness_s": args.allowed_lateness,
                               "out_of_orderness_s": args.out_of_orderness,
                               "watermark_delay_s": args.watermark_delay,
+                              "bundle_time_s": args.bundle_time,
                               "partitions": args.partitions}, report)
     if report["unmatched"] or report["negative"]:
         return 1

@@ -24,6 +24,7 @@ import os
 import shutil
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the job's checkpoint interval (default 10s, the job's default)")
     p.add_argument("--bundle-size", type=positive_int, default=None,
                    help="the job's --bundle-size (default: the job's default)")
+    p.add_argument("--bundle-time", type=parse_duration, default=None,
+                   help="the job's --bundle-time (default: the job's default)")
     p.add_argument("--out", type=Path, default=Path("out") / "bench-flink-slots",
                    help="work folder: broker log, cluster run folder (default "
                         "out/bench-flink-slots)")
@@ -95,6 +98,10 @@ def _checkpoints(cluster, job_id: str) -> dict[str, Any]:
     durations = sorted(c["end_to_end_duration"] for c in history)
     sizes = [c.get("checkpointed_size", c.get("state_size", 0)) for c in history]
     out = {"completed": info["counts"]["completed"], "failed": info["counts"]["failed"]}
+    reasons = Counter((c.get("failure_message") or "no reason given").splitlines()[0][:200]
+                      for c in info.get("history", []) if c.get("status") == "FAILED")
+    if reasons:  # (the history holds the latest checkpoints only)
+        out["failed_reasons"] = dict(reasons.most_common(3))
     if durations:
         out.update(duration_p50_ms=int(statistics.median(durations)),
                    duration_max_ms=int(durations[-1]),
@@ -103,7 +110,8 @@ def _checkpoints(cluster, job_id: str) -> dict[str, Any]:
 
 
 def _submit(cluster, bootstrap: str, parallelism: int, group: str,
-            checkpoint_interval_s: float, bundle_size: int | None = None) -> str:
+            checkpoint_interval_s: float, bundle_size: int | None = None,
+            bundle_time_s: float | None = None) -> str:
     from jobs.flink import private_jobs_dir
     from jobs.flink_job import ENTRY, add_job_arguments, options_from_args
 
@@ -113,7 +121,9 @@ def _submit(cluster, bootstrap: str, parallelism: int, group: str,
                               bootstrap, "--parallelism", str(parallelism), "--group-id",
                               group, "--checkpoint-interval", f"{checkpoint_interval_s}s",
                               "--job-name", group,
-                              *(["--bundle-size", str(bundle_size)] if bundle_size else [])])
+                              *(["--bundle-size", str(bundle_size)] if bundle_size else []),
+                              *(["--bundle-time", f"{bundle_time_s}s"] if bundle_time_s
+                                else [])])
     opts = options_from_args(args)
     jars = opts.jars
     opts.jars = []
@@ -123,8 +133,8 @@ def _submit(cluster, bootstrap: str, parallelism: int, group: str,
 
 
 def run(assets: int, duration_s: float, slots: list[int], rounds: int, partitions: int,
-        checkpoint_interval_s: float, out: Path, bundle_size: int | None = None
-        ) -> dict[str, Any]:
+        checkpoint_interval_s: float, out: Path, bundle_size: int | None = None,
+        bundle_time_s: float | None = None) -> dict[str, Any]:
     from jobs.cli import main as twin
     from pipelines.flink.cluster import FlinkCluster, FlinkClusterError
     from pipelines.kafka.broker import EmbeddedBroker
@@ -160,7 +170,7 @@ def run(assets: int, duration_s: float, slots: list[int], rounds: int, partition
                 procs = _processes(broker, cluster)
                 cpu0, w0 = _cpu(procs), time.perf_counter()
                 job_id = _submit(cluster, bs, p, f"bench-p{p}-r{r}", checkpoint_interval_s,
-                                 bundle_size)
+                                 bundle_size, bundle_time_s)
                 try:
                     cluster.wait_for_job(job_id, "FINISHED", timeout_s=3600)
                 except FlinkClusterError as exc:

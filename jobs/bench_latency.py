@@ -39,6 +39,7 @@ import argparse
 import math
 import os
 import shutil
+import statistics
 import threading
 import time
 from collections.abc import Iterable
@@ -178,6 +179,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the job's --out-of-orderness (default 2s)")
     p.add_argument("--watermark-delay", type=parse_duration, default="30s",
                    help="the job's --watermark-delay (default 30s, the job's default)")
+    p.add_argument("--bundle-time", type=parse_duration, default="100ms",
+                   help="the job's --bundle-time (default 100ms, the job's default)")
     p.add_argument("--partitions", type=positive_int, default=2,
                    help="partitions of each raw topic (default 2)")
     p.add_argument("--out", type=Path, default=Path("out") / "bench-latency",
@@ -208,7 +211,8 @@ def _submit(cluster, bootstrap: str, group: str, settings: dict[str, float]) -> 
         "--window", f"{settings['window_s']}s",
         "--allowed-lateness", f"{settings['allowed_lateness_s']}s",
         "--out-of-orderness", f"{settings['out_of_orderness_s']}s",
-        "--watermark-delay", f"{settings['watermark_delay_s']}s"])
+        "--watermark-delay", f"{settings['watermark_delay_s']}s",
+        "--bundle-time", f"{settings['bundle_time_s']}s"])
     opts = options_from_args(args)
     jars = opts.jars
     opts.jars = []
@@ -332,7 +336,7 @@ def _wait_running(cluster, job_id: str, timeout_s: float = 300.0) -> None:
 def run(capacity: float | None, loads: list[float], rate: float | None, assets: int,
         phase_s: float, warmup_s: float, window_s: float, allowed_lateness_s: float,
         out_of_orderness_s: float, watermark_delay_s: float, partitions: int, out: Path,
-        capacity_source: str = "--capacity") -> dict[str, Any]:
+        capacity_source: str = "--capacity", bundle_time_s: float = 0.1) -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from pipelines.flink.cluster import FlinkCluster, FlinkClusterError
@@ -345,7 +349,7 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
     rates = [rate] if rate is not None else [round(capacity * f, 1) for f in loads]
     settings = {"window_s": window_s, "allowed_lateness_s": allowed_lateness_s,
                 "out_of_orderness_s": out_of_orderness_s,
-                "watermark_delay_s": watermark_delay_s}
+                "watermark_delay_s": watermark_delay_s, "bundle_time_s": bundle_time_s}
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     broker = EmbeddedBroker(log_path=out / "broker.log").start()
@@ -388,6 +392,7 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
         if cluster.job_status(job_id) != "RUNNING":
             raise BenchLatencyError(f"the job is {cluster.job_status(job_id)}: "
                                     f"{cluster.job_exceptions(job_id)}")
+        history = cluster.get(f"/jobs/{job_id}/checkpoints").get("history", [])
         try:
             cluster.cancel(job_id)
         except FlinkClusterError:
@@ -413,12 +418,14 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
         ((a, ts, arr) for arr, _, _, a, ts in raw), int(window_s * 1000),
         int(allowed_lateness_s * 1000), int(out_of_orderness_s * 1000),
         int(watermark_delay_s * 1000))
-    return summarize(reader.rows, timings, skipped, bounds, int(window_s * 1000), {
+    report = summarize(reader.rows, timings, skipped, bounds, int(window_s * 1000), {
         "capacity_msg_per_s": capacity, "capacity_source": capacity_source,
         "loads": None if rate is not None else loads, "assets": assets, "phase_s": phase_s,
         "warmup_s": warmup_s, **settings, "partitions": partitions,
         "raw_messages": len(raw), "pacing": pacing, "cores": os.cpu_count(),
         "prediction_errors": reader.errors[:5]})
+    report["checkpoints"] = checkpoints_by_phase(history, bounds)
+    return report
 
 
 def summarize(rows: list[tuple[str, int, int, int]],
@@ -452,6 +459,23 @@ def summarize(rows: list[tuple[str, int, int, int]],
             "beyond_all_ms": percentiles(v for _, _, v in by_ts), "phases": phases}
 
 
+def checkpoints_by_phase(history: list[dict[str, Any]],
+                         bounds: list[tuple[str, float, int, int]]) -> dict[str, Any]:
+    """The job's checkpoints (Flink's REST ``history`` entries) per phase, by the wall-clock
+    moment each was triggered: counts and end-to-end durations (p50, max) of the
+    completed ones, the count of the failed."""
+    out = {}
+    for name, _, lo, hi in bounds:
+        these = [c for c in history if lo <= c.get("trigger_timestamp", -1) < hi]
+        done = sorted(c["end_to_end_duration"] for c in these
+                      if c.get("status") == "COMPLETED")
+        out[name] = {"completed": len(done),
+                     "failed": sum(c.get("status") == "FAILED" for c in these),
+                     "duration_p50_ms": int(statistics.median(done)) if done else None,
+                     "duration_max_ms": done[-1] if done else None}
+    return out
+
+
 def print_report(report: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -459,13 +483,15 @@ def print_report(report: dict[str, Any]) -> None:
     table = Table(title=f"Latency beyond the watermark: Flink job, 1 slot, "
                         f"{report['assets']} assets, {report['window_s']:g} s windows")
     for col in ("msg/s", "load", "predictions", "p50 ms", "p99 ms", "max ms",
-                "p99 by receipt ms"):
+                "p99 by receipt ms", "checkpoints p50 / max ms"):
         table.add_column(col, justify="right")
     for p in report["phases"]:
         b, g = p["beyond_ms"], p["beyond_received_ms"]
+        c = (report.get("checkpoints") or {}).get(p["phase"]) or {}
         table.add_row(f"{p['rate']:,.0f}", "-" if p["load"] is None else f"{p['load']:.2f}",
                       str(p["predictions"]), *(str(b[k]) for k in ("p50", "p99", "max")),
-                      str(g["p99"]))
+                      str(g["p99"]), f"{c.get('duration_p50_ms')} / {c.get('duration_max_ms')}"
+                      + (f" ({c['failed']} failed)" if c.get("failed") else ""))
     console = Console()
     console.print(table)
     console.print(f"capacity {report['capacity_msg_per_s']} msg/s ({report['capacity_source']});"

@@ -73,9 +73,14 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         "1000, makes every reading fetch its twin from the JVM beyond ~330)")
     e.add_argument("--bundle-size", type=positive_int, default=100_000,
                    help="the most elements a Python worker's bundle holds (a bundle also "
-                        "ends after 1 s): each ends with a state write per asset it touched "
-                        "(default 100000; Flink's own, 1000, halves the job's throughput "
-                        "with 1,000 assets)")
+                        "ends after --bundle-time): each ends with a state write per asset "
+                        "it touched (default 100000; Flink's own, 1000, halves the job's "
+                        "throughput with 1,000 assets)")
+    e.add_argument("--bundle-time", type=parse_duration, default="100ms",
+                   help="the longest a Python worker's bundle stays open: a Python "
+                        "operator passes its outputs and the watermark on when its bundle "
+                        "ends, so this bounds the latency each adds (default 100ms; "
+                        "Flink's own, 1s, adds seconds to every prediction)")
     e.add_argument("--kafka-jars", default=None,
                    help="the Kafka connector jars, os.pathsep-separated (default: those "
                         "`make setup` fetched)")
@@ -101,7 +106,7 @@ def options_from_args(args: argparse.Namespace):
         unaligned_checkpoints=not args.aligned_checkpoints,
         watermark_delay_ms=int(args.watermark_delay * 1000),
         idleness_ms=int(args.idleness * 1000), state_cache_size=args.state_cache_size,
-        bundle_size=args.bundle_size,
+        bundle_size=args.bundle_size, bundle_time_ms=max(1, int(args.bundle_time * 1000)),
         twin_kwargs=twin_kwargs_from(args), job_name=args.job_name, group_id=args.group_id)
     plant = plant_from(args)  # validated here: a bad file fails before submitting
     if plant is not None:

@@ -203,6 +203,11 @@ def kafka_source(t_env, config: dict[str, Any], topics: list[str], group_id: str
             "value.format": "raw",
             "value.fields-include": "EXCEPT_KEY",
             "scan.watermark.idle-timeout": f"{idleness_ms} ms",
+            # the longest a fetch may wait for data (Kafka's default 500 ms): a broker
+            # answers as soon as there is any, but some Kafka-compatible ones (Tansu) hold
+            # the fetch for part of the wait, which a reading would spend before the job
+            # sees it. Quiet partitions cost a few empty fetches a second
+            "properties.fetch.max.wait.ms": "100",
             **kafka_properties(config),
         }
         if stop_offsets is not None:

@@ -216,3 +216,23 @@ def test_a_prediction_s_window_start_read_as_a_datetime_is_matched_by_epoch_ms()
     matched, unmatched = beyond_watermark([("a", epoch_ms(start), 1_796_670_022_600)],
                                           timings)
     assert matched == [("a", 1_796_670_010_000, 500)] and not unmatched
+
+
+def test_checkpoints_are_counted_in_the_phase_they_were_triggered_in():
+    from jobs.bench_latency import checkpoints_by_phase
+
+    bounds = [("warmup", 10.0, 0, 1_000), ("10", 10.0, 1_000, 3_000)]
+    history = [
+        {"status": "COMPLETED", "trigger_timestamp": 500, "end_to_end_duration": 9_000},
+        {"status": "COMPLETED", "trigger_timestamp": 1_000, "end_to_end_duration": 300},
+        {"status": "COMPLETED", "trigger_timestamp": 2_000, "end_to_end_duration": 700},
+        {"status": "COMPLETED", "trigger_timestamp": 2_500, "end_to_end_duration": 500},
+        {"status": "FAILED", "trigger_timestamp": 2_900},
+        {"status": "IN_PROGRESS", "trigger_timestamp": 2_950},
+        {"status": "COMPLETED", "trigger_timestamp": 3_000, "end_to_end_duration": 1},
+    ]
+    got = checkpoints_by_phase(history, bounds)
+    assert got["warmup"] == {"completed": 1, "failed": 0, "duration_p50_ms": 9_000,
+                             "duration_max_ms": 9_000}
+    assert got["10"] == {"completed": 3, "failed": 1, "duration_p50_ms": 500,
+                         "duration_max_ms": 700}

@@ -36,6 +36,17 @@ def test_bundle_size_defaults_to_a_hundred_thousand_and_the_flag_reaches_the_job
         _opts("--bundle-size", "0")
 
 
+def test_bundle_time_flag_reaches_the_job_options_and_flinks_configuration():
+    from pipelines.flink.job import environment
+
+    assert _opts().bundle_time_ms == 100
+    opts = _opts("--bundle-time", "50ms")
+    assert opts.bundle_time_ms == 50
+    env, _ = environment(opts)
+    conf = env._j_stream_execution_environment.getConfiguration()
+    assert conf.toMap().get("python.fn-execution.bundle.time") == "50"
+
+
 # -- the signing key: exactly the one the Beam path picks from the same settings -----------
 
 @pytest.fixture(autouse=True)
