@@ -525,7 +525,7 @@ def _main(args: argparse.Namespace) -> int:
         try:
             report = bench_flink.run(args.assets, args.duration, slots, args.rounds,
                                      args.partitions, args.checkpoint_interval, args.out,
-                                     args.bundle_size, args.bundle_time)
+                                     args.bundle_size, args.bundle_time, args.python_mode)
         except bench_flink.BenchFlinkError as exc:
             raise BenchError(str(exc)) from exc
         _show(args, report, bench_flink.print_report)
@@ -534,7 +534,8 @@ def _main(args: argparse.Namespace) -> int:
                                       "partitions": args.partitions,
                                       "checkpoint_interval_s": args.checkpoint_interval,
                                       "bundle_size": args.bundle_size,
-                                      "bundle_time_s": args.bundle_time},
+                                      "bundle_time_s": args.bundle_time,
+                                      "python_mode": args.python_mode},
                 report)
         return 0
     if args.bench == "latency":
@@ -628,7 +629,8 @@ def latency_main(args: argparse.Namespace) -> int:
                                    args.warmup, args.window, args.allowed_lateness,
                                    args.out_of_orderness, args.watermark_delay,
                                    args.partitions, args.out, capacity_source=source,
-                                   bundle_time_s=args.bundle_time)
+                                   bundle_time_s=args.bundle_time,
+                                   python_mode=args.python_mode)
     except bench_latency.BenchLatencyError as exc:
         raise BenchError(str(exc)) from exc
     _show(args, report, bench_latency.print_report)
@@ -641,7 +643,12 @@ def latency_main(args: argparse.Namespace) -> int:
                               "out_of_orderness_s": args.out_of_orderness,
                               "watermark_delay_s": args.watermark_delay,
                               "bundle_time_s": args.bundle_time,
+                              "python_mode": args.python_mode,
                               "partitions": args.partitions}, report)
+    if not report["matched"]:
+        print("twin bench latency: no prediction reached twin.predictions: the job ran but "
+              "produced nothing (see the TaskManager's log under --out)", file=sys.stderr)
+        return 1
     if report["unmatched"] or report["negative"]:
         return 1
     return 0

@@ -53,6 +53,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the job's --bundle-size (default: the job's default)")
     p.add_argument("--bundle-time", type=parse_duration, default=None,
                    help="the job's --bundle-time (default: the job's default)")
+    p.add_argument("--python-mode", choices=("process", "thread"), default=None,
+                   help="the job's --python-mode (default: the job's default)")
     p.add_argument("--out", type=Path, default=Path("out") / "bench-flink-slots",
                    help="work folder: broker log, cluster run folder (default "
                         "out/bench-flink-slots)")
@@ -111,7 +113,7 @@ def _checkpoints(cluster, job_id: str) -> dict[str, Any]:
 
 def _submit(cluster, bootstrap: str, parallelism: int, group: str,
             checkpoint_interval_s: float, bundle_size: int | None = None,
-            bundle_time_s: float | None = None) -> str:
+            bundle_time_s: float | None = None, python_mode: str | None = None) -> str:
     from jobs.flink import private_jobs_dir
     from jobs.flink_job import ENTRY, add_job_arguments, options_from_args
 
@@ -123,7 +125,8 @@ def _submit(cluster, bootstrap: str, parallelism: int, group: str,
                               "--job-name", group,
                               *(["--bundle-size", str(bundle_size)] if bundle_size else []),
                               *(["--bundle-time", f"{bundle_time_s}s"] if bundle_time_s
-                                else [])])
+                                else []),
+                              *(["--python-mode", python_mode] if python_mode else [])])
     opts = options_from_args(args)
     jars = opts.jars
     opts.jars = []
@@ -134,7 +137,8 @@ def _submit(cluster, bootstrap: str, parallelism: int, group: str,
 
 def run(assets: int, duration_s: float, slots: list[int], rounds: int, partitions: int,
         checkpoint_interval_s: float, out: Path, bundle_size: int | None = None,
-        bundle_time_s: float | None = None) -> dict[str, Any]:
+        bundle_time_s: float | None = None, python_mode: str | None = None
+        ) -> dict[str, Any]:
     from jobs.cli import main as twin
     from pipelines.flink.cluster import FlinkCluster, FlinkClusterError
     from pipelines.kafka.broker import EmbeddedBroker
@@ -170,7 +174,7 @@ def run(assets: int, duration_s: float, slots: list[int], rounds: int, partition
                 procs = _processes(broker, cluster)
                 cpu0, w0 = _cpu(procs), time.perf_counter()
                 job_id = _submit(cluster, bs, p, f"bench-p{p}-r{r}", checkpoint_interval_s,
-                                 bundle_size, bundle_time_s)
+                                 bundle_size, bundle_time_s, python_mode)
                 try:
                     cluster.wait_for_job(job_id, "FINISHED", timeout_s=3600)
                 except FlinkClusterError as exc:

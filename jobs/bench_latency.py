@@ -181,6 +181,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the job's --watermark-delay (default 30s, the job's default)")
     p.add_argument("--bundle-time", type=parse_duration, default="100ms",
                    help="the job's --bundle-time (default 100ms, the job's default)")
+    p.add_argument("--python-mode", choices=("process", "thread"), default="process",
+                   help="the job's --python-mode (default process, the job's default)")
     p.add_argument("--partitions", type=positive_int, default=2,
                    help="partitions of each raw topic (default 2)")
     p.add_argument("--out", type=Path, default=Path("out") / "bench-latency",
@@ -212,7 +214,8 @@ def _submit(cluster, bootstrap: str, group: str, settings: dict[str, float]) -> 
         "--allowed-lateness", f"{settings['allowed_lateness_s']}s",
         "--out-of-orderness", f"{settings['out_of_orderness_s']}s",
         "--watermark-delay", f"{settings['watermark_delay_s']}s",
-        "--bundle-time", f"{settings['bundle_time_s']}s"])
+        "--bundle-time", f"{settings['bundle_time_s']}s",
+        "--python-mode", settings["python_mode"]])
     opts = options_from_args(args)
     jars = opts.jars
     opts.jars = []
@@ -336,7 +339,8 @@ def _wait_running(cluster, job_id: str, timeout_s: float = 300.0) -> None:
 def run(capacity: float | None, loads: list[float], rate: float | None, assets: int,
         phase_s: float, warmup_s: float, window_s: float, allowed_lateness_s: float,
         out_of_orderness_s: float, watermark_delay_s: float, partitions: int, out: Path,
-        capacity_source: str = "--capacity", bundle_time_s: float = 0.1) -> dict[str, Any]:
+        capacity_source: str = "--capacity", bundle_time_s: float = 0.1,
+        python_mode: str = "process") -> dict[str, Any]:
     from confluent_kafka import Producer
 
     from pipelines.flink.cluster import FlinkCluster, FlinkClusterError
@@ -349,7 +353,8 @@ def run(capacity: float | None, loads: list[float], rate: float | None, assets: 
     rates = [rate] if rate is not None else [round(capacity * f, 1) for f in loads]
     settings = {"window_s": window_s, "allowed_lateness_s": allowed_lateness_s,
                 "out_of_orderness_s": out_of_orderness_s,
-                "watermark_delay_s": watermark_delay_s, "bundle_time_s": bundle_time_s}
+                "watermark_delay_s": watermark_delay_s, "bundle_time_s": bundle_time_s,
+                "python_mode": python_mode}
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     broker = EmbeddedBroker(log_path=out / "broker.log").start()

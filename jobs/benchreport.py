@@ -629,8 +629,21 @@ def latency(r: dict[str, Any]) -> str:
              _n(p["predictions"]), ms(p["beyond_ms"]["p50"]), ms(p["beyond_ms"]["p99"]),
              ms(p["beyond_ms"]["max"]), ms(p["beyond_received_ms"]["p99"])]
             for p in f["phases"]]
+    checkpoints = f.get("checkpoints") or {}
+    if checkpoints:  # (records before it have no checkpoint figures)
+        for row, p in zip(rows, f["phases"]):
+            c = checkpoints.get(p["phase"]) or {}
+            row.append("-" if c.get("duration_p50_ms") is None else
+                       f"{c['duration_p50_ms']:,} / {c['duration_max_ms']:,} ms"
+                       + (f" ({c['failed']} failed)" if c.get("failed") else ""))
     table = _table(["messages/s", "load", "predictions", "p50", "p99", "max",
-                    "p99 by receipt"], rows)
+                    "p99 by receipt"] + (["checkpoints p50 / max"] if checkpoints else []),
+                   rows)
+    mode = f.get("python_mode", "process")
+    engine = (f"Python in `{mode}` mode"
+              + (f", bundles of at most {1000 * f['bundle_time_s']:g} ms"
+                 if mode == "process" and f.get("bundle_time_s") else
+                 ", bundles of at most 1,000 ms" if mode == "process" else ""))
     capacity = (f"{_n(f['capacity_msg_per_s'])} messages/s ({f['capacity_source']})"
                 if f.get("capacity_msg_per_s") else "none given (one --rate)")
     half = [p for p in f["phases"] if p.get("load") == 0.5]
@@ -639,10 +652,10 @@ def latency(r: dict[str, Any]) -> str:
         p99 = half[0]["beyond_ms"]["p99"]
         target = (f" At 50 % of capacity p99 is **{p99:,} ms**: "
                   f"{'within' if p99 <= 1000 else 'above'} the 1 s target.")
-    return f"""### Latency beyond the watermark (`twin bench latency`)
+    return f"""### Latency beyond the watermark, {mode} mode (`twin bench latency`)
 
-The twin job unbounded on a standalone cluster (one TaskManager, one slot) with Kafka on
-the embedded broker; {f['assets']} simulated assets replayed in wall-clock time (clean
+The twin job unbounded on a standalone cluster (one TaskManager, one slot; {engine}) with
+Kafka on the embedded broker; {f['assets']} simulated assets replayed in wall-clock time (clean
 stream: 20-400 ms transport delay, nothing late, duplicated or reordered), one phase of
 {f['phase_s']:g} s per load after {f['warmup_s']:g} s of warm-up; windows of
 {f['window_s']:g} s, allowed lateness {f['allowed_lateness_s']:g} s, out-of-orderness
@@ -685,13 +698,15 @@ def generic(r: dict[str, Any]) -> str:
             f"{_source(r)}")
 
 
+THREAD_LATENCY = "latency (thread mode)"  # the latency bench's latest thread-mode record
+
 SECTIONS: list[tuple[str, list[tuple[str, Callable[[dict[str, Any]], str]]]]] = [
     ("Detection", [("nab", nab), ("tep", tep), ("tep-twin", tep_twin), ("sweep", sweep),
                    ("fleet", fleet)]),
     ("Throughput", [("throughput", throughput), ("flink-slots", flink_slots),
                     ("scale", scale), ("history", history), ("kafka-backlog", kafka_backlog),
                     ("peer", peer), ("formats", formats)]),
-    ("Latency", [("latency", latency)]),
+    ("Latency", [("latency", latency), (THREAD_LATENCY, latency)]),
     ("Faults", [("faults", faults)]),
     ("Dashboard", [("dashboard", dashboard)]),
     ("What-if", [("fidelity", fidelity), ("optimize", optimize)]),
@@ -703,11 +718,22 @@ HEADLINE_BEGIN = ("<!-- headline figures: written by `twin bench report` from "
 HEADLINE_END = "<!-- /headline figures -->"
 
 
-def headline(records: list[dict[str, Any]]) -> str:
-    """The README's short table of headline figures, from the latest records."""
+def _shown(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The latest record of each bench, the latency bench's once per Python mode: the
+    job's default (process) and the opt-in thread mode answer different questions."""
     from jobs.benchrecord import latest
 
-    newest = latest(records)
+    newest = latest([r for r in records if r["bench"] != "latency"])
+    for r in records:
+        if r["bench"] == "latency":
+            thread = r["figures"].get("python_mode") == "thread"
+            newest[THREAD_LATENCY if thread else "latency"] = r
+    return newest
+
+
+def headline(records: list[dict[str, Any]]) -> str:
+    """The README's short table of headline figures, from the latest records."""
+    newest = _shown(records)
     rows = []
     if "nab" in newest:
         f = newest["nab"]["figures"]
@@ -756,12 +782,15 @@ def headline(records: list[dict[str, Any]]) -> str:
         if "flink" in st:
             rows.append(["Throughput: Flink job, one slot (mini-cluster)",
                          f"{st['flink']['messages_per_s']:,} messages/s"])
-    if "latency" in newest:
-        half = [p for p in newest["latency"]["figures"]["phases"] if p.get("load") == 0.5]
+    for name in ("latency", THREAD_LATENCY):
+        if name not in newest:
+            continue
+        half = [p for p in newest[name]["figures"]["phases"] if p.get("load") == 0.5]
         if half and half[0]["beyond_ms"]["p99"] is not None:
             b = half[0]["beyond_ms"]
-            rows.append(["Latency: Flink job, one slot, 50 % of capacity (beyond the "
-                         "watermark's wait, p50 / p99)",
+            mode = newest[name]["figures"].get("python_mode", "process")
+            rows.append([f"Latency: Flink job, one slot, {mode} mode, 50 % of capacity "
+                         "(beyond the watermark's wait, p50 / p99)",
                          f"{b['p50']:,} / {b['p99']:,} ms"])
     if not rows:
         return ""
@@ -781,9 +810,7 @@ def with_headline(readme: str, records: list[dict[str, Any]]) -> str:
 
 def render(records: list[dict[str, Any]]) -> str:
     """The page for ``records`` (every record; the latest of each bench is shown)."""
-    from jobs.benchrecord import latest
-
-    newest = latest(records)
+    newest = _shown(records)
     parts = [HEADER]
     known = set()
     for title, benches in SECTIONS:

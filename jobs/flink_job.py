@@ -81,6 +81,11 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         "operator passes its outputs and the watermark on when its bundle "
                         "ends, so this bounds the latency each adds (default 100ms; "
                         "Flink's own, 1s, adds seconds to every prediction)")
+    e.add_argument("--python-mode", choices=("process", "thread"), default="process",
+                   help="where the Python functions run: process (default), a Python "
+                        "worker fed in bundles (--bundle-time bounds each operator's wait); "
+                        "or thread, inside the TaskManager's JVM, each element answered at "
+                        "once: far lower latency, but see docs/flink.md before using it")
     e.add_argument("--kafka-jars", default=None,
                    help="the Kafka connector jars, os.pathsep-separated (default: those "
                         "`make setup` fetched)")
@@ -107,6 +112,7 @@ def options_from_args(args: argparse.Namespace):
         watermark_delay_ms=int(args.watermark_delay * 1000),
         idleness_ms=int(args.idleness * 1000), state_cache_size=args.state_cache_size,
         bundle_size=args.bundle_size, bundle_time_ms=max(1, int(args.bundle_time * 1000)),
+        python_mode=args.python_mode,
         twin_kwargs=twin_kwargs_from(args), job_name=args.job_name, group_id=args.group_id)
     plant = plant_from(args)  # validated here: a bad file fails before submitting
     if plant is not None:

@@ -22,7 +22,7 @@ import pickle
 import time
 from typing import Any
 
-from pyflink.common import Types
+from pyflink.common import Row, Types
 from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction
 from pyflink.datastream.state import ValueStateDescriptor
 
@@ -42,6 +42,8 @@ from transforms.twin import (
 )
 
 PICKLED = Types.PICKLED_BYTE_ARRAY()
+# normalization's main output: (twin key, readings), keyed on the key by Flink itself
+KEYED = Types.ROW([Types.STRING(), PICKLED])
 DEAD_LETTERS = OutputTag("dead_letters", PICKLED)
 SIDE = {tag: OutputTag(tag, PICKLED) for tag in (ACTION, STATE, FEATURES, LATE, DEAD_LETTER)}
 TWIN_DEAD_LETTERS = SIDE[DEAD_LETTER]  # readings the twin's event-time guard held back
@@ -113,7 +115,7 @@ class NormalizeFunction(ProcessFunction):
                                             f"{type(exc).__name__}: {exc!r}", source, key,
                                             value, now)
             return
-        yield self.key_of(reading["asset_id"]), reading
+        yield Row(self.key_of(reading["asset_id"]), reading)
 
     def process_element(self, element, ctx: ProcessFunction.Context):
         from pipelines.kafka.serde import RegistryError
@@ -121,7 +123,7 @@ class NormalizeFunction(ProcessFunction):
         if len(element) == 2:  # a batch: (its last arrival, the pickled messages)
             batch = pickle.loads(element[1])
         elif element[0] == END_OF_INPUT:  # the bounded source's last word per asset
-            yield self.key_of(element[1].decode()), END_OF_INPUT
+            yield Row(self.key_of(element[1].decode()), END_OF_INPUT)
             return
         else:
             yield from self._one(element)
@@ -147,7 +149,7 @@ class NormalizeFunction(ProcessFunction):
             for asset_id, b in block.by_asset().items():
                 groups.setdefault(self.key_of(asset_id), []).append((asset_id, b))
         for key, items in groups.items():  # pickled once, here (see FleetChunks.flat_map)
-            yield key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL)
+            yield Row(key, pickle.dumps(items, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 ADVANCE = "advance"  # a log entry of TwinFunction's: the watermark closed windows at this time
@@ -299,17 +301,18 @@ class TwinFunction(KeyedProcessFunction):
 
     def process_element(self, element, ctx: KeyedProcessFunction.Context):
         key = ctx.get_current_key()
+        if isinstance(element, tuple):  # (key, items): the key is the current key
+            element = element[1]
+        if isinstance(element, str) and element == END_OF_INPUT:
+            # bounded input ended: close every window
+            shard = self._shard(key)
+            outputs = shard.flush()
+            if outputs:  # (a shard hears one marker per asset: it changes once)
+                self._save(key, shard, None)
+            yield from self._emit(outputs, ctx, key, shard)
+            return
         if isinstance(element, dict):  # one reading dict
             items = [element]
-        elif isinstance(element, tuple):
-            if element[1] == END_OF_INPUT:  # bounded input ended: close every window
-                shard = self._shard(key)
-                outputs = shard.flush()
-                if outputs:  # (a shard hears one marker per asset: it changes once)
-                    self._save(key, shard, None)
-                yield from self._emit(outputs, ctx, key, shard)
-                return
-            items = element[1]
         else:
             items = element
         entry = items

@@ -103,6 +103,13 @@ class FlinkJobOptions:
     # latency. Flink's default, 1 s, made it ~5 s; the state writes a shorter bundle adds
     # are a small share of a reading's cost
     bundle_time_ms: int = 100
+    # where the Python functions run: "process", a Python worker per slot fed in bundles
+    # over gRPC (Flink's default: an element waits for its bundle to end at each Python
+    # operator, and again for its outputs), or "thread", inside the TaskManager's JVM
+    # (PyFlink's embedded interpreter: an element is handed over and its outputs come back
+    # at once; seconds less latency, but operators that open together can deadlock while
+    # importing a C extension: see docs/flink.md)
+    python_mode: str = "process"
     python_executable: str = field(default_factory=lambda: sys.executable)
     jars: list[str] = field(default_factory=list)
     twin_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -146,12 +153,28 @@ def job_signer(opts: FlinkJobOptions):
     return Signer(key, opts.command_validity_ms)
 
 
+def _venv_on_path(python_executable: str) -> None:
+    """Put the job's Python's folder first on this process's ``PATH``, which the local
+    cluster's JVM inherits. In thread mode the interpreter embedded in the JVM finds its
+    packages through the ``python`` on ``PATH``: a venv's Python called by its full path
+    (``.venv/bin/twin``) leaves the venv off it, and every Python operator then fails to
+    open ("No module named 'pemja'") and the job restarts without end, which looks like a
+    hang. (A standalone cluster's scripts get the same from :meth:`FlinkCluster.env`.)"""
+    import os
+
+    folder = str(Path(python_executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != folder:
+        os.environ["PATH"] = os.pathsep.join([folder, path]) if path else folder
+
+
 def environment(opts: FlinkJobOptions):
     """A ``StreamExecutionEnvironment`` (+ table environment) configured for the job."""
     from pyflink.common import Configuration
     from pyflink.datastream import StreamExecutionEnvironment
     from pyflink.table import StreamTableEnvironment
 
+    _venv_on_path(opts.python_executable)
     conf = Configuration()
     conf.set_string("python.executable", opts.python_executable)
     conf.set_string("python.client.executable", opts.python_executable)
@@ -161,6 +184,7 @@ def environment(opts: FlinkJobOptions):
     conf.set_string("python.state.cache-size", str(opts.state_cache_size))
     conf.set_string("python.fn-execution.bundle.size", str(opts.bundle_size))
     conf.set_string("python.fn-execution.bundle.time", str(opts.bundle_time_ms))
+    conf.set_string("python.execution-mode", opts.python_mode)
     if opts.checkpoint_dir:
         uri = (opts.checkpoint_dir if "://" in opts.checkpoint_dir
                else Path(opts.checkpoint_dir).resolve().as_uri())
@@ -181,10 +205,10 @@ def build(env, t_env, opts: FlinkJobOptions, source=None):
     """Wire the job; returns the ``StatementSet`` of Kafka sinks (or ``None``).
     ``source``: ``env -> stream of raw messages`` instead of ``opts.source``'s (the
     benchmark's recorded workload)."""
-    from pyflink.common import Types
 
     from pipelines.flink.functions import (
         DEAD_LETTERS,
+        KEYED,
         PICKLED,
         SIDE,
         TWIN_DEAD_LETTERS,
@@ -224,11 +248,9 @@ def build(env, t_env, opts: FlinkJobOptions, source=None):
         normalized = (messages
                       .process(NormalizeFunction(serde=serde, plant=plant,
                                                  shards=opts.twin_shards()),
-                               output_type=PICKLED)
+                               output_type=KEYED)
                       .name("normalize"))
-        # (key_by's own key-extracting operator too: from a smaller parallelism Flink would
-        # rebalance into it, spreading one asset's readings over subtasks out of order)
-        by_key = normalized.key_by(_twin_key, key_type=Types.STRING())
+        by_key = _keyed_by_first_field(normalized, PICKLED)
     finally:
         env.set_parallelism(default)
 
@@ -264,9 +286,22 @@ def build(env, t_env, opts: FlinkJobOptions, source=None):
     return statements
 
 
-def _twin_key(element) -> str:
-    """The twin key of normalization's ``(key, readings)``."""
-    return element[0]
+def _keyed_by_first_field(stream, value_type):
+    """``stream`` of ``(key, value)`` rows keyed by the key, the value what the keyed
+    function gets: what PyFlink's ``key_by`` builds, without the Python operator it puts
+    in front to compute the key. Normalization computes it already, and every Python
+    operator a reading crosses holds it until that operator's bundle ends: one fewer is
+    a bundle's wait less on every prediction's way. (Keyed at the source's parallelism
+    too: from a smaller one Flink would rebalance, spreading an asset's readings over
+    subtasks out of order.)"""
+    from pyflink.common import Types
+    from pyflink.datastream.data_stream import KeyedStream
+    from pyflink.java_gateway import get_gateway
+
+    selector = get_gateway().jvm.KeyByKeySelector()  # (field 0 of a row: PyFlink's own)
+    j_keyed = stream._j_data_stream.keyBy(selector, Types.ROW([Types.STRING()])
+                                          .get_java_type_info())
+    return KeyedStream(j_keyed, value_type, stream)
 
 
 def run(opts: FlinkJobOptions, wait: bool = True, source=None):

@@ -244,6 +244,8 @@ def _epoch_ms(ts) -> int | None:
         return None
     if hasattr(ts, "to_epoch_milli"):
         return int(ts.to_epoch_milli())
+    if hasattr(ts, "toEpochMilli"):  # a java.time.Instant itself (thread mode)
+        return int(ts.toEpochMilli())
     if hasattr(ts, "timestamp"):
         return int(round(ts.timestamp() * 1000))
     return int(ts)

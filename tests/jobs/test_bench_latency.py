@@ -195,8 +195,23 @@ def test_the_readme_headline_gives_the_latency_at_half_the_capacity():
     from jobs.benchreport import headline
 
     records = read_records_of([_record(_figures())])
-    assert ("| Latency: Flink job, one slot, 50 % of capacity (beyond the watermark's wait, "
-            "p50 / p99) | 400 / 900 ms |") in headline(records)
+    assert ("| Latency: Flink job, one slot, process mode, 50 % of capacity (beyond the "
+            "watermark's wait, p50 / p99) | 400 / 900 ms |") in headline(records)
+    thread = _figures()
+    thread["python_mode"] = "thread"
+    assert "one slot, thread mode, 50 %" in headline(read_records_of([_record(thread)]))
+
+
+def test_the_page_names_the_python_mode_and_shows_checkpoints_per_phase():
+    from jobs.benchreport import latency
+
+    figures = _figures()
+    figures.update(python_mode="process", bundle_time_s=0.1, checkpoints={
+        p["phase"]: {"completed": 6, "failed": 1, "duration_p50_ms": 410,
+                     "duration_max_ms": 1_500} for p in figures["phases"]})
+    page = latency({**_record(figures), "_file": "latency.json"})
+    assert "Python in `process` mode, bundles of at most 100 ms" in page
+    assert "checkpoints p50 / max" in page and "410 / 1,500 ms (1 failed)" in page
 
 
 def read_records_of(records):
@@ -236,3 +251,18 @@ def test_checkpoints_are_counted_in_the_phase_they_were_triggered_in():
                              "duration_max_ms": 9_000}
     assert got["10"] == {"completed": 3, "failed": 1, "duration_p50_ms": 500,
                          "duration_max_ms": 700}
+
+
+def test_the_page_and_headline_keep_the_latest_record_of_each_python_mode():
+    from jobs.benchreport import headline, render
+
+    process, thread, later_process = _figures(), _figures(), _figures()
+    thread["python_mode"] = "thread"
+    later_process["python_mode"] = "process"
+    later_process["phases"][0]["beyond_ms"]["p50"] = 123
+    records = read_records_of([_record(process), _record(thread), _record(later_process)])
+    page, head = render(records), headline(records)
+    assert "Latency beyond the watermark, process mode" in page
+    assert "Latency beyond the watermark, thread mode" in page
+    assert "one slot, process mode, 50 %" in head and "one slot, thread mode, 50 %" in head
+    assert "123 ms" in page

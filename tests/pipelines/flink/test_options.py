@@ -102,3 +102,24 @@ def test_checkpoints_are_unaligned_unless_asked_aligned():
     assets on two shared cores); unaligned, it overtakes them."""
     assert _opts().unaligned_checkpoints is True
     assert _opts("--aligned-checkpoints").unaligned_checkpoints is False
+
+
+def test_the_jobs_python_folder_goes_first_on_path_once(monkeypatch, tmp_path):
+    """Thread mode's embedded interpreter finds its packages through the ``python`` on
+    PATH: a venv's Python called by its full path must still put the venv there."""
+    import os
+
+    from pipelines.flink.job import _venv_on_path
+
+    venv_bin = tmp_path / "venv" / "bin"
+    monkeypatch.setenv("PATH", os.pathsep.join(["/usr/bin", "/bin"]))
+    _venv_on_path(str(venv_bin / "python"))
+    _venv_on_path(str(venv_bin / "python"))
+    assert os.environ["PATH"].split(os.pathsep) == [str(venv_bin), "/usr/bin", "/bin"]
+
+
+def test_python_mode_defaults_to_process_and_the_flag_reaches_the_job_options():
+    assert _opts().python_mode == "process"
+    assert _opts("--python-mode", "thread").python_mode == "thread"
+    with pytest.raises(SystemExit):
+        _opts("--python-mode", "fork")
