@@ -791,7 +791,8 @@ def headline(records: list[dict[str, Any]]) -> str:
             mode = newest[name]["figures"].get("python_mode", "process")
             rows.append([f"Latency: Flink job, one slot, {mode} mode, 50 % of capacity "
                          "(beyond the watermark's wait, p50 / p99)",
-                         f"{b['p50']:,} / {b['p99']:,} ms"])
+                         f"{b['p50']:,} / {b['p99']:,} ms at "
+                         f"{half[0]['rate']:,.0f} messages/s"])
     if not rows:
         return ""
     return _table(["benchmark", "result"], rows)

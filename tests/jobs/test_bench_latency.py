@@ -196,7 +196,8 @@ def test_the_readme_headline_gives_the_latency_at_half_the_capacity():
 
     records = read_records_of([_record(_figures())])
     assert ("| Latency: Flink job, one slot, process mode, 50 % of capacity (beyond the "
-            "watermark's wait, p50 / p99) | 400 / 900 ms |") in headline(records)
+            "watermark's wait, p50 / p99) | 400 / 900 ms at 50 messages/s |"
+            ) in headline(records)
     thread = _figures()
     thread["python_mode"] = "thread"
     assert "one slot, thread mode, 50 %" in headline(read_records_of([_record(thread)]))
