@@ -168,6 +168,25 @@ def _venv_on_path(python_executable: str) -> None:
         os.environ["PATH"] = os.pathsep.join([folder, path]) if path else folder
 
 
+def configuration(opts: FlinkJobOptions) -> dict[str, str]:
+    """The Flink settings the job's options become (what :func:`environment` sets)."""
+    conf = {"python.executable": opts.python_executable,
+            "python.client.executable": opts.python_executable,
+            "pipeline.name": opts.job_name,
+            "python.state.cache-size": str(opts.state_cache_size),
+            "python.fn-execution.bundle.size": str(opts.bundle_size),
+            "python.fn-execution.bundle.time": str(opts.bundle_time_ms),
+            "python.execution-mode": opts.python_mode}
+    if opts.jars:
+        conf["pipeline.jars"] = ";".join(Path(j).resolve().as_uri() for j in opts.jars)
+    if opts.checkpoint_dir:
+        conf["execution.checkpointing.storage"] = "filesystem"
+        conf["execution.checkpointing.dir"] = (
+            opts.checkpoint_dir if "://" in opts.checkpoint_dir
+            else Path(opts.checkpoint_dir).resolve().as_uri())
+    return conf
+
+
 def environment(opts: FlinkJobOptions):
     """A ``StreamExecutionEnvironment`` (+ table environment) configured for the job."""
     from pyflink.common import Configuration
@@ -176,20 +195,8 @@ def environment(opts: FlinkJobOptions):
 
     _venv_on_path(opts.python_executable)
     conf = Configuration()
-    conf.set_string("python.executable", opts.python_executable)
-    conf.set_string("python.client.executable", opts.python_executable)
-    if opts.jars:
-        conf.set_string("pipeline.jars", ";".join(Path(j).resolve().as_uri() for j in opts.jars))
-    conf.set_string("pipeline.name", opts.job_name)
-    conf.set_string("python.state.cache-size", str(opts.state_cache_size))
-    conf.set_string("python.fn-execution.bundle.size", str(opts.bundle_size))
-    conf.set_string("python.fn-execution.bundle.time", str(opts.bundle_time_ms))
-    conf.set_string("python.execution-mode", opts.python_mode)
-    if opts.checkpoint_dir:
-        uri = (opts.checkpoint_dir if "://" in opts.checkpoint_dir
-               else Path(opts.checkpoint_dir).resolve().as_uri())
-        conf.set_string("execution.checkpointing.storage", "filesystem")
-        conf.set_string("execution.checkpointing.dir", uri)
+    for key, value in configuration(opts).items():
+        conf.set_string(key, value)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
     if opts.parallelism:
         env.set_parallelism(opts.parallelism)

@@ -36,15 +36,18 @@ def test_bundle_size_defaults_to_a_hundred_thousand_and_the_flag_reaches_the_job
         _opts("--bundle-size", "0")
 
 
-def test_bundle_time_flag_reaches_the_job_options_and_flinks_configuration():
-    from pipelines.flink.job import environment
+def test_bundle_time_and_python_mode_reach_the_job_options_and_flinks_configuration():
+    """(Checked on the settings, not on a live environment: building PyFlink's table
+    environment in this process would break the Beam pipelines later tests fork.)"""
+    from pipelines.flink.job import configuration
 
     assert _opts().bundle_time_ms == 100
-    opts = _opts("--bundle-time", "50ms")
+    opts = _opts("--bundle-time", "50ms", "--python-mode", "thread")
     assert opts.bundle_time_ms == 50
-    env, _ = environment(opts)
-    conf = env._j_stream_execution_environment.getConfiguration()
-    assert conf.toMap().get("python.fn-execution.bundle.time") == "50"
+    conf = configuration(opts)
+    assert conf["python.fn-execution.bundle.time"] == "50"
+    assert conf["python.execution-mode"] == "thread"
+    assert configuration(_opts())["python.execution-mode"] == "process"
 
 
 # -- the signing key: exactly the one the Beam path picks from the same settings -----------
