@@ -189,9 +189,10 @@ class TwinFunction(KeyedProcessFunction):
     """Readings keyed by twin key (an asset id, or a shard of assets) -> predictions
     (main output) and side outputs.
 
-    An element is ``(key, items)`` from :class:`NormalizeFunction`, ``items`` a pickled
-    list of ``(asset_id, ReadingBlock)`` (logged as it came; a list, a reading dict, or a
-    list of them is taken too), or ``(key, END_OF_INPUT)``. Each key's twins are a
+    An element is the value of :class:`NormalizeFunction`'s ``(key, value)`` rows (Flink
+    keys them; the key is the current key): a pickled list of ``(asset_id,
+    ReadingBlock)`` (logged as it came; a list, a reading dict, or a list of them is taken
+    too), or ``END_OF_INPUT``. Each key's twins are a
     :class:`~transforms.twin.TwinShard` (one twin when keyed by asset), stepped a batch
     at a time: the windows a batch closes
     across the shard's assets are computed together, as in the Beam binding.
@@ -301,8 +302,6 @@ class TwinFunction(KeyedProcessFunction):
 
     def process_element(self, element, ctx: KeyedProcessFunction.Context):
         key = ctx.get_current_key()
-        if isinstance(element, tuple):  # (key, items): the key is the current key
-            element = element[1]
         if isinstance(element, str) and element == END_OF_INPUT:
             # bounded input ended: close every window
             shard = self._shard(key)

@@ -281,9 +281,9 @@ def _run_keyed(events, restart_at=(), snapshot_every: int = 50):
     for i, (kind, x) in enumerate(events):
         if i in restart_at:
             fn = fresh()
-        if kind == "batch":
+        if kind == "batch":  # Flink keys normalization's (key, value): the value goes in
             backend.key = x[0]
-            out += _tagged(fn.process_element(x, ctx))
+            out += _tagged(fn.process_element(x[1], ctx))
         else:
             while due := sorted(t for t in backend.timers if t[0] <= x):
                 ts, key = due[0]
