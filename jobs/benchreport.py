@@ -640,10 +640,9 @@ def latency(r: dict[str, Any]) -> str:
                     "p99 by receipt"] + (["checkpoints p50 / max"] if checkpoints else []),
                    rows)
     mode = f.get("python_mode", "process")
-    engine = (f"Python in `{mode}` mode"
-              + (f", bundles of at most {1000 * f['bundle_time_s']:g} ms"
-                 if mode == "process" and f.get("bundle_time_s") else
-                 ", bundles of at most 1,000 ms" if mode == "process" else ""))
+    engine = f"Python in `{mode}` mode"
+    if mode == "process":  # (records from before --bundle-time ran with Flink's 1 s)
+        engine += f", bundles of at most {1000 * f.get('bundle_time_s', 1.0):,g} ms"
     capacity = (f"{_n(f['capacity_msg_per_s'])} messages/s ({f['capacity_source']})"
                 if f.get("capacity_msg_per_s") else "none given (one --rate)")
     half = [p for p in f["phases"] if p.get("load") == 0.5]
