@@ -34,6 +34,7 @@ class BenchFlinkError(RuntimeError):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jobs.flink_job import PYTHON_MODES
     from jobs.options import parse_duration, positive_int
 
     p.add_argument("--assets", type=positive_int, default=1000,
@@ -53,7 +54,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the job's --bundle-size (default: the job's default)")
     p.add_argument("--bundle-time", type=parse_duration, default=None,
                    help="the job's --bundle-time (default: the job's default)")
-    p.add_argument("--python-mode", choices=("process", "thread"), default=None,
+    p.add_argument("--python-mode", choices=PYTHON_MODES, default=None,
                    help="the job's --python-mode (default: the job's default)")
     p.add_argument("--out", type=Path, default=Path("out") / "bench-flink-slots",
                    help="work folder: broker log, cluster run folder (default "

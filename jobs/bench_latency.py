@@ -155,6 +155,7 @@ def percentiles(values: Iterable[float]) -> dict[str, float | int | None]:
 # -- the run ---------------------------------------------------------------------------
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from jobs.flink_job import PYTHON_MODES
     from jobs.options import parse_duration, positive_float, positive_int, window_duration
 
     p.add_argument("--capacity", type=positive_float, default=None, metavar="MSG_PER_S",
@@ -181,7 +182,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="the job's --watermark-delay (default 30s, the job's default)")
     p.add_argument("--bundle-time", type=parse_duration, default="100ms",
                    help="the job's --bundle-time (default 100ms, the job's default)")
-    p.add_argument("--python-mode", choices=("process", "thread"), default="process",
+    p.add_argument("--python-mode", choices=PYTHON_MODES, default="process",
                    help="the job's --python-mode (default process, the job's default)")
     p.add_argument("--partitions", type=positive_int, default=2,
                    help="partitions of each raw topic (default 2)")

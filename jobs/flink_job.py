@@ -25,6 +25,7 @@ from jobs.options import (
 )
 
 ENTRY = Path(__file__).resolve()
+PYTHON_MODES = ("process", "thread")  # --python-mode: Flink's default first
 
 
 def add_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -81,7 +82,7 @@ def add_job_arguments(parser: argparse.ArgumentParser) -> None:
                         "operator passes its outputs and the watermark on when its bundle "
                         "ends, so this bounds the latency each adds (default 100ms; "
                         "Flink's own, 1s, adds seconds to every prediction)")
-    e.add_argument("--python-mode", choices=("process", "thread"), default="process",
+    e.add_argument("--python-mode", choices=PYTHON_MODES, default="process",
                    help="where the Python functions run: process (default), a Python "
                         "worker fed in bundles (--bundle-time bounds each operator's wait); "
                         "or thread, inside the TaskManager's JVM, each element answered at "
